@@ -1,0 +1,326 @@
+//! `Settings`: the whole configuration, read once at start-up from three layers — embedded
+//! defaults, then an optional TOML file, then environment variables `MEDIA_PROXY__<KEY>`
+//! (`__` separates nested keys: `MEDIA_PROXY__TIMEOUTS__IDLE=45s`) — and validated before
+//! anything starts. This is the only module that reads the environment; every component
+//! receives its own sub-struct.
+//!
+//! Key names follow the Node reference proxy where it has them (`allowed_private_networks`,
+//! `max_size`, `user_agent`, `proxy`). `docs/configuration.md` lists every key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+/// Prefix of the environment variables that configure the program.
+pub const ENV_PREFIX: &str = "MEDIA_PROXY__";
+
+/// Everything configurable. Constructed only through [`Settings::load`] (or
+/// [`Settings::default`] plus [`Settings::validate`] in tests), so a value of this type is
+/// always valid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the standalone server listens on.
+    pub listen: SocketAddr,
+    /// Networks that are reachable even though they are not global unicast (CIDR, IPv4 and
+    /// IPv6 mixed). Empty by default: only public addresses are fetched.
+    #[serde(deserialize_with = "networks")]
+    pub allowed_private_networks: Vec<IpNet>,
+    /// Largest remote body accepted, in bytes (after decompression).
+    pub max_size: u64,
+    /// `User-Agent` sent to origins.
+    pub user_agent: String,
+    /// Optional forward proxy for outgoing requests (`http://host:port`). The address checks
+    /// still apply to every destination.
+    #[serde(deserialize_with = "optional_url")]
+    pub proxy: Option<Url>,
+    /// Redirects followed per request, each hop checked.
+    pub max_redirects: u8,
+    pub timeouts: Timeouts,
+    pub headers: HeaderSettings,
+    pub log: LogSettings,
+}
+
+/// Limits on how long an origin may take.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Establishing the TCP (and TLS) connection.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Longest silence while waiting for the response head or the next body chunk.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Whole origin exchange, from the first connection to the last body byte.
+    #[serde(with = "humantime_serde")]
+    pub total: Duration,
+}
+
+/// Headers put on every response. An empty string leaves that header out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderSettings {
+    pub cors_allow_origin: String,
+    pub cors_allow_headers: String,
+    pub cors_allow_methods: String,
+    pub content_security_policy: String,
+    pub content_type_options: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (human-readable) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `media_proxy=debug`. `RUST_LOG`, when
+    /// set, wins (it is the tracing convention).
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3003)),
+            allowed_private_networks: Vec::new(),
+            max_size: 262_144_000,
+            user_agent: format!(
+                "media-proxy/{} (+https://github.com/misskey-dev/media-proxy compatible)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            proxy: None,
+            max_redirects: 10,
+            timeouts: Timeouts::default(),
+            headers: HeaderSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for HeaderSettings {
+    fn default() -> Self {
+        HeaderSettings {
+            cors_allow_origin: "*".into(),
+            cors_allow_headers: "*".into(),
+            cors_allow_methods: "GET, HEAD, OPTIONS".into(),
+            content_security_policy:
+                "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'"
+                    .into(),
+            content_type_options: "nosniff".into(),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why the configuration could not be used. Printed to the operator at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Reads defaults, then `file` (if given; it must exist), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()
+    }
+
+    /// Checks what types alone cannot say. Returns the settings unchanged when they are usable.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        if self.max_size == 0 {
+            return Err(invalid("max_size", "must be at least 1 byte"));
+        }
+        for (key, value) in [
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.idle", self.timeouts.idle),
+            ("timeouts.total", self.timeouts.total),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.user_agent.trim().is_empty() {
+            return Err(invalid("user_agent", "must not be empty"));
+        }
+        if let Some(proxy) = &self.proxy {
+            if !matches!(proxy.scheme(), "http" | "https") || proxy.host().is_none() {
+                return Err(invalid(
+                    "proxy",
+                    "must be an http:// or https:// URL with a host",
+                ));
+            }
+        }
+        for (key, value) in [
+            ("user_agent", &self.user_agent),
+            ("headers.cors_allow_origin", &self.headers.cors_allow_origin),
+            (
+                "headers.cors_allow_headers",
+                &self.headers.cors_allow_headers,
+            ),
+            (
+                "headers.cors_allow_methods",
+                &self.headers.cors_allow_methods,
+            ),
+            (
+                "headers.content_security_policy",
+                &self.headers.content_security_policy,
+            ),
+            (
+                "headers.content_type_options",
+                &self.headers.content_type_options,
+            ),
+        ] {
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(invalid(key, "is not a valid HTTP header value"));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A CIDR list, given either as a list (`["10.0.0.0/8", "fd00::/8"]`) or, handy in
+/// environment variables, as one comma-separated string. A bare address means a /32 or /128.
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::List(list) => list,
+        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not a CIDR network (expected e.g. 10.0.0.0/8 or fd00::/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// An optional URL where the empty string means "none" (so an environment variable can
+/// switch the proxy off).
+fn optional_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => Url::parse(s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Settings, ConfigError> {
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        settings.validate()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_reference() -> Result<(), ConfigError> {
+        let s = Settings::default().validate()?;
+        assert_eq!(s.max_size, 262_144_000);
+        assert_eq!(s.timeouts.idle, Duration::from_secs(30));
+        assert_eq!(s.timeouts.total, Duration::from_secs(60));
+        assert!(s.allowed_private_networks.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn networks_mix_v4_and_v6_as_list_or_string() -> Result<(), ConfigError> {
+        let s = from_toml(r#"allowed_private_networks = ["10.0.0.0/8", "fd00::/8", "127.0.0.2"]"#)?;
+        assert_eq!(s.allowed_private_networks.len(), 3);
+        let s = from_toml(r#"allowed_private_networks = "192.168.0.0/16, ::1/128""#)?;
+        assert_eq!(s.allowed_private_networks.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            (
+                r#"allowed_private_networks = ["10.0.0.0/33"]"#,
+                "10.0.0.0/33",
+            ),
+            (r#"proxy = "ftp://example.com""#, "proxy"),
+            (r#"proxy = "not a url""#, "not a url"),
+            ("max_size = 0", "max_size"),
+            ("[timeouts]\nidle = \"0s\"", "timeouts.idle"),
+            ("no_such_key = 1", "no_such_key"),
+            (r#"listen = "localhost""#, "listen"),
+        ];
+        for (text, needle) in cases {
+            match from_toml(text) {
+                Ok(_) => panic!("`{text}` should be refused"),
+                Err(e) => assert!(
+                    e.to_string().contains(needle),
+                    "error for `{text}` should mention `{needle}`: {e}"
+                ),
+            }
+        }
+    }
+}

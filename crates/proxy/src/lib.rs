@@ -1,0 +1,20 @@
+//! media-proxy: a fast, safe media proxy (Misskey-compatible) and on-demand image resizer.
+//!
+//! The flow goes one way (see `docs/pipeline.md`):
+//! `routes` → [`request::parse`] → [`pipeline::Pipeline::run`] → [`response::build`],
+//! with every failure turned into an [`error::AppError`] and mapped to a status in one place.
+//! [`app`] is the only wiring; [`config`] the only reader of the environment. Pure image work
+//! lives in the separate `media` crate.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod source;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Settings;

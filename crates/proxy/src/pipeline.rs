@@ -1,0 +1,270 @@
+//! The remote-mode steps, in order. Input: a [`Plan`]; output: a [`Reply`] (no HTTP types).
+//!
+//! 1. fetch the origin through the guarded [`Fetcher`];
+//! 2. sniff the type from the first bytes (never from headers);
+//! 3. a transform flag (or an SVG) → read the whole body under the size cap and hand it to
+//!    the media engine on the blocking pool;
+//! 4. otherwise pass the original through as a stream: the sniffed head first, then the rest
+//!    as it arrives; no whole-body buffer, no temporary file. `Range` is answered from the
+//!    origin's own range support when it has it, else cut out of the stream.
+//!
+//! Everything that can fail becomes an [`AppError`]; the mapping to statuses lives in
+//! `error.rs`.
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use media::format::{sniff, Sniffed, SNIFF_LEN, SVG_SNIFF_LIMIT};
+use media::{Format, Rendered, Transform};
+
+use crate::error::AppError;
+use crate::request::range::Resolved;
+use crate::request::Plan;
+use crate::response::disposition;
+use crate::source::http::OriginRange;
+use crate::source::{Body, Fetched, Fetcher, SourceError};
+
+/// What to answer, before it becomes an HTTP response.
+#[derive(Debug)]
+pub enum Reply {
+    /// A browser-safe original, as is.
+    Passthrough(Passthrough),
+    /// The media engine's output.
+    Transformed { rendered: Rendered, name: String },
+}
+
+/// A passthrough answer: the type, the name, and which bytes follow.
+#[derive(Debug)]
+pub struct Passthrough {
+    pub format: Format,
+    /// Download name without the output extension rule applied.
+    pub name: String,
+    /// Full length of the original, when known.
+    pub total: Option<u64>,
+    /// `Some` for a 206.
+    pub range: Option<Resolved>,
+    pub payload: Payload,
+}
+
+/// The body of a passthrough answer.
+pub enum Payload {
+    /// `HEAD`: headers only.
+    Nothing,
+    Bytes(Bytes),
+    Stream(BoxStream<'static, Result<Bytes, SourceError>>),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Nothing => f.write_str("Nothing"),
+            Payload::Bytes(b) => write!(f, "Bytes({})", b.len()),
+            Payload::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// The remote-mode pipeline. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    fetcher: Fetcher,
+}
+
+impl Pipeline {
+    pub fn new(fetcher: Fetcher) -> Self {
+        Pipeline { fetcher }
+    }
+
+    pub async fn run(&self, plan: Plan) -> Result<Reply, AppError> {
+        match plan.transform {
+            Some(transform) => {
+                let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
+                let name =
+                    disposition::source_name(&plan.url_filename, &fetched.content_disposition);
+                let bytes = fetched.body.read_all().await?;
+                let format = sniff_complete(&bytes);
+                if !format.capabilities().transform {
+                    return Err(AppError::NotConvertible(format));
+                }
+                render(bytes, format, transform, name).await
+            }
+            None if plan.head_only || plan.range.is_some() => self.ranged(plan).await,
+            None => {
+                let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
+                self.serve_body(plan, fetched).await
+            }
+        }
+    }
+
+    /// `HEAD` and `Range`: first ask the origin for just the head. A 206 tells us the total
+    /// length and that the origin can serve ranges; a 200 means it cannot, and the answer
+    /// is cut out of that stream instead.
+    async fn ranged(&self, plan: Plan) -> Result<Reply, AppError> {
+        let head_range = OriginRange {
+            first: 0,
+            last: Some(SNIFF_LEN as u64 - 1),
+        };
+        let mut first = self
+            .fetcher
+            .fetch(&plan.url, Some(head_range), None)
+            .await?;
+        let Some(granted) = first.partial else {
+            return self.serve_body(plan, first).await;
+        };
+        let total = granted.total;
+        let (head, _) = first.body.read_head(SNIFF_LEN).await?;
+        let complete = total == Some(head.len() as u64);
+        let format = match sniff(&head, complete) {
+            // SVG is rasterised, never served as a range: take the ordinary path.
+            Sniffed::NeedMore | Sniffed::Known(Format::Svg) => return self.whole(plan).await,
+            Sniffed::Known(f) => f,
+        };
+        if !format.capabilities().passthrough {
+            return Err(AppError::NotPassable(format));
+        }
+        let name = disposition::source_name(&plan.url_filename, &first.content_disposition);
+        let reply = |range, payload| {
+            Ok(Reply::Passthrough(Passthrough {
+                format,
+                name: name.clone(),
+                total,
+                range,
+                payload,
+            }))
+        };
+        let (Some(spec), false) = (plan.range, plan.head_only) else {
+            return reply(None, Payload::Nothing);
+        };
+        let Some(total_len) = total else {
+            // Length unknown: answer the whole body rather than guess.
+            return self.whole(plan).await;
+        };
+        let Some(wanted) = spec.resolve(total_len) else {
+            return Err(AppError::RangeNotSatisfiable { total });
+        };
+        if let Some(slice) = usize::try_from(wanted.first)
+            .ok()
+            .zip(usize::try_from(wanted.last).ok())
+            .and_then(|(a, b)| head.get(a..=b))
+        {
+            return reply(Some(wanted), Payload::Bytes(head.slice_ref(slice)));
+        }
+        let want = OriginRange {
+            first: wanted.first,
+            last: Some(wanted.last),
+        };
+        let second = self
+            .fetcher
+            .fetch(&plan.url, Some(want), first.validator.as_deref())
+            .await?;
+        match second.partial {
+            Some(got) if got.first == wanted.first && got.last == wanted.last => {
+                let stream = second.body.into_stream(Some(wanted.len())).boxed();
+                reply(Some(wanted), Payload::Stream(stream))
+            }
+            // The object changed (If-Range failed) or the origin ignored the range this time.
+            None => self.serve_body(plan, second).await,
+            Some(_) => Err(SourceError::Unreachable("origin sent a different range".into()).into()),
+        }
+    }
+
+    /// The ordinary path for a plan that wants the whole original.
+    async fn whole(&self, plan: Plan) -> Result<Reply, AppError> {
+        let plan = Plan {
+            range: None,
+            ..plan
+        };
+        let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
+        self.serve_body(plan, fetched).await
+    }
+
+    /// A full (200) origin body: sniff it, then stream all of it, or the requested range.
+    async fn serve_body(&self, plan: Plan, fetched: Fetched) -> Result<Reply, AppError> {
+        let Fetched {
+            content_length,
+            content_disposition,
+            mut body,
+            ..
+        } = fetched;
+        let name = disposition::source_name(&plan.url_filename, &content_disposition);
+        let (format, head, ended) = sniff_body(&mut body).await?;
+        if format == Format::Svg {
+            // sniff only says Svg for a complete document, so `head` is all of it.
+            return render(head, Format::Svg, Transform::SvgRaster, name).await;
+        }
+        if !format.capabilities().passthrough {
+            return Err(AppError::NotPassable(format));
+        }
+        let total = if ended {
+            Some(head.len() as u64)
+        } else {
+            content_length
+        };
+        body.unread(head);
+        let mut pass = Passthrough {
+            format,
+            name,
+            total,
+            range: None,
+            payload: Payload::Nothing,
+        };
+        if plan.head_only {
+            return Ok(Reply::Passthrough(pass));
+        }
+        match (plan.range, total) {
+            (Some(spec), Some(total_len)) => {
+                let wanted = spec
+                    .resolve(total_len)
+                    .ok_or(AppError::RangeNotSatisfiable { total })?;
+                if !body.skip(wanted.first).await? {
+                    return Err(SourceError::BodyBroken("shorter than announced".into()).into());
+                }
+                pass.range = Some(wanted);
+                pass.payload = Payload::Stream(body.into_stream(Some(wanted.len())).boxed());
+            }
+            // No range, or a length we cannot know before streaming: the whole body.
+            _ => pass.payload = Payload::Stream(body.into_stream(None).boxed()),
+        }
+        Ok(Reply::Passthrough(pass))
+    }
+}
+
+/// Reads enough of `body` to decide its format: [`SNIFF_LEN`] bytes, or up to
+/// [`SVG_SNIFF_LIMIT`] when the head is text that may be an SVG. Returns the format, the
+/// bytes read, and whether they are the whole body.
+async fn sniff_body(body: &mut Body) -> Result<(Format, Bytes, bool), SourceError> {
+    let (head, ended) = body.read_head(SNIFF_LEN).await?;
+    if let Sniffed::Known(format) = sniff(&head, ended) {
+        return Ok((format, head, ended));
+    }
+    let (more, ended) = body.read_head(SVG_SNIFF_LIMIT + 1 - head.len()).await?;
+    let mut all = Vec::with_capacity(head.len() + more.len());
+    all.extend_from_slice(&head);
+    all.extend_from_slice(&more);
+    let format = match sniff(&all, ended) {
+        Sniffed::Known(f) => f,
+        // Cannot happen (more than the limit was read, or all of it), but never guess.
+        Sniffed::NeedMore => Format::unknown(),
+    };
+    Ok((format, Bytes::from(all), ended))
+}
+
+fn sniff_complete(bytes: &[u8]) -> Format {
+    match sniff(bytes, true) {
+        Sniffed::Known(f) => f,
+        Sniffed::NeedMore => Format::unknown(),
+    }
+}
+
+/// Runs the media engine on the blocking pool: CPU work never runs on the async workers.
+async fn render(
+    bytes: Bytes,
+    format: Format,
+    transform: Transform,
+    name: String,
+) -> Result<Reply, AppError> {
+    let rendered = tokio::task::spawn_blocking(move || media::render(&bytes, format, transform))
+        .await
+        .map_err(|e| AppError::Internal(format!("render task failed: {e}")))??;
+    Ok(Reply::Transformed { rendered, name })
+}

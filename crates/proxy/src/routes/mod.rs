@@ -1,0 +1,140 @@
+//! The one HTTP handler: extract → `request::parse` → `pipeline::run` → `response::build`.
+//! Thin on purpose; it also writes the access log line (one per request, when the body has
+//! been sent or abandoned).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::request::{self, Route};
+use crate::response;
+use crate::source::SourceError;
+
+/// Handles every path: the remote mode ignores the path except for `/`.
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let mut log = AccessLog {
+        method: method.clone(),
+        status: 0,
+        origin_host: None,
+        origin_status: None,
+        error: None,
+        bytes: 0,
+        started,
+        head_ms: 0,
+        finished: false,
+    };
+    let response = if method == Method::OPTIONS {
+        response::preflight()
+    } else if method != Method::GET && method != Method::HEAD {
+        log.error = Some(AppError::MethodNotAllowed.to_string());
+        AppError::MethodNotAllowed.into_response()
+    } else {
+        let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        match request::parse(uri.path(), uri.query(), method == Method::HEAD, range) {
+            Err(e) => {
+                log.error = Some(e.to_string());
+                AppError::from(e).into_response()
+            }
+            Ok(Route::Hello) => response::hello(),
+            Ok(Route::Proxy(plan)) => {
+                log.origin_host = plan.url.host_str().map(str::to_owned);
+                tracing::debug!(url = %plan.url, "proxying");
+                let fallback = plan.fallback;
+                match state.pipeline.run(plan).await {
+                    Ok(reply) => response::build(reply),
+                    Err(e) => {
+                        if let AppError::Source(SourceError::Status(code)) = &e {
+                            log.origin_status = Some(*code);
+                        }
+                        log.error = Some(e.to_string());
+                        if fallback {
+                            response::fallback(state.fallback_png.clone())
+                        } else {
+                            e.into_response()
+                        }
+                    }
+                }
+            }
+        }
+    };
+    log.status = response.status().as_u16();
+    log.head_ms = started.elapsed().as_millis();
+    let (mut parts, body) = response.into_parts();
+    // The counting wrapper below hides the body's size; keep an exact one as Content-Length.
+    if let Some(len) = axum::body::HttpBody::size_hint(&body).exact() {
+        parts
+            .headers
+            .entry(header::CONTENT_LENGTH)
+            .or_insert_with(|| len.into());
+    }
+    // Count what is actually sent; the log line is written when the body is done with.
+    let counted = futures_util::stream::unfold(
+        (body.into_data_stream(), log),
+        |(mut stream, mut log)| async move {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    log.bytes += chunk.len() as u64;
+                    Some((Ok(chunk), (stream, log)))
+                }
+                Some(Err(e)) => {
+                    log.error = Some(format!("body aborted: {e}"));
+                    Some((Err(e), (stream, log)))
+                }
+                None => {
+                    log.finish();
+                    None
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(counted))
+}
+
+/// One access-log line, written on drop: after the last byte, or when the client went away.
+struct AccessLog {
+    method: Method,
+    status: u16,
+    origin_host: Option<String>,
+    origin_status: Option<u16>,
+    error: Option<String>,
+    bytes: u64,
+    started: Instant,
+    head_ms: u128,
+    finished: bool,
+}
+
+impl AccessLog {
+    /// The body was sent to the end: write the line now.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            status = self.status,
+            origin_host = self.origin_host.as_deref(),
+            origin_status = self.origin_status,
+            bytes = self.bytes,
+            head_ms = self.head_ms as u64,
+            total_ms = self.started.elapsed().as_millis() as u64,
+            complete = self.finished,
+            error = self.error.as_deref(),
+        );
+    }
+}
