@@ -436,11 +436,17 @@ impl Body {
         }
     }
 
-    /// Puts bytes back in front of the body (they must not be counted twice: they were
-    /// already counted when first read).
+    /// Puts bytes back in front of the body, ahead of anything already pushed back. They
+    /// were counted against the size cap when first read and are not counted again.
     pub fn unread(&mut self, bytes: Bytes) {
-        debug_assert!(self.pending.is_empty(), "only one push-back at a time");
-        self.pending = bytes;
+        if self.pending.is_empty() {
+            self.pending = bytes;
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + self.pending.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.pending);
+            self.pending = joined.freeze();
+        }
     }
 
     /// Reads until at least `n` bytes are buffered or the body ends. Returns the first

@@ -1,0 +1,195 @@
+//! Routing, fixed answers, common headers, the 501 of the missing engine and `fallback`.
+
+use std::net::Ipv4Addr;
+
+use reqwest::header;
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, spawn_app_with, spawn_origin};
+
+const ORIGIN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn assert_common_headers(r: &reqwest::Response, what: &str) {
+    let h = r.headers();
+    let expect = [
+        ("access-control-allow-origin", "*"),
+        ("access-control-allow-headers", "*"),
+        ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+        (
+            "content-security-policy",
+            "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'",
+        ),
+        ("x-content-type-options", "nosniff"),
+    ];
+    for (name, value) in expect {
+        assert_eq!(
+            h.get(name).and_then(|v| v.to_str().ok()),
+            Some(value),
+            "{what}: header {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn root_says_hello_world() {
+    let app = spawn_app().await;
+    let r = app.get(&format!("http://{}/", app.addr)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_common_headers(&r, "GET /");
+    assert!(
+        r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+        "Hello World is plain text"
+    );
+    assert_eq!(r.text().await.unwrap(), "Hello World!");
+}
+
+#[tokio::test]
+async fn url_parameter_errors_are_400_and_short_lived() {
+    let app = spawn_app().await;
+    let cases = [
+        "/image.webp",
+        "/emoji.webp?emoji=1",
+        "/proxy/image.webp?url=",
+        "/image.webp?url=http%3A%2F%2Fa%2F1&url=http%3A%2F%2Fa%2F2",
+        "/image.webp?url=file%3A%2F%2F%2Fetc%2Fpasswd",
+        "/image.webp?url=gopher%3A%2F%2Fexample.com%2F",
+        "/image.webp?url=unix%3A%2Frun%2Fdocker.sock",
+        "/image.webp?url=not%20a%20url",
+    ];
+    for path in cases {
+        let r = app.get(&format!("http://{}{path}", app.addr)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            r.headers()[header::CACHE_CONTROL],
+            "max-age=300",
+            "{path}: errors are cached briefly"
+        );
+        assert_common_headers(&r, path);
+    }
+}
+
+#[tokio::test]
+async fn options_answers_the_preflight_and_other_methods_are_refused() {
+    let app = spawn_app().await;
+    let url = format!(
+        "http://{}/image.webp?url=http%3A%2F%2Fexample.com%2Fa.png",
+        app.addr
+    );
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "https://misskey.example")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "preflight");
+    assert_common_headers(&r, "OPTIONS");
+
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD, OPTIONS", "{method}");
+    }
+}
+
+#[tokio::test]
+async fn transform_flags_answer_501_until_the_engine_lands() {
+    let origin = spawn_origin(ORIGIN_IP).await;
+    let app =
+        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
+            .await;
+    let gif = origin.url("/corpus/gif/image-gif/anim-gr.gif");
+    for flags in [
+        "&emoji",
+        "&avatar",
+        "&static",
+        "&preview",
+        "&badge",
+        "&emoji&static",
+    ] {
+        let r = app.get(&app.proxy_url("emoji.webp", &gif, flags)).await;
+        assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED, "{flags}");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=300", "{flags}");
+        assert!(
+            r.headers().get(header::CONTENT_DISPOSITION).is_none(),
+            "{flags}: errors carry no download name"
+        );
+    }
+    // An SVG with no flag is rasterised, which is a transform too.
+    let r = app
+        .get(&app.proxy_url("svg.webp", &origin.url("/text/svg"), ""))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED, "SVG without flags");
+}
+
+#[tokio::test]
+async fn transform_flags_on_non_images_are_404() {
+    let origin = spawn_origin(ORIGIN_IP).await;
+    let app =
+        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
+            .await;
+    for (path, what) in [
+        ("/text/plain", "text"),
+        ("/text/html", "html"),
+        ("/corpus/video/h264_640x360_2s.mp4", "video"),
+        ("/corpus/video/audio_only_aac.m4a", "audio"),
+    ] {
+        let r = app
+            .get(&app.proxy_url("x.webp", &origin.url(path), "&static"))
+            .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{what} with static");
+    }
+}
+
+#[tokio::test]
+async fn fallback_answers_a_placeholder_png_for_any_error_after_the_url() {
+    let origin = spawn_origin(ORIGIN_IP).await;
+    let app =
+        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
+            .await;
+    let cases = [
+        (origin.url("/status/404"), "&fallback", "origin 404"),
+        (origin.url("/status/500"), "&fallback&emoji", "origin 500"),
+        (origin.url("/text/html"), "&fallback", "not passable"),
+        (
+            origin.url("/corpus/gif/image-gif/anim-gr.gif"),
+            "&fallback&preview",
+            "engine 501",
+        ),
+        (
+            "http://127.0.0.1/".to_owned(),
+            "&fallback",
+            "blocked address",
+        ),
+    ];
+    for (url, flags, what) in cases {
+        let r = app.get(&app.proxy_url("image.webp", &url, flags)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{what}");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "image/png", "{what}");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=300", "{what}");
+        let body = r.bytes().await.unwrap();
+        let mut decoder =
+            zune_png::PngDecoder::new(zune_png::zune_core::bytestream::ZCursor::new(&body[..]));
+        decoder.decode_raw().expect("placeholder decodes");
+        let (w, h) = decoder.dimensions().expect("dimensions");
+        assert_eq!((w, h), (64, 64), "{what}: placeholder size");
+    }
+    // Without a url there is nothing to fall back for: still 400.
+    let r = app
+        .get(&format!("http://{}/image.webp?fallback=1", app.addr))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,379 @@
+//! The test harness: `spawn_app()` runs the real application (real `Settings`, real router,
+//! real fetcher) on 127.0.0.1:0; `spawn_origin()` is one scripted origin server on a chosen
+//! loopback address that serves the shared corpus and misbehaves on request, recording every
+//! request it receives.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use media_proxy::{Application, Settings};
+use serde::Deserialize;
+
+/// The shared corpus, used in place (never copied into the repository).
+pub fn corpus(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus")
+        .join(rel)
+}
+
+pub fn corpus_bytes(rel: &str) -> Vec<u8> {
+    std::fs::read(corpus(rel)).unwrap_or_else(|e| panic!("corpus file {rel}: {e}"))
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// `GET /<path>?url=<url><extra>` with the URL percent-encoded.
+    pub fn proxy_url(&self, path: &str, url: &str, extra: &str) -> String {
+        let encoded: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+        format!("http://{}/{path}?url={encoded}{extra}", self.addr)
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+}
+
+/// Default settings except for the listen address (port 0) and what `configure` changes.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Settings::default()
+    };
+    configure(&mut settings);
+    let settings = settings.validate().expect("test settings are valid");
+    let app = Application::build(&settings).await.expect("app builds");
+    let addr = app.local_addr().expect("bound");
+    tokio::spawn(app.run_until_stopped());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("test client");
+    TestApp { addr, client }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// One request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The request target as sent: origin-form `/path?q`, or absolute-form through a proxy.
+    pub target: String,
+    pub range: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Origin {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("hits lock").clone()
+    }
+}
+
+/// Starts the scripted origin on `ip` (any 127.x address works on Linux).
+pub async fn spawn_origin(ip: Ipv4Addr) -> Origin {
+    spawn_origin_on(SocketAddr::new(IpAddr::V4(ip), 0))
+        .await
+        .expect("origin binds")
+}
+
+pub async fn spawn_origin_on(addr: SocketAddr) -> std::io::Result<Origin> {
+    let hits = Arc::new(Mutex::new(Vec::new()));
+    let router = Router::new()
+        .route("/corpus/{*rel}", get(corpus_file))
+        .route("/status/{code}", get(status))
+        .route("/redirect", get(redirect))
+        .route("/chain/{n}", get(chain))
+        .route("/text/{kind}", get(text))
+        .route("/chunked", get(chunked))
+        .route("/stall-head", get(stall_head))
+        .route("/stall-body", get(stall_body))
+        .route("/truncated", get(truncated))
+        .route("/huge-length", get(huge_length))
+        .route("/gzip/{*rel}", get(gzip_file))
+        .fallback(get(corpus_file_by_any_path))
+        .with_state(hits.clone())
+        .layer(axum::middleware::from_fn_with_state(hits.clone(), record));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(Origin { addr, hits })
+}
+
+type Hits = Arc<Mutex<Vec<Hit>>>;
+
+async fn record(
+    State(hits): State<Hits>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let text = |h: &HeaderMap, name| {
+        h.get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    hits.lock().expect("hits lock").push(Hit {
+        target: request.uri().to_string(),
+        range: text(request.headers(), header::RANGE),
+        user_agent: text(request.headers(), header::USER_AGENT),
+    });
+    next.run(request).await
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct FileOptions {
+    /// Present: serve single byte ranges (otherwise `Range` is ignored, as many origins do).
+    ranges: Option<String>,
+    /// A lying Content-Type to send.
+    #[serde(rename = "type")]
+    content_type: Option<String>,
+    /// A Content-Disposition header to send.
+    cd: Option<String>,
+}
+
+async fn corpus_file(
+    Path(rel): Path<String>,
+    Query(opts): Query<FileOptions>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(bytes) = std::fs::read(corpus(&rel)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    serve_bytes(bytes, &opts, &headers)
+}
+
+/// `/anything/else/<rel>` is not routed: used as the proxy-mode target (absolute-form).
+async fn corpus_file_by_any_path() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "image/gif")],
+        tiny_gif(),
+    )
+        .into_response()
+}
+
+fn serve_bytes(bytes: Vec<u8>, opts: &FileOptions, headers: &HeaderMap) -> Response {
+    let mut extra = HeaderMap::new();
+    if let Some(t) = &opts.content_type {
+        extra.insert(header::CONTENT_TYPE, t.parse().expect("type header"));
+    }
+    if let Some(cd) = &opts.cd {
+        extra.insert(header::CONTENT_DISPOSITION, cd.parse().expect("cd header"));
+    }
+    extra.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'));
+    if let (true, Some((a, b))) = (opts.ranges.is_some(), range) {
+        let total = bytes.len();
+        let first: usize = a.parse().unwrap_or(0);
+        let last: usize = b.parse().unwrap_or(total - 1).min(total - 1);
+        if first > last {
+            return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        }
+        extra.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        extra.insert(
+            header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{total}")
+                .parse()
+                .expect("range"),
+        );
+        return (
+            StatusCode::PARTIAL_CONTENT,
+            extra,
+            bytes[first..=last].to_vec(),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, extra, bytes).into_response()
+}
+
+async fn gzip_file(Path(rel): Path<String>) -> Response {
+    use std::io::Write;
+    let bytes = std::fs::read(corpus(&rel)).expect("gzip source");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&bytes).expect("gzip");
+    let gz = enc.finish().expect("gzip");
+    (
+        [
+            (header::CONTENT_ENCODING, "gzip"),
+            (header::CONTENT_TYPE, "image/gif"),
+        ],
+        gz,
+    )
+        .into_response()
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    StatusCode::from_u16(code)
+        .expect("status code")
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct To {
+    to: String,
+}
+
+async fn redirect(Query(To { to }): Query<To>) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+}
+
+/// `/chain/n` redirects to `/chain/n-1` (relative Location); `/chain/0` is a GIF.
+async fn chain(Path(n): Path<u32>) -> Response {
+    if n == 0 {
+        return ([(header::CONTENT_TYPE, "image/gif")], tiny_gif()).into_response();
+    }
+    (
+        StatusCode::MOVED_PERMANENTLY,
+        [(header::LOCATION, format!("{}", n - 1))],
+    )
+        .into_response()
+}
+
+async fn text(Path(kind): Path<String>) -> Response {
+    let (body, ctype): (&[u8], &str) = match kind.as_str() {
+        "html" => (b"<!doctype html><html><body>hello</body></html>", "image/png"),
+        "plain" => (b"just some text, not an image", "image/jpeg"),
+        "empty" => (b"", "image/png"),
+        "svg" => (
+            br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#,
+            "image/svg+xml",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, ctype)], body.to_vec()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ChunkedOptions {
+    /// Bytes per chunk.
+    size: usize,
+    /// Number of chunks.
+    count: usize,
+    /// Pause before each chunk, in milliseconds.
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+/// A chunked body (no Content-Length) starting like a GIF, then zeros.
+async fn chunked(Query(o): Query<ChunkedOptions>) -> Response {
+    let stream = futures_util::stream::unfold(0usize, move |i| async move {
+        if i >= o.count {
+            return None;
+        }
+        if o.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(o.delay_ms)).await;
+        }
+        let mut chunk = vec![0u8; o.size];
+        if i == 0 {
+            let gif = tiny_gif();
+            let n = gif.len().min(o.size);
+            chunk[..n].copy_from_slice(&gif[..n]);
+        }
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), i + 1))
+    });
+    (
+        [(header::CONTENT_TYPE, "image/gif")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn stall_head() -> Response {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    StatusCode::OK.into_response()
+}
+
+/// Sends a GIF head, then nothing more for a minute.
+async fn stall_body() -> Response {
+    let stream = futures_util::stream::unfold(0u8, |i| async move {
+        match i {
+            0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(tiny_gif())), 1)),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                None
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "image/gif")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Announces 100 000 bytes, sends a GIF head and ends the stream early.
+async fn truncated() -> Response {
+    let stream =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(tiny_gif()))]);
+    (
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CONTENT_LENGTH, "100000"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Announces a body far larger than any limit, sends a GIF head, then stalls.
+async fn huge_length() -> Response {
+    let stream = futures_util::stream::unfold(0u8, |i| async move {
+        match i {
+            0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(tiny_gif())), 1)),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                None
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CONTENT_LENGTH, "10000000000"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A valid 1×1 GIF (written out by hand; 35 bytes).
+pub fn tiny_gif() -> Vec<u8> {
+    vec![
+        0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0xff, 0xff, 0xff, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+        0x02, 0x44, 0x01, 0x00, 0x3b,
+    ]
+}

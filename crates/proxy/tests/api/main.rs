@@ -1,0 +1,17 @@
+//! Black-box HTTP tests: the real application on 127.0.0.1:0 against a scripted origin on
+//! other 127.0.0.x addresses. One test binary, so everything links once.
+
+// Test code: a failed unwrap or index is a failed test, which is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod helpers;
+
+mod basics;
+mod limits;
+mod passthrough;
+mod ssrf;
