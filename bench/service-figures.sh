@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Service figures for the remote mode (issue: "Remote mode, part 1"): idle RSS, start-up to
+# the first 200 on `/`, and passthrough throughput of a 100 MB file compared with fetching it
+# straight from the origin (nginx, sendfile). Loopback only, bounded: about a minute.
+#
+#   bash bench/service-figures.sh            # needs nginx (apt-get install nginx-light) and curl
+#
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=bench/.work/service
+mkdir -p "$work/www" "$work/logs"
+bin=target/release/media-proxy
+[ -x "$bin" ] || cargo build --release --locked
+command -v nginx >/dev/null || { echo "nginx is needed (apt-get install nginx-light)"; exit 1; }
+
+# 100 MB that sniffs as a GIF (the proxy decides by content), deterministic.
+if [ ! -s "$work/www/big.gif" ]; then
+  { printf 'GIF89a'; head -c 99999994 /dev/zero | tr '\0' 'x'; } > "$work/www/big.gif"
+fi
+cat > "$work/nginx.conf" <<NGX
+worker_processes 1;
+error_log $PWD/$work/logs/error.log;
+pid $PWD/$work/nginx.pid;
+events { worker_connections 256; }
+http { access_log off; sendfile on; types { image/gif gif; }
+  server { listen 127.0.0.2:18089; root $PWD/$work/www; } }
+NGX
+nginx -c "$PWD/$work/nginx.conf"
+trap 'nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null || true; kill $pid 2>/dev/null || true' EXIT
+
+port=13003
+start=$(date +%s%N)
+MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FILTER=warn \
+  "$bin" serve --listen 127.0.0.1:$port & pid=$!
+until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.001; done
+end=$(date +%s%N)
+echo "start-up to first 200 on /: $(( (end - start) / 1000000 )) ms"
+sleep 1
+echo "idle RSS: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$pid/status)"
+
+url="http://127.0.0.2:18089/big.gif"
+enc=$(printf %s "$url" | sed 's/:/%3A/g; s#/#%2F#g')
+for i in 1 2 3; do
+  d=$(curl -s -o /dev/null -w '%{speed_download}' "$url")
+  p=$(curl -s -o /dev/null -w '%{speed_download} %{time_starttransfer}' "http://127.0.0.1:$port/big.gif?url=$enc")
+  printf 'run %d: direct %6.0f MB/s   via proxy %6.0f MB/s (first byte %s s)\n' "$i" \
+    "$(echo "$d" | awk '{print $1/1e6}')" "$(echo "$p" | awk '{print $1/1e6}')" "$(echo "$p" | awk '{print $2}')"
+done
+echo "RSS after transfers: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$pid/status)"
