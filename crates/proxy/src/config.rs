@@ -323,4 +323,29 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own error type, in a test
+    fn environment_overrides_file_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "proxy.toml",
+                "max_size = 1000\nuser_agent = \"from-file\"\n[timeouts]\nidle = \"5s\"\n",
+            )?;
+            jail.set_env("MEDIA_PROXY__MAX_SIZE", "2000");
+            jail.set_env("MEDIA_PROXY__TIMEOUTS__TOTAL", "90s");
+            jail.set_env(
+                "MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS",
+                "10.0.0.0/8,fd00::/8",
+            );
+            let s = Settings::load(Some(Path::new("proxy.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.max_size, 2000, "env beats file");
+            assert_eq!(s.user_agent, "from-file", "file beats default");
+            assert_eq!(s.timeouts.idle, Duration::from_secs(5), "file");
+            assert_eq!(s.timeouts.total, Duration::from_secs(90), "env, nested key");
+            assert_eq!(s.timeouts.connect, Duration::from_secs(10), "default kept");
+            assert_eq!(s.allowed_private_networks.len(), 2, "comma list from env");
+            Ok(())
+        });
+    }
 }

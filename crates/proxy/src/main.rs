@@ -22,6 +22,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server (the default when no command is given).
+    ///
+    /// Settings come from embedded defaults, then the optional --config TOML file, then
+    /// environment variables named MEDIA_PROXY__<KEY> (nested keys joined by `__`, e.g.
+    /// MEDIA_PROXY__TIMEOUTS__IDLE=45s, MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=10.0.0.0/8).
+    /// Invalid settings stop the program with exit code 2. See docs/configuration.md.
     Serve(ServeArgs),
 }
 

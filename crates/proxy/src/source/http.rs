@@ -231,7 +231,11 @@ impl Fetcher {
                     Some(last) => format!("bytes={}-{}", r.first, last),
                     None => format!("bytes={}-", r.first),
                 };
-                request = request.header(header::RANGE, value);
+                // Byte offsets must refer to the file itself, not to a compressed form of it;
+                // an explicit value also stops the decompression layer adding its own.
+                request = request
+                    .header(header::RANGE, value)
+                    .header(header::ACCEPT_ENCODING, "identity");
                 if let Some(v) = if_range {
                     request = request.header(header::IF_RANGE, v);
                 }

@@ -1,13 +1,9 @@
 //! Routing, fixed answers, common headers, the 501 of the missing engine and `fallback`.
 
-use std::net::Ipv4Addr;
-
 use reqwest::header;
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_origin};
-
-const ORIGIN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+use crate::helpers::{spawn_app, spawn_app_and_origin};
 
 fn assert_common_headers(r: &reqwest::Response, what: &str) {
     let h = r.headers();
@@ -107,10 +103,7 @@ async fn options_answers_the_preflight_and_other_methods_are_refused() {
 
 #[tokio::test]
 async fn transform_flags_answer_501_until_the_engine_lands() {
-    let origin = spawn_origin(ORIGIN_IP).await;
-    let app =
-        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
-            .await;
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
     let gif = origin.url("/corpus/gif/image-gif/anim-gr.gif");
     for flags in [
         "&emoji",
@@ -137,10 +130,7 @@ async fn transform_flags_answer_501_until_the_engine_lands() {
 
 #[tokio::test]
 async fn transform_flags_on_non_images_are_404() {
-    let origin = spawn_origin(ORIGIN_IP).await;
-    let app =
-        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
-            .await;
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
     for (path, what) in [
         ("/text/plain", "text"),
         ("/text/html", "html"),
@@ -156,10 +146,7 @@ async fn transform_flags_on_non_images_are_404() {
 
 #[tokio::test]
 async fn fallback_answers_a_placeholder_png_for_any_error_after_the_url() {
-    let origin = spawn_origin(ORIGIN_IP).await;
-    let app =
-        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
-            .await;
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
     let cases = [
         (origin.url("/status/404"), "&fallback", "origin 404"),
         (origin.url("/status/500"), "&fallback&emoji", "origin 500"),
@@ -190,6 +177,57 @@ async fn fallback_answers_a_placeholder_png_for_any_error_after_the_url() {
     // Without a url there is nothing to fall back for: still 400.
     let r = app
         .get(&format!("http://{}/image.webp?fallback=1", app.addr))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn client_headers_are_never_forwarded() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let r = app
+        .client
+        .get(app.proxy_url(
+            "a.gif",
+            &origin.url("/corpus/gif/image-gif/anim-gr.gif"),
+            "",
+        ))
+        .header(header::COOKIE, "session=secret")
+        .header(header::AUTHORIZATION, "Bearer secret")
+        .header(header::REFERER, "https://misskey.example/notes/1")
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header("X-Custom", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let hits = origin.hits();
+    assert_eq!(hits.len(), 1);
+    let leaked: Vec<&String> = hits[0]
+        .header_names
+        .iter()
+        .filter(|n| {
+            [
+                "cookie",
+                "authorization",
+                "referer",
+                "x-forwarded-for",
+                "x-custom",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "client headers reached the origin: {leaked:?}"
+    );
+}
+
+#[tokio::test]
+async fn unresolvable_hosts_are_400() {
+    let app = spawn_app().await;
+    // `.invalid` never resolves (RFC 6761); the resolver answers without asking the network.
+    let r = app
+        .get(&app.proxy_url("a", "http://no-such-host.invalid/a.png", ""))
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }

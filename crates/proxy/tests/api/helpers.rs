@@ -74,6 +74,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The usual pair: the scripted origin on 127.0.0.2, and the app allowed to reach exactly
+/// that address (plus whatever `configure` changes).
+pub async fn spawn_app_and_origin(configure: impl FnOnce(&mut Settings)) -> (TestApp, Origin) {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let app = spawn_app_with(|s| {
+        s.allowed_private_networks = vec!["127.0.0.2/32".parse().expect("cidr")];
+        configure(s);
+    })
+    .await;
+    (app, origin)
+}
+
 /// One request as the origin saw it.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -81,6 +93,9 @@ pub struct Hit {
     pub target: String,
     pub range: Option<String>,
     pub user_agent: Option<String>,
+    pub accept_encoding: Option<String>,
+    /// Names of every request header, lower-case.
+    pub header_names: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -145,6 +160,12 @@ async fn record(
         target: request.uri().to_string(),
         range: text(request.headers(), header::RANGE),
         user_agent: text(request.headers(), header::USER_AGENT),
+        accept_encoding: text(request.headers(), header::ACCEPT_ENCODING),
+        header_names: request
+            .headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .collect(),
     });
     next.run(request).await
 }
@@ -271,6 +292,13 @@ async fn text(Path(kind): Path<String>) -> Response {
             br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>"#,
             "image/svg+xml",
         ),
+        "big-svg" => {
+            // A valid SVG just over the 1 MiB sniffing limit: by the spec, not an SVG.
+            let mut svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">"#.to_vec();
+            svg.extend(std::iter::repeat_n(b' ', 1024 * 1024));
+            svg.extend_from_slice(b"</svg>");
+            return ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
+        }
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     ([(header::CONTENT_TYPE, ctype)], body.to_vec()).into_response()
@@ -318,7 +346,12 @@ async fn stall_head() -> Response {
 
 /// Sends a GIF head, then nothing more for a minute.
 async fn stall_body() -> Response {
-    let stream = futures_util::stream::unfold(0u8, |i| async move {
+    ([(header::CONTENT_TYPE, "image/gif")], gif_then_stall()).into_response()
+}
+
+/// A body that sends a GIF head and then goes silent for a minute.
+fn gif_then_stall() -> Body {
+    Body::from_stream(futures_util::stream::unfold(0u8, |i| async move {
         match i {
             0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(tiny_gif())), 1)),
             _ => {
@@ -326,12 +359,7 @@ async fn stall_body() -> Response {
                 None
             }
         }
-    });
-    (
-        [(header::CONTENT_TYPE, "image/gif")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    }))
 }
 
 /// Announces 100 000 bytes, sends a GIF head and ends the stream early.
@@ -350,21 +378,12 @@ async fn truncated() -> Response {
 
 /// Announces a body far larger than any limit, sends a GIF head, then stalls.
 async fn huge_length() -> Response {
-    let stream = futures_util::stream::unfold(0u8, |i| async move {
-        match i {
-            0 => Some((Ok::<_, std::io::Error>(bytes::Bytes::from(tiny_gif())), 1)),
-            _ => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                None
-            }
-        }
-    });
     (
         [
             (header::CONTENT_TYPE, "image/gif"),
             (header::CONTENT_LENGTH, "10000000000"),
         ],
-        Body::from_stream(stream),
+        gif_then_stall(),
     )
         .into_response()
 }

@@ -1,23 +1,14 @@
 //! Origin failures and limits: statuses relayed or mapped, size cap from Content-Length and
 //! while streaming (413 promptly, never a hang), stalled and broken origins.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app_with, spawn_origin, Origin, TestApp};
-
-const ORIGIN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+use crate::helpers::{spawn_app_and_origin, Origin, TestApp};
 
 async fn setup(configure: impl FnOnce(&mut media_proxy::Settings)) -> (TestApp, Origin) {
-    let origin = spawn_origin(ORIGIN_IP).await;
-    let app = spawn_app_with(|s| {
-        s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()];
-        configure(s);
-    })
-    .await;
-    (app, origin)
+    spawn_app_and_origin(configure).await
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 mod helpers;
 
 mod basics;
+mod cli;
 mod limits;
 mod passthrough;
 mod ssrf;

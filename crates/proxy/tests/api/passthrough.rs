@@ -1,21 +1,13 @@
 //! Passthrough: type from the bytes, bytes intact, the cache and download headers, streaming,
 //! HEAD without downloading, Range with and without origin support.
 
-use std::net::Ipv4Addr;
-
 use reqwest::header;
 use reqwest::StatusCode;
 
-use crate::helpers::{corpus_bytes, spawn_app_with, spawn_origin, Origin, TestApp};
-
-const ORIGIN_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+use crate::helpers::{corpus_bytes, spawn_app_and_origin, Origin, TestApp};
 
 async fn setup() -> (TestApp, Origin) {
-    let origin = spawn_origin(ORIGIN_IP).await;
-    let app =
-        spawn_app_with(|s| s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()])
-            .await;
-    (app, origin)
+    spawn_app_and_origin(|_| {}).await
 }
 
 #[tokio::test]
@@ -322,4 +314,58 @@ async fn ranges_are_served_with_and_without_origin_support() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().len(), total);
+}
+
+#[tokio::test]
+async fn url_names_ending_in_a_slash_get_only_the_extension() {
+    let (app, origin) = setup().await;
+    let r = app
+        .get(&app.proxy_url("a", &origin.url("/some/dir/"), ""))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()[header::CONTENT_DISPOSITION],
+        "inline; filename=\".gif\""
+    );
+}
+
+#[tokio::test]
+async fn svg_over_the_sniffing_limit_is_not_treated_as_svg() {
+    let (app, origin) = setup().await;
+    let r = app
+        .get(&app.proxy_url("a", &origin.url("/text/big-svg"), ""))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a 1 MiB+ SVG is neither rasterised nor passed"
+    );
+    let r = app
+        .get(&app.proxy_url("a", &origin.url("/text/big-svg"), "&static"))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "and not convertible");
+}
+
+#[tokio::test]
+async fn ranged_origin_requests_ask_for_the_identity_encoding() {
+    let (app, origin) = setup().await;
+    let r = app
+        .client
+        .get(app.proxy_url(
+            "a",
+            &origin.url("/corpus/hostile/lies/gif_named.webp?ranges=1"),
+            "",
+        ))
+        .header(header::RANGE, "bytes=100000-100009")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let hits = origin.hits();
+    assert_eq!(hits.len(), 2, "head, then the range: {hits:?}");
+    assert!(
+        hits.iter()
+            .all(|h| h.accept_encoding.as_deref() == Some("identity")),
+        "byte ranges of the file itself, never of a compressed form: {hits:?}"
+    );
 }
