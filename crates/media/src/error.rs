@@ -4,10 +4,32 @@
 /// An error from the image engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The engine has no implementation for this operation yet (server side; 501).
-    #[error("image transforms are not implemented yet")]
-    NotImplemented,
+    /// The format is recognised but this build cannot decode it (input; 422).
+    #[error("decoding {0} is not supported")]
+    Unsupported(&'static str),
+    /// The bytes do not decode (input; 422).
+    #[error("cannot decode image: {0}")]
+    Invalid(String),
+    /// Over a pixel, frame or allocation limit, known from the header (input; 422).
+    #[error("image over the limits: {0}")]
+    TooLarge(String),
+    /// A codec panicked on this input; caught and refused (input; 422).
+    #[error("decoder failed on this input")]
+    Panicked,
+    /// The badge would be a nearly uniform square: the client draws its own icon (404).
+    #[error("badge image is nearly uniform")]
+    UniformBadge,
     /// Encoding our own output failed (server side; 500).
     #[error("encoding failed: {0}")]
     Encode(String),
+}
+
+impl From<image::ImageError> for Error {
+    fn from(e: image::ImageError) -> Self {
+        match e {
+            image::ImageError::Limits(l) => Error::TooLarge(l.to_string()),
+            image::ImageError::Unsupported(u) => Error::Invalid(u.to_string()),
+            other => Error::Invalid(other.to_string()),
+        }
+    }
 }

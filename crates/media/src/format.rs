@@ -175,6 +175,9 @@ pub fn sniff(head: &[u8], complete: bool) -> Sniffed {
     if let Some(format) = from_detected(detected) {
         return Sniffed::Known(refine_png(format, head));
     }
+    if is_bmp(head) {
+        return Sniffed::Known(Format::Bmp);
+    }
     if looks_like_xml_text(head) {
         return sniff_svg(head, complete);
     }
@@ -244,6 +247,22 @@ fn refine_png(format: Format, head: &[u8]) -> Format {
         };
     }
     Format::Png
+}
+
+/// `BM` followed, at offset 14, by one of the DIB header sizes BMP readers accept (the
+/// detector knows only the Windows ones, not OS/2 1.x and 2.x headers).
+fn is_bmp(head: &[u8]) -> bool {
+    let Some(&[b'B', b'M']) = head.get(..2) else {
+        return false;
+    };
+    let Some(size) = head
+        .get(14..18)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map(u32::from_le_bytes)
+    else {
+        return false;
+    };
+    matches!(size, 12 | 16 | 40 | 52 | 56 | 64 | 108 | 124)
 }
 
 /// Could this be XML or SVG text? Skips a UTF-8 BOM and leading white space and looks for
@@ -370,6 +389,12 @@ mod tests {
             assert_eq!(want.mime(), *mime);
             assert!(want.capabilities().passthrough, "{mime} is browser-safe");
         }
+        let os2_bmp = b"BM\xa8\x2f\x01\x00\x00\x00\x00\x00\x4a\x00\x00\x00\x0c\x00\x00\x00";
+        assert_eq!(
+            sniff(os2_bmp, true),
+            Sniffed::Known(Format::Bmp),
+            "OS/2 core header"
+        );
         assert_eq!(sniff(b"", true), Sniffed::Known(Format::Empty));
         assert!(!Format::Empty.capabilities().passthrough);
         assert!(!Format::Svg.capabilities().passthrough);

@@ -1,37 +1,37 @@
 //! `media`: the pure image half of media-proxy. Synchronous, CPU only, no I/O: it never
 //! touches the network, the file system, tokio, HTTP types or configuration files. The
-//! service hands it bytes and typed operations and gets bytes back.
+//! service hands it bytes, a [`Format`] (already sniffed), a [`Transform`] and [`Limits`],
+//! and gets encoded bytes back.
 //!
-//! Today it knows formats ([`format`]: detection from content and the capability table) and
-//! draws the fallback [`placeholder`]. Decoding, transforms and encoding come with the media
-//! engine; until then [`render`] says so with [`Error::NotImplemented`].
+//! [`render`] reads like the pipeline it is:
+//! probe the header → refuse over-limit inputs → pick the output size → decode only what is
+//! needed (JPEG at a reduced DCT scale; one frame at a time for animations) → resize →
+//! orient → encode (WebP, animated WebP, or the badge PNG). Codec panics are caught and
+//! become [`Error::Panicked`].
 
+pub mod badge;
+pub mod decode;
+pub mod encode;
 pub mod error;
 pub mod format;
+pub mod jpeg;
+pub mod limits;
+pub mod ops;
+pub mod pixels;
 pub mod placeholder;
+pub mod probe;
+pub mod svg;
+pub mod transform;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use error::Error;
 pub use format::{Capabilities, Format, Sniffed};
+pub use limits::Limits;
+pub use ops::Transform;
+pub use pixels::Frame;
 
-/// The Misskey transforms, in the spec's order of precedence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transform {
-    /// Height ≤ 128 (emoji) or ≤ 320 (avatar), animation kept unless `still`.
-    Emoji {
-        still: bool,
-    },
-    Avatar {
-        still: bool,
-    },
-    /// First frame inside 498×422.
-    Static,
-    /// First frame inside 200×200.
-    Preview,
-    /// 96×96 greyscale notification badge.
-    Badge,
-    /// An SVG with no flags, rasterised inside 2048×2048.
-    SvgRaster,
-}
+use fast_image_resize::Resizer;
 
 /// An encoded output image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +40,100 @@ pub struct Rendered {
     pub format: Format,
 }
 
+/// Browsers show GIF frames with a delay of 10 ms or less for 100 ms; keep what they show.
+const MIN_DELAY_MS: u32 = 11;
+const SHORT_DELAY_SHOWN_MS: u32 = 100;
+
 /// The media engine's entry point: decode `input` (already known to be `format`), apply
-/// `transform`, encode. Not implemented yet: it answers [`Error::NotImplemented`] rather
-/// than anything that could pass for an image.
-pub fn render(_input: &[u8], _format: Format, _transform: Transform) -> Result<Rendered, Error> {
-    Err(Error::NotImplemented)
+/// `transform`, encode. Never panics: a codec panic becomes [`Error::Panicked`].
+pub fn render(
+    input: &[u8],
+    format: Format,
+    transform: Transform,
+    limits: &Limits,
+) -> Result<Rendered, Error> {
+    catch_unwind(AssertUnwindSafe(|| {
+        render_inner(input, format, transform, limits)
+    }))
+    .unwrap_or(Err(Error::Panicked))
+}
+
+fn render_inner(
+    input: &[u8],
+    format: Format,
+    transform: Transform,
+    limits: &Limits,
+) -> Result<Rendered, Error> {
+    if !format.capabilities().transform {
+        return Err(Error::Unsupported(format.mime()));
+    }
+    let probe = probe::probe(input, format)?;
+    probe.check(limits)?;
+    let (ow, oh) = probe.oriented();
+    let (tw, th) = transform.target(ow, oh);
+    let mut resizer = Resizer::new();
+
+    if format == Format::Svg {
+        return finish(svg::rasterise(input, tw, th)?, transform);
+    }
+    let animated = matches!(format, Format::Gif | Format::Webp | Format::Apng);
+    if transform.animated() && animated && probe.frames > 1 {
+        return animate(input, format, (tw, th), limits, &mut resizer);
+    }
+    // Size in the stored orientation: orientation is applied after resizing (cheaper).
+    let (sw, sh) = if probe::swaps_axes(probe.orientation) {
+        (th, tw)
+    } else {
+        (tw, th)
+    };
+    let frame = decode::first_frame(input, format, sw, sh, limits)?;
+    let frame = transform::resize(frame, sw, sh, &mut resizer)?;
+    let frame = transform::orient(frame, probe.orientation)?;
+    finish(frame, transform)
+}
+
+/// Animated input → animated WebP, one frame at a time: decode, resize, add, drop.
+fn animate(
+    input: &[u8],
+    format: Format,
+    (tw, th): (u32, u32),
+    limits: &Limits,
+    resizer: &mut Resizer,
+) -> Result<Rendered, Error> {
+    let mut encoder = encode::AnimatedWebp::new(tw, th)?;
+    for frame in decode::frames(input, format, limits)? {
+        if encoder.frames() >= limits.max_frames {
+            return Err(Error::TooLarge(format!(
+                "more than {} frames",
+                limits.max_frames
+            )));
+        }
+        let mut frame = transform::resize(frame?, tw, th, resizer)?;
+        if frame.delay_ms < MIN_DELAY_MS {
+            frame.delay_ms = SHORT_DELAY_SHOWN_MS;
+        }
+        encoder.add(&frame)?;
+    }
+    if encoder.frames() == 0 {
+        return Err(Error::Invalid("animation without frames".into()));
+    }
+    Ok(Rendered {
+        bytes: encoder.finish()?,
+        format: Format::Webp,
+    })
+}
+
+fn finish(frame: Frame, transform: Transform) -> Result<Rendered, Error> {
+    if transform == Transform::Badge {
+        let rgba = badge::badge(&frame)?;
+        let side = ops::BADGE_SIZE;
+        return Ok(Rendered {
+            bytes: encode::png_rgba(side, side, &rgba)?,
+            format: Format::Png,
+        });
+    }
+    Ok(Rendered {
+        bytes: encode::webp(&frame)?,
+        format: Format::Webp,
+    })
 }

@@ -43,8 +43,55 @@ pub struct Settings {
     /// Redirects followed per request, each hop checked.
     pub max_redirects: u8,
     pub timeouts: Timeouts,
+    pub limits: ImageLimits,
+    pub workers: WorkerSettings,
     pub headers: HeaderSettings,
     pub log: LogSettings,
+}
+
+/// What one image may cost, checked from its header before decoding (over → 422).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageLimits {
+    /// Pixels in one frame.
+    pub max_pixels: u64,
+    /// Frames in an animation.
+    pub max_frames: u32,
+    /// Pixels summed over all frames.
+    pub max_total_pixels: u64,
+    /// Largest single decoder allocation, in bytes.
+    pub max_alloc: u64,
+}
+
+/// The pool that runs image work (never on the async workers).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Images processed at once; 0 means one per CPU core.
+    pub threads: usize,
+    /// Requests allowed to wait for a worker; beyond that, 503 with Retry-After.
+    pub queue: usize,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        let d = media::Limits::default();
+        ImageLimits {
+            max_pixels: d.max_pixels,
+            max_frames: d.max_frames,
+            max_total_pixels: d.max_total_pixels,
+            max_alloc: d.max_alloc,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            threads: 0,
+            queue: 64,
+        }
+    }
 }
 
 /// Limits on how long an origin may take.
@@ -103,6 +150,8 @@ impl Default for Settings {
             proxy: None,
             max_redirects: 10,
             timeouts: Timeouts::default(),
+            limits: ImageLimits::default(),
+            workers: WorkerSettings::default(),
             headers: HeaderSettings::default(),
             log: LogSettings::default(),
         }
@@ -187,6 +236,10 @@ impl Settings {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
             }
+        }
+        let l = &self.limits;
+        if l.max_pixels == 0 || l.max_frames == 0 || l.max_total_pixels == 0 || l.max_alloc == 0 {
+            return Err(invalid("limits", "every limit must be at least 1"));
         }
         if self.user_agent.trim().is_empty() {
             return Err(invalid("user_agent", "must not be empty"));

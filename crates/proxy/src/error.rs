@@ -28,6 +28,9 @@ pub enum AppError {
     /// The client's range lies outside the body (416).
     #[error("range not satisfiable")]
     RangeNotSatisfiable { total: Option<u64> },
+    /// Every image worker is busy and the queue is full (503, Retry-After).
+    #[error("overloaded: the image queue is full")]
+    Overloaded,
     /// A method other than GET, HEAD and OPTIONS (405).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -63,12 +66,14 @@ impl AppError {
                 SourceError::BodyBroken(_) => (S::BAD_GATEWAY, "origin body broken"),
             },
             AppError::Media(e) => match e {
-                media::Error::NotImplemented => (
-                    S::NOT_IMPLEMENTED,
-                    "image transforms are not implemented yet",
-                ),
+                media::Error::Unsupported(_) => (S::UNPROCESSABLE_ENTITY, "cannot decode image"),
+                media::Error::Invalid(_) => (S::UNPROCESSABLE_ENTITY, "cannot decode image"),
+                media::Error::TooLarge(_) => (S::UNPROCESSABLE_ENTITY, "image too large"),
+                media::Error::Panicked => (S::UNPROCESSABLE_ENTITY, "cannot decode image"),
+                media::Error::UniformBadge => (S::NOT_FOUND, "badge image is uniform"),
                 media::Error::Encode(_) => (S::INTERNAL_SERVER_ERROR, "encoding failed"),
             },
+            AppError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded, retry shortly"),
             AppError::NotPassable(_) => (S::FORBIDDEN, "type not allowed"),
             AppError::NotConvertible(_) => (S::NOT_FOUND, "not a convertible image"),
             AppError::RangeNotSatisfiable { .. } => {

@@ -15,6 +15,7 @@ pub mod response;
 pub mod routes;
 pub mod source;
 pub mod telemetry;
+pub mod workers;
 
 pub use app::Application;
 pub use config::Settings;

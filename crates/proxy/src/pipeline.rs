@@ -3,7 +3,7 @@
 //! 1. fetch the origin through the guarded [`Fetcher`];
 //! 2. sniff the type from the first bytes (never from headers);
 //! 3. a transform flag (or an SVG) → read the whole body under the size cap and hand it to
-//!    the media engine on the blocking pool;
+//!    the media engine on the bounded worker pool;
 //! 4. otherwise pass the original through as a stream: the sniffed head first, then the rest
 //!    as it arrives; no whole-body buffer, no temporary file. `Range` is answered from the
 //!    origin's own range support when it has it, else cut out of the stream.
@@ -23,6 +23,7 @@ use crate::request::Plan;
 use crate::response::disposition;
 use crate::source::http::OriginRange;
 use crate::source::{Body, Fetched, Fetcher, SourceError};
+use crate::workers::Workers;
 
 /// What to answer, before it becomes an HTTP response.
 #[derive(Debug)]
@@ -68,11 +69,17 @@ impl std::fmt::Debug for Payload {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     fetcher: Fetcher,
+    workers: Workers,
+    limits: media::Limits,
 }
 
 impl Pipeline {
-    pub fn new(fetcher: Fetcher) -> Self {
-        Pipeline { fetcher }
+    pub fn new(fetcher: Fetcher, workers: Workers, limits: media::Limits) -> Self {
+        Pipeline {
+            fetcher,
+            workers,
+            limits,
+        }
     }
 
     pub async fn run(&self, plan: Plan) -> Result<Reply, AppError> {
@@ -86,7 +93,7 @@ impl Pipeline {
                 if !format.capabilities().transform {
                     return Err(AppError::NotConvertible(format));
                 }
-                render(bytes, format, transform, name).await
+                self.render(bytes, format, transform, name).await
             }
             None if plan.head_only || plan.range.is_some() => self.ranged(plan).await,
             None => {
@@ -168,6 +175,23 @@ impl Pipeline {
         }
     }
 
+    /// Runs the media engine on the bounded worker pool: the whole transform finishes
+    /// before any header is sent.
+    async fn render(
+        &self,
+        bytes: Bytes,
+        format: Format,
+        transform: Transform,
+        name: String,
+    ) -> Result<Reply, AppError> {
+        let limits = self.limits;
+        let rendered = self
+            .workers
+            .run(move || media::render(&bytes, format, transform, &limits))
+            .await??;
+        Ok(Reply::Transformed { rendered, name })
+    }
+
     /// The ordinary path for a plan that wants the whole original.
     async fn whole(&self, plan: Plan) -> Result<Reply, AppError> {
         let plan = Plan {
@@ -190,7 +214,9 @@ impl Pipeline {
         let (format, head, ended) = sniff_body(&mut body).await?;
         if format == Format::Svg {
             // sniff only says Svg for a complete document, so `head` is all of it.
-            return render(head, Format::Svg, Transform::SvgRaster, name).await;
+            return self
+                .render(head, Format::Svg, Transform::SvgRaster, name)
+                .await;
         }
         if !format.capabilities().passthrough {
             return Err(AppError::NotPassable(format));
@@ -254,17 +280,4 @@ fn sniff_complete(bytes: &[u8]) -> Format {
         Sniffed::Known(f) => f,
         Sniffed::NeedMore => Format::unknown(),
     }
-}
-
-/// Runs the media engine on the blocking pool: CPU work never runs on the async workers.
-async fn render(
-    bytes: Bytes,
-    format: Format,
-    transform: Transform,
-    name: String,
-) -> Result<Reply, AppError> {
-    let rendered = tokio::task::spawn_blocking(move || media::render(&bytes, format, transform))
-        .await
-        .map_err(|e| AppError::Internal(format!("render task failed: {e}")))??;
-    Ok(Reply::Transformed { rendered, name })
 }

@@ -135,6 +135,8 @@ pub async fn spawn_origin_on(addr: SocketAddr) -> std::io::Result<Origin> {
         .route("/truncated", get(truncated))
         .route("/huge-length", get(huge_length))
         .route("/gzip/{*rel}", get(gzip_file))
+        .route("/svg-with-image", get(svg_with_image))
+        .route("/flat.png", get(flat_png))
         .fallback(get(corpus_file_by_any_path))
         .with_state(hits.clone())
         .layer(axum::middleware::from_fn_with_state(hits.clone(), record));
@@ -386,6 +388,32 @@ async fn huge_length() -> Response {
         gif_then_stall(),
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct Href {
+    href: String,
+}
+
+/// A 100×100 blue SVG with an `<image>` covering it, pointing wherever the test says.
+async fn svg_with_image(Query(Href { href }): Query<Href>) -> Response {
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="100" height="100"><rect width="100" height="100" fill="#0000ff"/><image x="0" y="0" width="100" height="100" href="{href}" xlink:href="{href}"/></svg>"##
+    );
+    ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+}
+
+/// A 64×64 PNG of one flat colour.
+async fn flat_png() -> Response {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, 64, 64);
+        enc.set_color(png::ColorType::Rgb);
+        let mut w = enc.write_header().expect("png header");
+        w.write_image_data(&[90, 140, 200].repeat(64 * 64))
+            .expect("png data");
+    }
+    ([(header::CONTENT_TYPE, "image/png")], out).into_response()
 }
 
 /// A valid 1×1 GIF (written out by hand; 35 bytes).

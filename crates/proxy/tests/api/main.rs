@@ -13,6 +13,7 @@ mod helpers;
 
 mod basics;
 mod cli;
+mod engine;
 mod limits;
 mod passthrough;
 mod ssrf;

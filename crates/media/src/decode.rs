@@ -1,0 +1,85 @@
+//! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
+//! PNG/APNG, GIF, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's
+//! decoders, under allocation and dimension limits. Animations are decoded one composited
+//! frame at a time, so memory holds the canvas and one frame, never the whole animation.
+//! Orientation is not applied here (it is cheaper on the resized frame).
+
+use std::io::Cursor;
+
+use image::{AnimationDecoder, ImageDecoder};
+
+use crate::limits::Limits;
+use crate::pixels::{Channels, Frame};
+use crate::{Error, Format};
+
+/// The first (or only) frame, decoded at least as large as `min_w`×`min_h` where the format
+/// can decode at reduced size (JPEG), else at full size.
+pub fn first_frame(
+    bytes: &[u8],
+    format: Format,
+    min_w: u32,
+    min_h: u32,
+    limits: &Limits,
+) -> Result<Frame, Error> {
+    match format {
+        Format::Jpeg => crate::jpeg::decode_scaled(bytes, min_w, min_h),
+        // The default image of an APNG may not be part of the animation: take frame one.
+        Format::Apng => frames(bytes, format, limits)?
+            .next()
+            .unwrap_or_else(|| Err(Error::Invalid("APNG without frames".into()))),
+        other => {
+            let mut decoder = crate::probe::image_decoder(bytes, other)?;
+            decoder.set_limits(image_limits(limits))?;
+            let img = image::DynamicImage::from_decoder(decoder)?;
+            Ok(Frame::from_dynamic(img))
+        }
+    }
+}
+
+/// Every frame of an animated GIF, WebP or APNG, composited on the canvas, in order.
+pub fn frames<'a>(
+    bytes: &'a [u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<Box<dyn Iterator<Item = Result<Frame, Error>> + 'a>, Error> {
+    let cursor = Cursor::new(bytes);
+    let frames = match format {
+        Format::Gif => {
+            let mut d = image::codecs::gif::GifDecoder::new(cursor)?;
+            d.set_limits(image_limits(limits))?;
+            d.into_frames()
+        }
+        Format::Webp => {
+            let mut d = image::codecs::webp::WebPDecoder::new(cursor)?;
+            d.set_limits(image_limits(limits))?;
+            d.into_frames()
+        }
+        Format::Apng | Format::Png => {
+            let mut d = image::codecs::png::PngDecoder::new(cursor)?;
+            d.set_limits(image_limits(limits))?;
+            d.apng()?.into_frames()
+        }
+        _ => return Err(Error::Unsupported("animation in this format")),
+    };
+    Ok(Box::new(frames.map(|frame| {
+        let frame = frame?;
+        let (num, den) = frame.delay().numer_denom_ms();
+        let buffer = frame.into_buffer();
+        Ok(Frame {
+            width: buffer.width(),
+            height: buffer.height(),
+            channels: Channels::Rgba,
+            data: buffer.into_raw(),
+            delay_ms: num.checked_div(den).unwrap_or(0),
+        })
+    })))
+}
+
+fn image_limits(limits: &Limits) -> image::Limits {
+    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(side);
+    l.max_image_height = Some(side);
+    l.max_alloc = Some(limits.max_alloc);
+    l
+}

@@ -1,0 +1,246 @@
+//! Frames → bytes: WebP (still and animated) through libwebp built from vendored sources
+//! (`libwebp-sys`), PNG through the `png` crate.
+//!
+//! WebP settings are the spec's: lossy, quality 77, alpha quality 95, method 2, smart
+//! ("sharp YUV") chroma subsampling; animations loop forever. The `webp` crate pins an old
+//! libwebp and the animation crates default to lossless, so this module is a thin wrapper
+//! over `WebPEncode` and `WebPAnimEncoder`: the only `unsafe` code in the project. Every
+//! pointer handed to libwebp comes from a live Rust value that outlives the call, and each
+//! libwebp allocation is released by a `Drop` guard.
+
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+
+use libwebp_sys as sys;
+
+use crate::pixels::{Channels, Frame};
+use crate::Error;
+
+const QUALITY: f32 = 77.0;
+const ALPHA_QUALITY: i32 = 95;
+const METHOD: i32 = 2;
+
+fn config() -> Result<sys::WebPConfig, Error> {
+    let mut config =
+        sys::WebPConfig::new_with_preset(sys::WebPPreset::WEBP_PRESET_DEFAULT, QUALITY)
+            .map_err(|()| Error::Encode("libwebp version mismatch".into()))?;
+    config.lossless = 0;
+    config.quality = QUALITY;
+    config.alpha_quality = ALPHA_QUALITY;
+    config.method = METHOD;
+    config.use_sharp_yuv = 1;
+    // SAFETY: `config` is a fully initialised WebPConfig owned by this frame.
+    if unsafe { sys::WebPValidateConfig(&config) } == 0 {
+        return Err(Error::Encode("invalid WebP configuration".into()));
+    }
+    Ok(config)
+}
+
+/// A WebPPicture holding a copy of one frame, freed on drop.
+struct Picture(sys::WebPPicture);
+
+impl Picture {
+    fn new(frame: &Frame) -> Result<Picture, Error> {
+        let mut pic = sys::WebPPicture::new()
+            .map_err(|()| Error::Encode("libwebp version mismatch".into()))?;
+        let too_big = || Error::Encode("frame too large for WebP".into());
+        pic.width = i32::try_from(frame.width).map_err(|_| too_big())?;
+        pic.height = i32::try_from(frame.height).map_err(|_| too_big())?;
+        // ARGB input lets WebPEncode do the sharp-YUV conversion itself.
+        pic.use_argb = 1;
+        let stride =
+            i32::try_from(frame.width as usize * frame.channels.count()).map_err(|_| too_big())?;
+        let expected = frame.width as usize * frame.height as usize * frame.channels.count();
+        if frame.data.len() != expected {
+            return Err(Error::Encode("frame buffer size".into()));
+        }
+        // SAFETY: `pic` is initialised with width/height set; `frame.data` holds exactly
+        // height rows of `stride` bytes (checked above) and outlives the call; libwebp copies.
+        let ok = unsafe {
+            match frame.channels {
+                Channels::Rgb => sys::WebPPictureImportRGB(&mut pic, frame.data.as_ptr(), stride),
+                Channels::Rgba => sys::WebPPictureImportRGBA(&mut pic, frame.data.as_ptr(), stride),
+            }
+        };
+        let picture = Picture(pic);
+        if ok == 0 {
+            return Err(Error::Encode("WebP import failed (out of memory?)".into()));
+        }
+        Ok(picture)
+    }
+}
+
+impl Drop for Picture {
+    fn drop(&mut self) {
+        // SAFETY: the picture was initialised by WebPPictureInit; freeing twice is not
+        // possible because this is its only owner.
+        unsafe { sys::WebPPictureFree(&mut self.0) }
+    }
+}
+
+/// One still frame as a lossy WebP.
+pub fn webp(frame: &Frame) -> Result<Vec<u8>, Error> {
+    let config = config()?;
+    let mut picture = Picture::new(frame)?;
+    // SAFETY: an all-zero WebPMemoryWriter is what WebPMemoryWriterInit produces anyway.
+    let mut writer: sys::WebPMemoryWriter = unsafe { std::mem::zeroed() };
+    // SAFETY: `writer` lives until after WebPMemoryWriterClear below; the picture's writer
+    // callback and custom_ptr point at it only for the duration of WebPEncode.
+    unsafe {
+        sys::WebPMemoryWriterInit(&mut writer);
+        picture.0.writer = Some(sys::WebPMemoryWrite);
+        picture.0.custom_ptr = std::ptr::addr_of_mut!(writer).cast::<c_void>();
+        let ok = sys::WebPEncode(&config, &mut picture.0);
+        picture.0.custom_ptr = std::ptr::null_mut();
+        let out = if ok != 0 && !writer.mem.is_null() {
+            Ok(std::slice::from_raw_parts(writer.mem, writer.size).to_vec())
+        } else {
+            Err(Error::Encode(format!(
+                "WebPEncode failed: {:?}",
+                picture.0.error_code
+            )))
+        };
+        sys::WebPMemoryWriterClear(&mut writer);
+        out
+    }
+}
+
+/// Builds an animated WebP frame by frame: add each frame as it is decoded, then finish.
+pub struct AnimatedWebp {
+    encoder: *mut sys::WebPAnimEncoder,
+    config: sys::WebPConfig,
+    width: u32,
+    height: u32,
+    timestamp_ms: i32,
+    frames: u32,
+}
+
+impl std::fmt::Debug for AnimatedWebp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AnimatedWebp({}×{}, {} frames)",
+            self.width, self.height, self.frames
+        )
+    }
+}
+
+impl AnimatedWebp {
+    /// A new animation of `width`×`height` that loops forever.
+    pub fn new(width: u32, height: u32) -> Result<AnimatedWebp, Error> {
+        let config = config()?;
+        let too_big = || Error::Encode("animation too large for WebP".into());
+        let (w, h) = (
+            i32::try_from(width).map_err(|_| too_big())?,
+            i32::try_from(height).map_err(|_| too_big())?,
+        );
+        // SAFETY: all-zero options are then filled in by the Init call, as libwebp expects.
+        let mut options: sys::WebPAnimEncoderOptions = unsafe { std::mem::zeroed() };
+        // SAFETY: `options` outlives both calls; the ABI version is the one the bindings
+        // were generated for.
+        let encoder = unsafe {
+            if sys::WebPAnimEncoderOptionsInitInternal(
+                &mut options,
+                sys::WEBP_MUX_ABI_VERSION as i32,
+            ) == 0
+            {
+                return Err(Error::Encode("libwebp mux version mismatch".into()));
+            }
+            options.anim_params.loop_count = 0; // forever
+            options.allow_mixed = 0;
+            sys::WebPAnimEncoderNewInternal(w, h, &options, sys::WEBP_MUX_ABI_VERSION as i32)
+        };
+        if encoder.is_null() {
+            return Err(Error::Encode(
+                "cannot create the WebP animation encoder".into(),
+            ));
+        }
+        Ok(AnimatedWebp {
+            encoder,
+            config,
+            width,
+            height,
+            timestamp_ms: 0,
+            frames: 0,
+        })
+    }
+
+    /// Appends a frame shown for `frame.delay_ms`. Its size must be the animation's.
+    pub fn add(&mut self, frame: &Frame) -> Result<(), Error> {
+        if frame.width != self.width || frame.height != self.height {
+            return Err(Error::Encode("animation frame of the wrong size".into()));
+        }
+        let mut picture = Picture::new(frame)?;
+        // SAFETY: encoder is live (non-null, not yet deleted); picture and config outlive
+        // the call; libwebp copies what it keeps.
+        let ok = unsafe {
+            sys::WebPAnimEncoderAdd(
+                self.encoder,
+                &mut picture.0,
+                self.timestamp_ms,
+                &self.config,
+            )
+        };
+        if ok == 0 {
+            return Err(Error::Encode("WebPAnimEncoderAdd failed".into()));
+        }
+        let delay = i32::try_from(frame.delay_ms).unwrap_or(i32::MAX);
+        self.timestamp_ms = self.timestamp_ms.saturating_add(delay);
+        self.frames += 1;
+        Ok(())
+    }
+
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Closes the animation and returns the file.
+    pub fn finish(self) -> Result<Vec<u8>, Error> {
+        let mut data = sys::WebPData::default();
+        // SAFETY: a NULL frame marks the end, as documented; `data` is released by
+        // WebPDataClear after its bytes are copied. The encoder is deleted by Drop.
+        unsafe {
+            let end = sys::WebPAnimEncoderAdd(
+                self.encoder,
+                std::ptr::null_mut(),
+                self.timestamp_ms,
+                std::ptr::null(),
+            );
+            if end == 0 || sys::WebPAnimEncoderAssemble(self.encoder, &mut data) == 0 {
+                return Err(Error::Encode("WebP animation assembly failed".into()));
+            }
+            let out = if data.bytes.is_null() {
+                Err(Error::Encode("empty WebP animation".into()))
+            } else {
+                Ok(std::slice::from_raw_parts(data.bytes, data.size).to_vec())
+            };
+            sys::WebPDataClear(&mut data);
+            out
+        }
+    }
+}
+
+impl Drop for AnimatedWebp {
+    fn drop(&mut self) {
+        // SAFETY: `encoder` came from WebPAnimEncoderNew and is deleted only here.
+        unsafe { sys::WebPAnimEncoderDelete(self.encoder) }
+    }
+}
+
+/// An RGBA PNG (used for the badge).
+pub fn png_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder
+        .write_header()
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    writer
+        .write_image_data(rgba)
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    writer.finish().map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out)
+}

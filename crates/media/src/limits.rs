@@ -1,0 +1,25 @@
+//! Resource limits checked from the header, before any pixel is decoded.
+
+/// What one input may cost. Defaults: 50 MP per frame, 1000 frames, 200 MP over all frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Pixels in one frame (or the canvas of an animation).
+    pub max_pixels: u64,
+    /// Frames in an animation.
+    pub max_frames: u32,
+    /// Pixels summed over every frame that would be decoded.
+    pub max_total_pixels: u64,
+    /// Largest single allocation a decoder may make, in bytes.
+    pub max_alloc: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: 50_000_000,
+            max_frames: 1000,
+            max_total_pixels: 200_000_000,
+            max_alloc: 512 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Header-only inspection: format dimensions, frame count and EXIF orientation, read without
+//! decoding pixels, so that limits are enforced before anything large is allocated.
+//!
+//! Dimensions come from each format's header (through the decoders' header readers); frame
+//! counts come from walking the container: GIF blocks, WebP `ANMF` chunks, the APNG `acTL`.
+//! The GIF and WebP walks are written here because no decoder exposes a frame count without
+//! decoding the frames.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::ImageDecoder;
+
+use crate::limits::Limits;
+use crate::{Error, Format};
+
+/// What the header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Stored width and height (before orientation), of the canvas for animations.
+    pub width: u32,
+    pub height: u32,
+    pub frames: u32,
+    pub orientation: Orientation,
+}
+
+impl Probe {
+    /// Width and height as displayed, after the EXIF orientation.
+    pub fn oriented(&self) -> (u32, u32) {
+        if swaps_axes(self.orientation) {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
+    }
+
+    /// Refuses inputs over `limits` (422), before decoding.
+    pub fn check(&self, limits: &Limits) -> Result<(), Error> {
+        let pixels = u64::from(self.width) * u64::from(self.height);
+        if self.width == 0 || self.height == 0 {
+            return Err(Error::Invalid("zero-sized image".into()));
+        }
+        if pixels > limits.max_pixels {
+            return Err(Error::TooLarge(format!(
+                "{}×{} is over {} pixels",
+                self.width, self.height, limits.max_pixels
+            )));
+        }
+        if self.frames > limits.max_frames {
+            return Err(Error::TooLarge(format!(
+                "{} frames is over {}",
+                self.frames, limits.max_frames
+            )));
+        }
+        if pixels.saturating_mul(u64::from(self.frames)) > limits.max_total_pixels {
+            return Err(Error::TooLarge(format!(
+                "{} frames of {}×{} is over {} pixels in all",
+                self.frames, self.width, self.height, limits.max_total_pixels
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Orientations 5–8 turn the image a quarter: width and height swap.
+pub fn swaps_axes(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Reads the header of `bytes`, known to be `format`.
+pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
+    let (width, height, orientation) = match format {
+        Format::Jpeg => {
+            let header =
+                turbojpeg::read_header(bytes).map_err(|e| Error::Invalid(e.to_string()))?;
+            let w = u32::try_from(header.width).map_err(|_| Error::TooLarge("width".into()))?;
+            let h = u32::try_from(header.height).map_err(|_| Error::TooLarge("height".into()))?;
+            (w, h, jpeg_orientation(bytes))
+        }
+        Format::Svg => {
+            let (w, h) = crate::svg::size(bytes)?;
+            (w, h, Orientation::NoTransforms)
+        }
+        Format::Gif => {
+            let (w, h, _) = gif_walk(bytes)?;
+            (w, h, Orientation::NoTransforms)
+        }
+        other => {
+            let mut decoder = image_decoder(bytes, other)?;
+            let (w, h) = decoder.dimensions();
+            let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+            (w, h, orientation)
+        }
+    };
+    let frames = match format {
+        Format::Gif => gif_walk(bytes)?.2,
+        Format::Webp => webp_frames(bytes),
+        Format::Apng => apng_frames(bytes),
+        _ => 1,
+    };
+    Ok(Probe {
+        width,
+        height,
+        frames,
+        orientation,
+    })
+}
+
+/// A header-reading decoder from the `image` crate for the formats it handles for us.
+pub(crate) fn image_decoder(
+    bytes: &[u8],
+    format: Format,
+) -> Result<Box<dyn ImageDecoder + '_>, Error> {
+    let cursor = Cursor::new(bytes);
+    let decoder: Box<dyn ImageDecoder> = match format {
+        Format::Png | Format::Apng => Box::new(image::codecs::png::PngDecoder::new(cursor)?),
+        Format::Gif => Box::new(image::codecs::gif::GifDecoder::new(cursor)?),
+        Format::Webp => Box::new(image::codecs::webp::WebPDecoder::new(cursor)?),
+        Format::Bmp => Box::new(image::codecs::bmp::BmpDecoder::new(cursor)?),
+        Format::Ico => Box::new(image::codecs::ico::IcoDecoder::new(cursor)?),
+        Format::Tiff => Box::new(image::codecs::tiff::TiffDecoder::new(cursor)?),
+        Format::Avif => return Err(Error::Unsupported("AVIF")),
+        _ => return Err(Error::Unsupported("this format")),
+    };
+    Ok(decoder)
+}
+
+/// EXIF orientation of a JPEG (1 when absent or unreadable).
+fn jpeg_orientation(bytes: &[u8]) -> Orientation {
+    let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(bytes)) else {
+        return Orientation::NoTransforms;
+    };
+    exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+        .and_then(|f| f.value.get_uint(0))
+        .and_then(|v| u8::try_from(v).ok())
+        .and_then(Orientation::from_exif)
+        .unwrap_or(Orientation::NoTransforms)
+}
+
+/// Walks the GIF block structure: (canvas width, canvas height, number of images).
+fn gif_walk(b: &[u8]) -> Result<(u32, u32, u32), Error> {
+    let invalid = || Error::Invalid("truncated GIF header".into());
+    let screen: [u8; 7] = b
+        .get(6..13)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(invalid)?;
+    let w = u32::from(u16::from_le_bytes([screen[0], screen[1]]));
+    let h = u32::from(u16::from_le_bytes([screen[2], screen[3]]));
+    let mut pos = 13usize;
+    if screen[4] & 0x80 != 0 {
+        pos += 3 << ((screen[4] & 7) + 1);
+    }
+    let mut frames = 0u32;
+    while let Some(&block) = b.get(pos) {
+        pos += 1;
+        match block {
+            0x2C => {
+                let desc: [u8; 9] = b
+                    .get(pos..pos + 9)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(invalid)?;
+                pos += 9;
+                if desc[8] & 0x80 != 0 {
+                    pos += 3 << ((desc[8] & 7) + 1);
+                }
+                pos += 1; // LZW minimum code size
+                pos = skip_sub_blocks(b, pos);
+                frames += 1;
+            }
+            0x21 => pos = skip_sub_blocks(b, pos + 1),
+            _ => break, // trailer (0x3B) or junk: stop counting
+        }
+    }
+    if frames == 0 {
+        return Err(Error::Invalid("GIF without an image".into()));
+    }
+    Ok((w, h, frames))
+}
+
+fn skip_sub_blocks(b: &[u8], mut pos: usize) -> usize {
+    while let Some(&len) = b.get(pos) {
+        pos += 1 + usize::from(len);
+        if len == 0 {
+            break;
+        }
+    }
+    pos
+}
+
+/// Number of `ANMF` chunks in a WebP (1 for a still image).
+fn webp_frames(b: &[u8]) -> u32 {
+    let mut pos = 12usize; // "RIFF" size "WEBP"
+    let mut frames = 0u32;
+    while let Some(header) = b
+        .get(pos..pos.saturating_add(8))
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+    {
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if &header[..4] == b"ANMF" {
+            frames += 1;
+        }
+        pos = pos.saturating_add(8).saturating_add(size + (size & 1));
+    }
+    frames.max(1)
+}
+
+/// `num_frames` of the APNG `acTL` chunk (1 if absent or unreadable).
+fn apng_frames(b: &[u8]) -> u32 {
+    let decoder = png::Decoder::new(Cursor::new(b));
+    decoder
+        .read_info()
+        .ok()
+        .and_then(|r| r.info().animation_control().map(|a| a.num_frames))
+        .unwrap_or(1)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(rel: &str) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/");
+        std::fs::read(format!("{path}{rel}")).expect(rel)
+    }
+
+    #[test]
+    fn frame_counts_from_the_container() {
+        let cases = [
+            (
+                "gif/generated/anim_500_frames_64x64_interlaced.gif",
+                Format::Gif,
+                (64, 64, 500),
+            ),
+            (
+                "apng/generated/apng_1000_frames_32x32.png",
+                Format::Apng,
+                (32, 32, 1000),
+            ),
+            ("apng/image-rs/ball.png", Format::Apng, (100, 100, 20)),
+            ("gif/image-gif/2x2.gif", Format::Gif, (2, 2, 1)),
+        ];
+        for (rel, format, (w, h, n)) in cases {
+            let p = probe(&corpus(rel), format).expect(rel);
+            assert_eq!((p.width, p.height, p.frames), (w, h, n), "{rel}");
+        }
+    }
+
+    #[test]
+    fn limits_refuse_from_the_header() {
+        let big = Probe {
+            width: 10_000,
+            height: 10_000,
+            frames: 1,
+            orientation: Orientation::NoTransforms,
+        };
+        assert!(matches!(
+            big.check(&Limits::default()),
+            Err(Error::TooLarge(_))
+        ));
+        let many = Probe {
+            width: 100,
+            height: 100,
+            frames: 1001,
+            orientation: Orientation::NoTransforms,
+        };
+        assert!(matches!(
+            many.check(&Limits::default()),
+            Err(Error::TooLarge(_))
+        ));
+        let area = Probe {
+            width: 1000,
+            height: 1000,
+            frames: 201,
+            orientation: Orientation::NoTransforms,
+        };
+        assert!(matches!(
+            area.check(&Limits::default()),
+            Err(Error::TooLarge(_))
+        ));
+        let fine = Probe {
+            width: 1000,
+            height: 1000,
+            frames: 200,
+            orientation: Orientation::NoTransforms,
+        };
+        assert!(fine.check(&Limits::default()).is_ok());
+    }
+}

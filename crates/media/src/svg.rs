@@ -1,0 +1,60 @@
+//! SVG through resvg, with nothing external: no file is read (`<image href="/etc/…">` and
+//! relative paths resolve to nothing), no font file is loaded (this build has no text
+//! support at all), no network. Only `data:` URLs are decoded. The raster size is chosen by
+//! the caller and capped by the transform (≤ 2048 for a plain SVG).
+
+use resvg::tiny_skia;
+use resvg::usvg;
+
+use crate::pixels::{Channels, Frame};
+use crate::Error;
+
+fn options() -> usvg::Options<'static> {
+    usvg::Options {
+        resources_dir: None,
+        image_href_resolver: usvg::ImageHrefResolver {
+            resolve_data: usvg::ImageHrefResolver::default_data_resolver(),
+            // Anything that is not a data: URL (paths, file:, http:) resolves to nothing.
+            resolve_string: Box::new(|_, _| None),
+        },
+        ..usvg::Options::default()
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<usvg::Tree, Error> {
+    usvg::Tree::from_data(bytes, &options()).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The SVG's own size in pixels, rounded (at least 1×1).
+pub fn size(bytes: &[u8]) -> Result<(u32, u32), Error> {
+    let tree = parse(bytes)?;
+    let s = tree.size();
+    let side = |v: f32| -> u32 {
+        // Clamped to u32's range before the cast; NaN becomes 1.
+        (v.round().clamp(1.0, u32::MAX as f32)) as u32
+    };
+    Ok((side(s.width()), side(s.height())))
+}
+
+/// Renders the SVG scaled to exactly `w`×`h`, as straight-alpha RGBA.
+pub fn rasterise(bytes: &[u8], w: u32, h: u32) -> Result<Frame, Error> {
+    let tree = parse(bytes)?;
+    let mut pixmap = tiny_skia::Pixmap::new(w.max(1), h.max(1))
+        .ok_or_else(|| Error::TooLarge(format!("{w}×{h} raster")))?;
+    let size = tree.size();
+    let transform =
+        tiny_skia::Transform::from_scale(w as f32 / size.width(), h as f32 / size.height());
+    resvg::render(&tree, transform, &mut pixmap.as_mut());
+    let mut data = Vec::with_capacity(pixmap.pixels().len() * 4);
+    for px in pixmap.pixels() {
+        let c = px.demultiply();
+        data.extend_from_slice(&[c.red(), c.green(), c.blue(), c.alpha()]);
+    }
+    Ok(Frame {
+        width: pixmap.width(),
+        height: pixmap.height(),
+        channels: Channels::Rgba,
+        data,
+        delay_ms: 0,
+    })
+}

@@ -1,0 +1,432 @@
+//! The media engine through the service: every row of the flag table with its sizes, checked
+//! by decoding the output independently (image-webp, zune-png: not the libraries that wrote
+//! it); EXIF orientation by content; animations; badge; SVG isolation; limits.
+
+use std::io::Cursor;
+
+use reqwest::header;
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app_and_origin, Origin, TestApp};
+
+/// What an output decodes to.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    format: &'static str,
+    width: u32,
+    height: u32,
+    frames: u32,
+}
+
+fn decode_webp(bytes: &[u8]) -> (Decoded, Vec<u8>, bool, Option<u16>) {
+    let mut d = image_webp::WebPDecoder::new(Cursor::new(bytes)).expect("output is WebP");
+    let (width, height) = d.dimensions();
+    let frames = if d.is_animated() { d.num_frames() } else { 1 };
+    let has_alpha = d.has_alpha();
+    let loops = match d.loop_count() {
+        image_webp::LoopCount::Forever => None,
+        image_webp::LoopCount::Times(n) => Some(n.get()),
+    };
+    let mut buf = vec![0u8; d.output_buffer_size().expect("size")];
+    d.read_image(&mut buf).expect("first frame decodes");
+    (
+        Decoded {
+            format: "webp",
+            width,
+            height,
+            frames,
+        },
+        buf,
+        has_alpha,
+        loops,
+    )
+}
+
+async fn fetch(app: &TestApp, origin: &Origin, path: &str, flags: &str) -> reqwest::Response {
+    app.get(&app.proxy_url("image.webp", &origin.url(path), flags))
+        .await
+}
+
+async fn webp_of(
+    app: &TestApp,
+    origin: &Origin,
+    path: &str,
+    flags: &str,
+) -> (Decoded, Vec<u8>, bool, Option<u16>) {
+    let r = fetch(app, origin, path, flags).await;
+    assert_eq!(r.status(), StatusCode::OK, "{path}{flags}");
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "image/webp",
+        "{path}{flags}"
+    );
+    assert_eq!(
+        r.headers()[header::CACHE_CONTROL],
+        "max-age=31536000, immutable",
+        "{path}{flags}"
+    );
+    decode_webp(&r.bytes().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_flag_gives_the_spec_size_for_every_input_format() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let e = "&emoji";
+    // (corpus file, flags, expected width, height, frames)
+    let cases: &[(&str, &str, u32, u32, u32)] = &[
+        // 1800×1200 photo.
+        (
+            "jpeg/exif-orientation-recurser/Landscape_1.jpg",
+            e,
+            192,
+            128,
+            1,
+        ),
+        (
+            "jpeg/exif-orientation-recurser/Landscape_1.jpg",
+            "&avatar",
+            480,
+            320,
+            1,
+        ),
+        (
+            "jpeg/exif-orientation-recurser/Landscape_1.jpg",
+            "&static",
+            498,
+            332,
+            1,
+        ),
+        (
+            "jpeg/exif-orientation-recurser/Landscape_1.jpg",
+            "&preview",
+            200,
+            133,
+            1,
+        ),
+        // 5472×3648 stored, orientation 6: 3648×5472 displayed.
+        (
+            "jpeg/large/photo_20mp_5472x3648_exif_orientation6.jpg",
+            "&static",
+            281,
+            422,
+            1,
+        ),
+        (
+            "jpeg/large/photo_20mp_5472x3648_exif_orientation6.jpg",
+            "&preview",
+            133,
+            200,
+            1,
+        ),
+        (
+            "jpeg/large/photo_20mp_5472x3648_exif_orientation6.jpg",
+            e,
+            85,
+            128,
+            1,
+        ),
+        (
+            "jpeg/large/photo_20mp_5472x3648_exif_orientation6.jpg",
+            "&avatar",
+            213,
+            320,
+            1,
+        ),
+        // 45 MP progressive: the DC-only shortcut.
+        (
+            "jpeg/large/photo_45mp_8256x5504_progressive_q80.jpg",
+            "&preview",
+            200,
+            133,
+            1,
+        ),
+        // PNG 32×32 RGBA: never enlarged.
+        ("png-pngsuite/basn6a08.png", e, 32, 32, 1),
+        ("png-pngsuite/basn6a08.png", "&static", 32, 32, 1),
+        // 16-bit, palette, grey PNGs.
+        ("png-pngsuite/basn6a16.png", "&preview", 32, 32, 1),
+        ("png-pngsuite/basn3p08.png", "&preview", 32, 32, 1),
+        ("png-pngsuite/basn0g16.png", "&preview", 32, 32, 1),
+        // Animations keep their frames under emoji/avatar, lose them otherwise.
+        ("gif/image-gif/anim-gr.gif", e, 100, 50, 2),
+        (
+            "gif/generated/anim_transparent_dispose_bg_24_frames.gif",
+            "&avatar",
+            0,
+            0,
+            24,
+        ),
+        (
+            "gif/generated/anim_transparent_dispose_bg_24_frames.gif",
+            "&static",
+            0,
+            0,
+            1,
+        ),
+        (
+            "gif/generated/anim_transparent_dispose_bg_24_frames.gif",
+            "&emoji&static",
+            0,
+            0,
+            1,
+        ),
+        ("webp/image-rs/anim.webp", e, 128, 128, 6),
+        ("webp/image-rs/anim.webp", "&preview", 200, 200, 1),
+        ("apng/image-rs/ball.png", e, 100, 100, 20),
+        ("apng/image-rs/ball.png", "&static", 100, 100, 1),
+        // BMP, ICO (largest entry), TIFF.
+        ("bmp/image-rs/Core_4_Bit.bmp", "&preview", 200, 162, 1),
+        ("ico/pillow/hopper_256x256.ico", e, 128, 128, 1),
+        (
+            "tiff/pillow/tiff_strip_planar_lzw.tiff",
+            "&static",
+            278,
+            374,
+            1,
+        ),
+    ];
+    for &(rel, flags, w, h, frames) in cases {
+        let (d, _, _, loops) = webp_of(&app, &origin, &format!("/corpus/{rel}"), flags).await;
+        assert_eq!(d.frames, frames, "{rel}{flags}: frames");
+        if w > 0 {
+            assert_eq!((d.width, d.height), (w, h), "{rel}{flags}: size");
+        }
+        if frames > 1 {
+            assert_eq!(loops, None, "{rel}{flags}: loops forever");
+        }
+    }
+}
+
+/// Mean absolute difference of two RGB(A) buffers of the same size, per channel value.
+fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x.abs_diff(*y)))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+#[tokio::test]
+async fn exif_orientations_all_display_the_same_picture() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    for (kind, w, h) in [("Landscape", 498, 332), ("Portrait", 281, 422)] {
+        for flags in ["&static", "&emoji"] {
+            let reference = webp_of(
+                &app,
+                &origin,
+                &format!("/corpus/jpeg/exif-orientation-recurser/{kind}_0.jpg"),
+                flags,
+            )
+            .await;
+            if flags == "&static" {
+                assert_eq!(
+                    (reference.0.width, reference.0.height),
+                    (w, h),
+                    "{kind}_0 size"
+                );
+            }
+            for n in 1..=8 {
+                let path = format!("/corpus/jpeg/exif-orientation-recurser/{kind}_{n}.jpg");
+                let (d, pixels, _, _) = webp_of(&app, &origin, &path, flags).await;
+                assert_eq!(
+                    (d.width, d.height),
+                    (reference.0.width, reference.0.height),
+                    "{path}{flags}"
+                );
+                let diff = mean_diff(&pixels, &reference.1);
+                assert!(
+                    diff < 6.0,
+                    "{path}{flags}: looks like {kind}_0 once oriented (mean diff {diff:.1})"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn badge_is_a_grey_mask_or_404_when_flat() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let r = fetch(
+        &app,
+        &origin,
+        "/corpus/jpeg/exif-orientation-recurser/Landscape_1.jpg",
+        "&badge",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/png");
+    let name = r.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(name, "inline; filename=\"Landscape_1.jpg.png\"");
+    let body = r.bytes().await.unwrap();
+    let mut decoder =
+        zune_png::PngDecoder::new(zune_png::zune_core::bytestream::ZCursor::new(&body[..]));
+    let pixels = decoder.decode_raw().expect("badge decodes");
+    assert_eq!(decoder.dimensions(), Some((96, 96)));
+    assert_eq!(pixels.len(), 96 * 96 * 4, "RGBA");
+    assert!(
+        pixels
+            .chunks_exact(4)
+            .all(|p| p[0] == p[1] && p[1] == p[2] && p[2] == p[3]),
+        "every pixel (v,v,v,v)"
+    );
+    let distinct: std::collections::BTreeSet<u8> = pixels.iter().copied().collect();
+    assert!(
+        distinct.len() > 16,
+        "a photo gives a detailed mask, got {} levels",
+        distinct.len()
+    );
+
+    // A flat square image is too uniform: 404, short cache.
+    let r = fetch(&app, &origin, "/flat.png", "&badge").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "flat badge");
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=300");
+}
+
+#[tokio::test]
+async fn svg_is_rasterised_without_anything_external() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // A local red PNG the SVG points at: it must not be read.
+    let dir = std::env::temp_dir().join(format!("media-proxy-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let red_path = dir.join("red.png");
+    let red = red_png();
+    std::fs::write(&red_path, &red).unwrap();
+    let data_url = format!("data:image/png;base64,{}", base64(&red));
+    let cases = [
+        (red_path.display().to_string(), false),
+        (format!("file://{}", red_path.display()), false),
+        ("red.png".to_owned(), false),
+        (
+            format!("http://{}/corpus/png-pngsuite/basn2c08.png", origin.addr),
+            false,
+        ),
+        // Control: an inline data: URL is allowed, so the test can see an image drawn.
+        (data_url, true),
+    ];
+    for (href, drawn) in cases {
+        let encoded: String = url::form_urlencoded::byte_serialize(href.as_bytes()).collect();
+        let before = origin.hits().len();
+        let (d, pixels, _, _) = webp_of(
+            &app,
+            &origin,
+            &format!("/svg-with-image?href={encoded}"),
+            "",
+        )
+        .await;
+        assert_eq!((d.width, d.height), (100, 100), "{href}");
+        let n = if pixels.len() == 100 * 100 * 4 { 4 } else { 3 };
+        let centre = &pixels[(50 * 100 + 50) * n..(50 * 100 + 50) * n + 3];
+        let red_ish = centre[0] > 200 && centre[2] < 60;
+        let blue_ish = centre[2] > 200 && centre[0] < 60;
+        if drawn {
+            assert!(
+                red_ish,
+                "{href}: the data: image is drawn, centre {centre:?}"
+            );
+        } else {
+            assert!(
+                blue_ish,
+                "{href}: nothing external drawn, centre {centre:?}"
+            );
+        }
+        assert_eq!(
+            origin.hits().len(),
+            before + 1,
+            "{href}: the renderer fetched nothing"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The corpus' hostile references render (or are refused) without reaching anything.
+    let r = fetch(
+        &app,
+        &origin,
+        "/corpus/svg/hostile/external-image-refs.svg",
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "external refs are simply not drawn"
+    );
+}
+
+#[tokio::test]
+async fn over_limit_and_broken_images_are_422() {
+    let (app, origin) = spawn_app_and_origin(|s| s.limits.max_frames = 100).await;
+    let cases = [
+        (
+            "hostile/bombs/generated/apng_10000x10000_2000_frames_bomb.png",
+            "&emoji",
+        ),
+        (
+            "hostile/bombs/generated/bmp_1bit_100000x100000_16_bytes_data.bmp",
+            "&preview",
+        ),
+        (
+            "hostile/bombs/generated/bmp_32bpp_65535x65535_4_bytes.bmp",
+            "&static",
+        ),
+        // 300 frames against a limit of 100.
+        ("webp/generated/anim_300_frames_48x48.webp", "&emoji"),
+    ];
+    for (rel, flags) in cases {
+        let r = fetch(&app, &origin, &format!("/corpus/{rel}"), flags).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{rel}{flags}");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=300", "{rel}");
+    }
+    // Truncated JPEG: refused, not a 5xx.
+    let r = fetch(&app, &origin, "/truncated", "&preview").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_GATEWAY,
+        "a body cut short by the origin is the origin's fault"
+    );
+    let r = fetch(
+        &app,
+        &origin,
+        "/corpus/hostile/lies/gif_javascript_polyglot.gif",
+        "&preview",
+    )
+    .await;
+    assert!(
+        r.status().is_success() || r.status() == StatusCode::UNPROCESSABLE_ENTITY,
+        "polyglot: {}",
+        r.status()
+    );
+}
+
+/// A 100×100 opaque red PNG.
+fn red_png() -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, 100, 100);
+        enc.set_color(png::ColorType::Rgb);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[255, 0, 0].repeat(100 * 100)).unwrap();
+    }
+    out
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
