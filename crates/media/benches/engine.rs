@@ -1,0 +1,126 @@
+//! The engine without the HTTP stack: decode + resize + encode for the workloads the service
+//! benchmark measures, on inputs generated here (deterministic, nothing to download).
+//!
+//!     cargo bench -p media --bench engine
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use media::{render, Format, Limits, Transform};
+
+/// A photo-like RGB picture: smooth gradients plus seeded grain (realistic entropy).
+fn photo(w: usize, h: usize) -> Vec<u8> {
+    let mut seed = 0x2026_1121_u32;
+    let mut px = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let grain = (seed % 24) as i32 - 12;
+            let r = (x * 255 / w) as i32 + grain;
+            let g = ((x + y) * 255 / (w + h)) as i32 + grain;
+            let b = (y * 255 / h) as i32 + grain;
+            px.extend([r, g, b].map(|v| v.clamp(0, 255) as u8));
+        }
+    }
+    px
+}
+
+fn jpeg(w: usize, h: usize, progressive: bool) -> Vec<u8> {
+    let px = photo(w, h);
+    let mut c = turbojpeg::Compressor::new().unwrap();
+    c.set_quality(90).unwrap();
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+    c.set_progressive(progressive).unwrap();
+    let image = turbojpeg::Image {
+        pixels: px.as_slice(),
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    c.compress_to_vec(image).unwrap()
+}
+
+fn rgba_png(side: u32) -> Vec<u8> {
+    let mut data = Vec::with_capacity((side * side * 4) as usize);
+    for y in 0..side {
+        for x in 0..side {
+            let d = ((x as i32 - 250).pow(2) + (y as i32 - 250).pow(2)) as f32;
+            data.extend([
+                (x % 256) as u8,
+                (y % 256) as u8,
+                128,
+                (255.0 - d.sqrt()).clamp(0.0, 255.0) as u8,
+            ]);
+        }
+    }
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, side, side);
+    enc.set_color(png::ColorType::Rgba);
+    enc.write_header().unwrap().write_image_data(&data).unwrap();
+    out
+}
+
+fn gif_anim(side: u16, frames: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let palette: Vec<u8> = (0..=255u8).flat_map(|i| [i, 255 - i, i / 2]).collect();
+        let mut enc = gif::Encoder::new(&mut out, side, side, &palette).unwrap();
+        enc.set_repeat(gif::Repeat::Infinite).unwrap();
+        for f in 0..frames {
+            let pixels: Vec<u8> = (0..u32::from(side) * u32::from(side))
+                .map(|i| {
+                    ((i % u32::from(side) + i / u32::from(side) + u32::from(f) * 8) % 256) as u8
+                })
+                .collect();
+            let mut frame = gif::Frame::from_indexed_pixels(side, side, pixels, None);
+            frame.delay = 4;
+            enc.write_frame(&frame).unwrap();
+        }
+    }
+    out
+}
+
+fn engine(c: &mut Criterion) {
+    let limits = Limits::default();
+    let baseline = jpeg(4000, 3000, false);
+    let progressive = jpeg(4000, 3000, true);
+    let png = rgba_png(500);
+    let gif = gif_anim(320, 30);
+    let mut g = c.benchmark_group("engine");
+    g.sample_size(20);
+    g.bench_function("12MP baseline JPEG preview", |b| {
+        b.iter(|| render(&baseline, Format::Jpeg, Transform::Preview, &limits).unwrap())
+    });
+    g.bench_function("12MP progressive JPEG preview", |b| {
+        b.iter(|| render(&progressive, Format::Jpeg, Transform::Preview, &limits).unwrap())
+    });
+    g.bench_function("500x500 RGBA PNG emoji", |b| {
+        b.iter(|| {
+            render(
+                &png,
+                Format::Png,
+                Transform::Emoji { still: false },
+                &limits,
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("30-frame 320x320 GIF emoji", |b| {
+        b.iter(|| {
+            render(
+                &gif,
+                Format::Gif,
+                Transform::Emoji { still: false },
+                &limits,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);
