@@ -104,6 +104,9 @@ impl IntoResponse for AppError {
                     HeaderValue::from_static("GET, HEAD, OPTIONS"),
                 );
             }
+            AppError::Overloaded => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response

@@ -430,3 +430,43 @@ fn base64(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[tokio::test]
+async fn a_full_worker_queue_answers_503_with_retry_after() {
+    let (app, origin) = spawn_app_and_origin(|s| {
+        s.workers.threads = 1;
+        s.workers.queue = 0;
+    })
+    .await;
+    // Heavy enough to overlap: the 24 MP photo, 6 at once, one worker, no queue.
+    let url = app.proxy_url(
+        "image.webp",
+        &origin.url("/corpus/jpeg/large/photo_24mp_6000x4000_baseline_q85.jpg"),
+        "&static",
+    );
+    let requests = (0..6).map(|_| {
+        let (client, url) = (app.client.clone(), url.clone());
+        tokio::spawn(async move { client.get(&url).send().await.unwrap() })
+    });
+    let mut ok = 0;
+    let mut busy = 0;
+    for r in futures_util::future::join_all(requests).await {
+        let r = r.unwrap();
+        match r.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+                assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=300");
+            }
+            other => panic!("only 200 or 503 expected, got {other}"),
+        }
+    }
+    assert!(ok >= 1, "the one worker served at least one");
+    assert!(
+        busy >= 1,
+        "the others were turned away rather than queued: {ok} ok"
+    );
+    // Once idle again, requests succeed.
+    assert_eq!(app.get(&url).await.status(), StatusCode::OK);
+}
