@@ -20,18 +20,7 @@ pub fn png() -> Result<Vec<u8>, Error> {
             rgba.extend_from_slice(if frame || diagonal { &INK } else { &BACKGROUND });
         }
     }
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, SIZE, SIZE);
-    encoder.set_color(png::ColorType::Rgba);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder
-        .write_header()
-        .map_err(|e| Error::Encode(e.to_string()))?;
-    writer
-        .write_image_data(&rgba)
-        .map_err(|e| Error::Encode(e.to_string()))?;
-    writer.finish().map_err(|e| Error::Encode(e.to_string()))?;
-    Ok(out)
+    crate::encode::png_rgba(SIZE, SIZE, &rgba)
 }
 
 #[cfg(test)]
