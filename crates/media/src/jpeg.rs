@@ -20,6 +20,8 @@ use crate::Error;
 /// Decodes at the smallest scale whose output is at least `min_w`×`min_h` (stored
 /// orientation). Always returns 8-bit RGB.
 pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Error> {
+    let cleaned = without_header_junk(bytes);
+    let bytes = cleaned.as_deref().unwrap_or(bytes);
     let err = |e: turbojpeg::Error| Error::Invalid(e.to_string());
     let mut d = Decompressor::new().map_err(err)?;
     let header = d.read_header(bytes).map_err(err)?;
@@ -46,7 +48,7 @@ pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Erro
     };
     let pitch = scaled.width * channels;
     let mut pixels = vec![0u8; pitch * scaled.height];
-    d.decompress(
+    let decoded = d.decompress(
         data,
         Image {
             pixels: pixels.as_mut_slice(),
@@ -55,8 +57,16 @@ pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Erro
             height: scaled.height,
             format,
         },
-    )
-    .map_err(err)?;
+    );
+    match decoded {
+        Ok(()) => {}
+        // TurboJPEG reports libjpeg warnings as errors, after decoding the whole image. Junk
+        // bytes before a marker (common before EOI) are skipped by the decoder and the
+        // picture is complete, so that one warning is accepted; truncation and corrupt data
+        // warnings stay errors.
+        Err(turbojpeg::Error::TurboJpegError(msg)) if msg.contains(BENIGN_WARNING) => {}
+        Err(e) => return Err(err(e)),
+    }
     if cmyk {
         pixels = cmyk_to_rgb(&pixels, has_adobe_marker(bytes));
     }
@@ -67,6 +77,52 @@ pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Erro
         data: pixels,
         delay_ms: 0,
     })
+}
+
+/// libjpeg's JWRN_EXTRANEOUS_DATA message.
+const BENIGN_WARNING: &str = "extraneous bytes before marker";
+
+/// Reads the header, tolerating stray bytes between header segments.
+pub fn read_header(bytes: &[u8]) -> Result<turbojpeg::DecompressHeader, Error> {
+    let cleaned = without_header_junk(bytes);
+    turbojpeg::read_header(cleaned.as_deref().unwrap_or(bytes))
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// A copy without the stray bytes some writers leave between header segments (before the
+/// first scan), or `None` when there are none. libjpeg skips such bytes with a warning, but
+/// TurboJPEG turns the warning into an error before it has even read the header.
+fn without_header_junk(b: &[u8]) -> Option<Vec<u8>> {
+    let mut pos = 2usize; // after SOI
+    let mut junk: Vec<(usize, usize)> = Vec::new();
+    loop {
+        let next = b.get(pos..)?.iter().position(|&x| x == 0xFF)? + pos;
+        if next > pos {
+            junk.push((pos, next));
+        }
+        // Skip fill bytes, read the marker.
+        let mut m = next;
+        while b.get(m + 1) == Some(&0xFF) {
+            m += 1;
+        }
+        let marker = *b.get(m + 1)?;
+        if marker == 0xDA || marker == 0xD9 || marker == 0x00 {
+            break; // start of scan (or something odd): the header is over
+        }
+        let len = usize::from(u16::from_be_bytes([*b.get(m + 2)?, *b.get(m + 3)?]));
+        pos = m + 2 + len;
+    }
+    if junk.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut from = 0;
+    for (start, end) in junk {
+        out.extend_from_slice(b.get(from..start)?);
+        from = end;
+    }
+    out.extend_from_slice(b.get(from..)?);
+    Some(out)
 }
 
 /// Adobe CMYK JPEGs (APP14 "Adobe") store inverted values; others store plain CMYK. Without
@@ -272,6 +328,31 @@ mod tests {
             worst <= 3,
             "DC-only decode within rounding of the full one, worst {worst}"
         );
+    }
+
+    #[test]
+    fn stray_bytes_between_segments_or_before_eoi_are_tolerated() {
+        let clean = photo_like(64, 48, false);
+        let reference = decode_scaled(&clean, 64, 48).unwrap();
+        // 4 junk bytes before the first DQT (after the 2-byte SOI and the JFIF APP0).
+        let app0_len = usize::from(u16::from_be_bytes([clean[4], clean[5]]));
+        let at = 4 + app0_len;
+        assert_eq!(clean[at], 0xFF, "a marker follows APP0");
+        let mut header_junk = clean.clone();
+        header_junk.splice(at..at, [0x00, 0x11, 0x22, 0x33]);
+        assert!(
+            turbojpeg::read_header(&header_junk).is_err(),
+            "TurboJPEG alone refuses it"
+        );
+        assert_eq!(read_header(&header_junk).unwrap().width, 64);
+        assert_eq!(decode_scaled(&header_junk, 64, 48).unwrap(), reference);
+        // Junk before EOI: decoded, same pixels.
+        let mut tail_junk = clean.clone();
+        let eoi = tail_junk.len() - 2;
+        tail_junk.splice(eoi..eoi, [0x00, 0x01, 0x02]);
+        assert_eq!(decode_scaled(&tail_junk, 64, 48).unwrap(), reference);
+        // Truncation is still an error.
+        assert!(decode_scaled(&clean[..clean.len() / 2], 64, 48).is_err());
     }
 
     #[test]

@@ -77,8 +77,7 @@ pub fn swaps_axes(o: Orientation) -> bool {
 pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
     let (width, height, orientation) = match format {
         Format::Jpeg => {
-            let header =
-                turbojpeg::read_header(bytes).map_err(|e| Error::Invalid(e.to_string()))?;
+            let header = crate::jpeg::read_header(bytes)?;
             let w = u32::try_from(header.width).map_err(|_| Error::TooLarge("width".into()))?;
             let h = u32::try_from(header.height).map_err(|_| Error::TooLarge("height".into()))?;
             (w, h, jpeg_orientation(bytes))
