@@ -96,21 +96,21 @@ fn without_header_junk(b: &[u8]) -> Option<Vec<u8>> {
     let mut pos = 2usize; // after SOI
     let mut junk: Vec<(usize, usize)> = Vec::new();
     loop {
-        let next = b.get(pos..)?.iter().position(|&x| x == 0xFF)? + pos;
+        // The next marker: FF followed by neither 00 (a stuffed byte) nor FF (fill).
+        let next = b
+            .get(pos..)?
+            .windows(2)
+            .position(|w| matches!(w, [0xFF, m] if *m != 0x00 && *m != 0xFF))?
+            + pos;
         if next > pos {
             junk.push((pos, next));
         }
-        // Skip fill bytes, read the marker.
-        let mut m = next;
-        while b.get(m + 1) == Some(&0xFF) {
-            m += 1;
+        let marker = *b.get(next + 1)?;
+        if marker == 0xDA || marker == 0xD9 {
+            break; // start of scan: the header is over
         }
-        let marker = *b.get(m + 1)?;
-        if marker == 0xDA || marker == 0xD9 || marker == 0x00 {
-            break; // start of scan (or something odd): the header is over
-        }
-        let len = usize::from(u16::from_be_bytes([*b.get(m + 2)?, *b.get(m + 3)?]));
-        pos = m + 2 + len;
+        let len = usize::from(u16::from_be_bytes([*b.get(next + 2)?, *b.get(next + 3)?]));
+        pos = next + 2 + len;
     }
     if junk.is_empty() {
         return None;
@@ -334,12 +334,13 @@ mod tests {
     fn stray_bytes_between_segments_or_before_eoi_are_tolerated() {
         let clean = photo_like(64, 48, false);
         let reference = decode_scaled(&clean, 64, 48).unwrap();
-        // 4 junk bytes before the first DQT (after the 2-byte SOI and the JFIF APP0).
+        // 4 junk bytes, a stuffed-looking FF 00 among them, before the first DQT (after the
+        // 2-byte SOI and the JFIF APP0), as in the corpus' jpeg_ff00_header.jpg.
         let app0_len = usize::from(u16::from_be_bytes([clean[4], clean[5]]));
         let at = 4 + app0_len;
         assert_eq!(clean[at], 0xFF, "a marker follows APP0");
         let mut header_junk = clean.clone();
-        header_junk.splice(at..at, [0x00, 0x11, 0x22, 0x33]);
+        header_junk.splice(at..at, [0xFF, 0x00, 0x22, 0x33]);
         assert!(
             turbojpeg::read_header(&header_junk).is_err(),
             "TurboJPEG alone refuses it"
