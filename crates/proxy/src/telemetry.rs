@@ -5,8 +5,23 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global subscriber. Calling it twice is harmless (the second does nothing).
+/// Installs the global subscriber and a panic hook that logs through it. Calling it twice
+/// is harmless (the second does nothing).
 pub fn init(settings: &LogSettings) {
+    // Codec panics are caught and answered 422; the default hook would still print them
+    // raw to stderr, breaking one-object-per-line JSON logs. Log them as events instead.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(target: "panic", location = location.as_deref(), "{message}");
+    }));
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));

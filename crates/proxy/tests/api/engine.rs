@@ -472,3 +472,67 @@ async fn a_full_worker_queue_answers_503_with_retry_after() {
     // Once idle again, requests succeed.
     assert_eq!(app.get(&url).await.status(), StatusCode::OK);
 }
+
+/// The RIFF chunk names of a WebP file, in order.
+fn webp_chunks(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut pos = 12;
+    while pos + 8 <= bytes.len() {
+        names.push(String::from_utf8_lossy(&bytes[pos..pos + 4]).into_owned());
+        let size = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        pos += 8 + size + (size & 1);
+    }
+    names
+}
+
+#[tokio::test]
+async fn animations_keep_their_frame_delays() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // (file, delays browsers show: a GIF delay of 10 ms or less is shown as 100 ms)
+    let cases: [(&str, &[u32]); 2] = [
+        (
+            "gif/generated/anim_noninterlaced_loop_once_var_delay.gif",
+            &[100, 500, 20, 1000, 30, 40, 50, 60, 70, 2000],
+        ),
+        (
+            "apng/pillow-philip-apng-tests/different_durations.png",
+            &[4000, 1000],
+        ),
+    ];
+    for (rel, want) in cases {
+        let r = fetch(&app, &origin, &format!("/corpus/{rel}"), "&emoji").await;
+        assert_eq!(r.status(), StatusCode::OK, "{rel}");
+        let bytes = r.bytes().await.unwrap();
+        let mut d = image_webp::WebPDecoder::new(Cursor::new(&bytes[..])).unwrap();
+        assert!(d.is_animated(), "{rel}: animated");
+        let mut buf = vec![0u8; d.output_buffer_size().unwrap()];
+        let delays: Vec<u32> = (0..d.num_frames())
+            .map(|_| d.read_frame(&mut buf).unwrap())
+            .collect();
+        assert_eq!(delays, want, "{rel}: frame delays");
+    }
+}
+
+#[tokio::test]
+async fn outputs_carry_no_metadata() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // A camera-style photo with EXIF (orientation 6) and an animated GIF.
+    for (rel, flags) in [
+        (
+            "jpeg/large/photo_20mp_5472x3648_exif_orientation6.jpg",
+            "&static",
+        ),
+        ("jpeg/exif-orientation-recurser/Landscape_5.jpg", "&avatar"),
+        ("gif/image-gif/anim-gr.gif", "&emoji"),
+    ] {
+        let r = fetch(&app, &origin, &format!("/corpus/{rel}"), flags).await;
+        let chunks = webp_chunks(&r.bytes().await.unwrap());
+        assert!(!chunks.is_empty(), "{rel}: a WebP");
+        for meta in ["EXIF", "ICCP", "XMP "] {
+            assert!(
+                !chunks.iter().any(|c| c == meta),
+                "{rel}{flags}: no {meta} chunk in {chunks:?}"
+            );
+        }
+    }
+}
