@@ -536,3 +536,27 @@ async fn outputs_carry_no_metadata() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_codec_panic_is_a_422_and_the_server_keeps_serving() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // This tiled planar 16-bit TIFF makes the tiff decoder panic (index out of bounds).
+    let panicky = "/corpus/tiff/pillow/tiff_tiled_planar_16bit_RGBa.tiff";
+    for _ in 0..3 {
+        let r = fetch(&app, &origin, panicky, "&static").await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "caught panic");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "max-age=300");
+    }
+    let (d, _, _, _) = webp_of(
+        &app,
+        &origin,
+        "/corpus/png-pngsuite/basn6a08.png",
+        "&static",
+    )
+    .await;
+    assert_eq!(
+        (d.width, d.height),
+        (32, 32),
+        "still serving after the panics"
+    );
+}
