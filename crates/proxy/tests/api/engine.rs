@@ -179,6 +179,15 @@ async fn every_flag_gives_the_spec_size_for_every_input_format() {
         // BMP, ICO (largest entry), TIFF.
         ("bmp/image-rs/Core_4_Bit.bmp", "&preview", 200, 162, 1),
         ("ico/pillow/hopper_256x256.ico", e, 128, 128, 1),
+        // Several entries: the largest one is used.
+        ("ico/pillow/python.ico", "&static", 48, 48, 1),
+        (
+            "ico/generated/multi_size_16_to_256.ico",
+            "&static",
+            256,
+            256,
+            1,
+        ),
         (
             "tiff/pillow/tiff_strip_planar_lzw.tiff",
             "&static",
