@@ -29,12 +29,21 @@ nginx -c "$PWD/$work/nginx.conf"
 trap 'nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null || true; kill $pid 2>/dev/null || true' EXIT
 
 port=13003
-start=$(date +%s%N)
+# Start-up to the first 200 on /, 7 times (median; the first run after a build also pays
+# for a cold page cache).
+samples=()
+for _ in 1 2 3 4 5 6 7; do
+  start=$(date +%s%N)
+  "$bin" serve --listen 127.0.0.1:$port >/dev/null 2>&1 & p=$!
+  until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.002; done
+  end=$(date +%s%N)
+  samples+=($(( (end - start) / 1000000 )))
+  kill $p; wait $p 2>/dev/null || true
+done
+echo "start-up to first 200 on /: median $(printf '%s\n' "${samples[@]}" | sort -n | sed -n 4p) ms (samples: ${samples[*]})"
 MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FILTER=warn \
   "$bin" serve --listen 127.0.0.1:$port & pid=$!
-until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.001; done
-end=$(date +%s%N)
-echo "start-up to first 200 on /: $(( (end - start) / 1000000 )) ms"
+until curl -sf -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.01; done
 sleep 1
 echo "idle RSS: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$pid/status)"
 
