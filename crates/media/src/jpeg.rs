@@ -79,6 +79,45 @@ pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Erro
     })
 }
 
+/// The embedded ICC profile: APP2 `ICC_PROFILE\0` segments (sequence number, count,
+/// data) before the first scan, reassembled in order. `None` if absent or inconsistent.
+/// Hand-written: TurboJPEG does not expose it, and it is a walk over header segments.
+pub fn icc_profile(b: &[u8]) -> Option<Vec<u8>> {
+    let mut chunks: Vec<(u8, &[u8])> = Vec::new();
+    let mut count = 0u8;
+    let mut pos = 2usize;
+    loop {
+        let next = b
+            .get(pos..)?
+            .windows(2)
+            .position(|w| matches!(w, [0xFF, m] if *m != 0x00 && *m != 0xFF))?
+            + pos;
+        let marker = *b.get(next + 1)?;
+        if marker == 0xDA || marker == 0xD9 {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([*b.get(next + 2)?, *b.get(next + 3)?]));
+        let body = b.get(next + 4..next + 2 + len)?;
+        if marker == 0xE2 {
+            if let Some([seq, n, data @ ..]) = body.strip_prefix(b"ICC_PROFILE\0") {
+                chunks.push((*seq, data));
+                count = *n;
+            }
+        }
+        pos = next + 2 + len;
+    }
+    if chunks.is_empty() || chunks.len() != usize::from(count) {
+        return None;
+    }
+    chunks.sort_by_key(|(seq, _)| *seq);
+    Some(
+        chunks
+            .into_iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect(),
+    )
+}
+
 /// libjpeg's JWRN_EXTRANEOUS_DATA message.
 const BENIGN_WARNING: &str = "extraneous bytes before marker";
 

@@ -6,10 +6,11 @@
 //! [`render`] reads like the pipeline it is:
 //! probe the header → refuse over-limit inputs → pick the output size → decode only what is
 //! needed (JPEG at a reduced DCT scale; one frame at a time for animations) → resize →
-//! orient → encode (WebP, animated WebP, or the badge PNG). Codec panics are caught and
+//! orient → convert to sRGB → encode (WebP, animated WebP, or the badge PNG). Codec panics are caught and
 //! become [`Error::Panicked`].
 
 pub mod badge;
+pub mod color;
 pub mod decode;
 pub mod encode;
 pub mod error;
@@ -78,7 +79,8 @@ fn render_inner(
     }
     let animated = matches!(format, Format::Gif | Format::Webp | Format::Apng);
     if transform.animated() && animated && probe.frames > 1 {
-        return animate(input, format, (tw, th), limits, &mut resizer);
+        let to_srgb = color::ToSrgb::new(probe.icc.as_deref(), pixels::Channels::Rgba);
+        return animate(input, format, (tw, th), limits, &mut resizer, to_srgb);
     }
     // Size in the stored orientation: orientation is applied after resizing (cheaper).
     let (sw, sh) = if probe::swaps_axes(probe.orientation) {
@@ -88,7 +90,8 @@ fn render_inner(
     };
     let frame = decode::first_frame(input, format, sw, sh, limits)?;
     let frame = transform::resize(frame, sw, sh, &mut resizer)?;
-    let frame = transform::orient(frame, probe.orientation)?;
+    let mut frame = transform::orient(frame, probe.orientation)?;
+    color::to_srgb(&mut frame, probe.icc.as_deref());
     finish(frame, transform)
 }
 
@@ -99,6 +102,7 @@ fn animate(
     (tw, th): (u32, u32),
     limits: &Limits,
     resizer: &mut Resizer,
+    to_srgb: Option<color::ToSrgb>,
 ) -> Result<Rendered, Error> {
     let mut encoder = encode::AnimatedWebp::new(tw, th)?;
     for frame in decode::frames(input, format, limits)? {
@@ -109,6 +113,9 @@ fn animate(
             )));
         }
         let mut frame = transform::resize(frame?, tw, th, resizer)?;
+        if let Some(t) = &to_srgb {
+            t.apply(&mut frame);
+        }
         if frame.delay_ms < MIN_DELAY_MS {
             frame.delay_ms = SHORT_DELAY_SHOWN_MS;
         }

@@ -15,13 +15,15 @@ use crate::limits::Limits;
 use crate::{Error, Format};
 
 /// What the header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     /// Stored width and height (before orientation), of the canvas for animations.
     pub width: u32,
     pub height: u32,
     pub frames: u32,
     pub orientation: Orientation,
+    /// The embedded ICC colour profile, if any.
+    pub icc: Option<Vec<u8>>,
 }
 
 impl Probe {
@@ -75,26 +77,32 @@ pub fn swaps_axes(o: Orientation) -> bool {
 
 /// Reads the header of `bytes`, known to be `format`.
 pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
-    let (width, height, orientation) = match format {
+    let (width, height, orientation, icc) = match format {
         Format::Jpeg => {
             let header = crate::jpeg::read_header(bytes)?;
             let w = u32::try_from(header.width).map_err(|_| Error::TooLarge("width".into()))?;
             let h = u32::try_from(header.height).map_err(|_| Error::TooLarge("height".into()))?;
-            (w, h, jpeg_orientation(bytes))
+            (
+                w,
+                h,
+                jpeg_orientation(bytes),
+                crate::jpeg::icc_profile(bytes),
+            )
         }
         Format::Svg => {
             let (w, h) = crate::svg::size(bytes)?;
-            (w, h, Orientation::NoTransforms)
+            (w, h, Orientation::NoTransforms, None)
         }
         Format::Gif => {
             let (w, h, _) = gif_walk(bytes)?;
-            (w, h, Orientation::NoTransforms)
+            (w, h, Orientation::NoTransforms, None)
         }
         other => {
             let mut decoder = image_decoder(bytes, other)?;
             let (w, h) = decoder.dimensions();
             let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-            (w, h, orientation)
+            let icc = decoder.icc_profile().ok().flatten();
+            (w, h, orientation, icc)
         }
     };
     let frames = match format {
@@ -108,6 +116,7 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
         height,
         frames,
         orientation,
+        icc,
     })
 }
 
@@ -258,6 +267,7 @@ mod tests {
             height: 10_000,
             frames: 1,
             orientation: Orientation::NoTransforms,
+            icc: None,
         };
         assert!(matches!(
             big.check(&Limits::default()),
@@ -268,6 +278,7 @@ mod tests {
             height: 100,
             frames: 1001,
             orientation: Orientation::NoTransforms,
+            icc: None,
         };
         assert!(matches!(
             many.check(&Limits::default()),
@@ -278,6 +289,7 @@ mod tests {
             height: 1000,
             frames: 201,
             orientation: Orientation::NoTransforms,
+            icc: None,
         };
         assert!(matches!(
             area.check(&Limits::default()),
@@ -288,6 +300,7 @@ mod tests {
             height: 1000,
             frames: 200,
             orientation: Orientation::NoTransforms,
+            icc: None,
         };
         assert!(fine.check(&Limits::default()).is_ok());
     }
