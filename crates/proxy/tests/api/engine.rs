@@ -208,6 +208,32 @@ async fn every_flag_gives_the_spec_size_for_every_input_format() {
     }
 }
 
+#[tokio::test]
+async fn the_spec_size_examples_hold_for_every_input_format() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // The spec's examples: input → emoji, avatar, static, preview.
+    let examples: [((u32, u32), [(u32, u32); 4]); 4] = [
+        (
+            (1000, 800),
+            [(160, 128), (400, 320), (498, 398), (200, 160)],
+        ),
+        ((2000, 300), [(853, 128), (2000, 300), (498, 75), (200, 30)]),
+        ((200, 1000), [(26, 128), (64, 320), (84, 422), (40, 200)]),
+        ((64, 48), [(64, 48), (64, 48), (64, 48), (64, 48)]),
+    ];
+    let flags = ["&emoji", "&avatar", "&static", "&preview"];
+    for ext in ["png", "jpg", "gif", "bmp", "tiff", "webp"] {
+        for ((w, h), sizes) in examples {
+            for (flag, want) in flags.iter().zip(sizes) {
+                let path = format!("/generated/{w}x{h}.{ext}");
+                let (d, _, _, _) = webp_of(&app, &origin, &path, flag).await;
+                assert_eq!((d.width, d.height), want, "{w}×{h} {ext}{flag}");
+                assert_eq!(d.frames, 1, "{path}{flag}");
+            }
+        }
+    }
+}
+
 /// Mean absolute difference of two RGB(A) buffers of the same size, per channel value.
 fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());

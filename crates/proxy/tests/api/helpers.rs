@@ -137,6 +137,7 @@ pub async fn spawn_origin_on(addr: SocketAddr) -> std::io::Result<Origin> {
         .route("/gzip/{*rel}", get(gzip_file))
         .route("/svg-with-image", get(svg_with_image))
         .route("/flat.png", get(flat_png))
+        .route("/generated/{spec}", get(generated))
         .fallback(get(corpus_file_by_any_path))
         .with_state(hits.clone())
         .layer(axum::middleware::from_fn_with_state(hits.clone(), record));
@@ -401,6 +402,39 @@ async fn svg_with_image(Query(Href { href }): Query<Href>) -> Response {
         r##"<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="100" height="100"><rect width="100" height="100" fill="#0000ff"/><image x="0" y="0" width="100" height="100" href="{href}" xlink:href="{href}"/></svg>"##
     );
     ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+}
+
+/// `/generated/{w}x{h}.{ext}`: a picture of that size in that format (png, jpg, gif, bmp,
+/// tiff, webp), with enough detail to survive any conversion.
+async fn generated(Path(spec): Path<String>) -> Response {
+    let Some((size, ext)) = spec.split_once('.') else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some((w, h)) = size.split_once('x') else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (w, h): (u32, u32) = (w.parse().expect("width"), h.parse().expect("height"));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x ^ y) & 0xFF) as u8,
+        ])
+    });
+    let format = match ext {
+        "png" => image::ImageFormat::Png,
+        "jpg" => image::ImageFormat::Jpeg,
+        "gif" => image::ImageFormat::Gif,
+        "bmp" => image::ImageFormat::Bmp,
+        "tiff" => image::ImageFormat::Tiff,
+        "webp" => image::ImageFormat::WebP,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, format)
+        .expect("encode");
+    out.into_inner().into_response()
 }
 
 /// A 64×64 PNG of one flat colour.
