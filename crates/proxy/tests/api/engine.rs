@@ -212,7 +212,8 @@ async fn every_flag_gives_the_spec_size_for_every_input_format() {
 async fn the_spec_size_examples_hold_for_every_input_format() {
     let (app, origin) = spawn_app_and_origin(|_| {}).await;
     // The spec's examples: input → emoji, avatar, static, preview.
-    let examples: [((u32, u32), [(u32, u32); 4]); 4] = [
+    type Size = (u32, u32);
+    let examples: [(Size, [Size; 4]); 4] = [
         (
             (1000, 800),
             [(160, 128), (400, 320), (498, 398), (200, 160)],
