@@ -87,11 +87,7 @@ pub fn icc_profile(b: &[u8]) -> Option<Vec<u8>> {
     let mut count = 0u8;
     let mut pos = 2usize;
     loop {
-        let next = b
-            .get(pos..)?
-            .windows(2)
-            .position(|w| matches!(w, [0xFF, m] if *m != 0x00 && *m != 0xFF))?
-            + pos;
+        let next = next_marker(b, pos)?;
         let marker = *b.get(next + 1)?;
         if marker == 0xDA || marker == 0xD9 {
             break;
@@ -118,6 +114,16 @@ pub fn icc_profile(b: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
+/// Index of the next marker at or after `pos`: an FF followed by neither 00 (a stuffed
+/// byte) nor FF (fill before the real marker byte).
+fn next_marker(b: &[u8], pos: usize) -> Option<usize> {
+    let offset = b
+        .get(pos..)?
+        .windows(2)
+        .position(|w| matches!(w, [0xFF, m] if *m != 0x00 && *m != 0xFF))?;
+    Some(pos + offset)
+}
+
 /// libjpeg's JWRN_EXTRANEOUS_DATA message.
 const BENIGN_WARNING: &str = "extraneous bytes before marker";
 
@@ -135,12 +141,7 @@ fn without_header_junk(b: &[u8]) -> Option<Vec<u8>> {
     let mut pos = 2usize; // after SOI
     let mut junk: Vec<(usize, usize)> = Vec::new();
     loop {
-        // The next marker: FF followed by neither 00 (a stuffed byte) nor FF (fill).
-        let next = b
-            .get(pos..)?
-            .windows(2)
-            .position(|w| matches!(w, [0xFF, m] if *m != 0x00 && *m != 0xFF))?
-            + pos;
+        let next = next_marker(b, pos)?;
         if next > pos {
             junk.push((pos, next));
         }
