@@ -72,9 +72,4 @@ impl Frame {
                 .map(image::DynamicImage::ImageRgba8),
         }
     }
-
-    /// Drops the alpha channel when every pixel is opaque (smaller, faster output).
-    pub fn is_opaque(&self) -> bool {
-        self.channels == Channels::Rgb || self.data.chunks_exact(4).all(|p| p.get(3) == Some(&255))
-    }
 }

@@ -235,6 +235,21 @@ async fn the_spec_size_examples_hold_for_every_input_format() {
     }
 }
 
+#[tokio::test]
+async fn alpha_is_kept_only_where_it_is_used() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // basn6a08: RGBA with varying alpha; basn2c08: RGB; the GIF frame is opaque.
+    for (rel, alpha) in [
+        ("png-pngsuite/basn6a08.png", true),
+        ("png-pngsuite/basn2c08.png", false),
+        ("gif/image-gif/anim-gr.gif", false),
+    ] {
+        let (_, _, has_alpha, _) =
+            webp_of(&app, &origin, &format!("/corpus/{rel}"), "&static").await;
+        assert_eq!(has_alpha, alpha, "{rel}");
+    }
+}
+
 /// Mean absolute difference of two RGB(A) buffers of the same size, per channel value.
 fn mean_diff(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len());
