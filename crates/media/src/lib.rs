@@ -68,15 +68,19 @@ fn render_inner(
     if !format.capabilities().transform {
         return Err(Error::Unsupported(format.mime()));
     }
+    if format == Format::Svg {
+        // Parsed once: the same document is measured, checked and rendered.
+        let doc = svg::Svg::parse(input)?;
+        let (w, h) = doc.size();
+        probe::Probe::still(w, h).check(limits)?;
+        let (tw, th) = transform.target(w, h);
+        return finish(doc.rasterise(tw, th)?, transform);
+    }
     let probe = probe::probe(input, format)?;
     probe.check(limits)?;
     let (ow, oh) = probe.oriented();
     let (tw, th) = transform.target(ow, oh);
     let mut resizer = Resizer::new();
-
-    if format == Format::Svg {
-        return finish(svg::rasterise(input, tw, th)?, transform);
-    }
     let animated = matches!(format, Format::Gif | Format::Webp | Format::Apng);
     if transform.animated() && animated && probe.frames > 1 {
         let to_srgb = color::ToSrgb::new(probe.icc.as_deref(), pixels::Channels::Rgba);

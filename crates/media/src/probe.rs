@@ -27,6 +27,17 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// A single upright frame of `width`×`height` with no colour profile.
+    pub fn still(width: u32, height: u32) -> Probe {
+        Probe {
+            width,
+            height,
+            frames: 1,
+            orientation: Orientation::NoTransforms,
+            icc: None,
+        }
+    }
+
     /// Width and height as displayed, after the EXIF orientation.
     pub fn oriented(&self) -> (u32, u32) {
         if swaps_axes(self.orientation) {
@@ -77,6 +88,7 @@ pub fn swaps_axes(o: Orientation) -> bool {
 
 /// Reads the header of `bytes`, known to be `format`.
 pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
+    let mut frames = 1;
     let (width, height, orientation, icc) = match format {
         Format::Jpeg => {
             let header = crate::jpeg::read_header(bytes)?;
@@ -90,11 +102,12 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
             )
         }
         Format::Svg => {
-            let (w, h) = crate::svg::size(bytes)?;
+            let (w, h) = crate::svg::Svg::parse(bytes)?.size();
             (w, h, Orientation::NoTransforms, None)
         }
         Format::Gif => {
-            let (w, h, _) = gif_walk(bytes)?;
+            let (w, h, n) = gif_walk(bytes)?;
+            frames = n;
             (w, h, Orientation::NoTransforms, None)
         }
         other => {
@@ -102,14 +115,13 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
             let (w, h) = decoder.dimensions();
             let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
             let icc = decoder.icc_profile().ok().flatten();
+            frames = match other {
+                Format::Webp => webp_frames(bytes),
+                Format::Apng => apng_frames(bytes),
+                _ => 1,
+            };
             (w, h, orientation, icc)
         }
-    };
-    let frames = match format {
-        Format::Gif => gif_walk(bytes)?.2,
-        Format::Webp => webp_frames(bytes),
-        Format::Apng => apng_frames(bytes),
-        _ => 1,
     };
     Ok(Probe {
         width,
@@ -263,44 +275,32 @@ mod tests {
     #[test]
     fn limits_refuse_from_the_header() {
         let big = Probe {
-            width: 10_000,
-            height: 10_000,
             frames: 1,
-            orientation: Orientation::NoTransforms,
-            icc: None,
+            ..Probe::still(10_000, 10_000)
         };
         assert!(matches!(
             big.check(&Limits::default()),
             Err(Error::TooLarge(_))
         ));
         let many = Probe {
-            width: 100,
-            height: 100,
             frames: 1001,
-            orientation: Orientation::NoTransforms,
-            icc: None,
+            ..Probe::still(100, 100)
         };
         assert!(matches!(
             many.check(&Limits::default()),
             Err(Error::TooLarge(_))
         ));
         let area = Probe {
-            width: 1000,
-            height: 1000,
             frames: 201,
-            orientation: Orientation::NoTransforms,
-            icc: None,
+            ..Probe::still(1000, 1000)
         };
         assert!(matches!(
             area.check(&Limits::default()),
             Err(Error::TooLarge(_))
         ));
         let fine = Probe {
-            width: 1000,
-            height: 1000,
             frames: 200,
-            orientation: Orientation::NoTransforms,
-            icc: None,
+            ..Probe::still(1000, 1000)
         };
         assert!(fine.check(&Limits::default()).is_ok());
     }

@@ -21,40 +21,51 @@ fn options() -> usvg::Options<'static> {
     }
 }
 
-fn parse(bytes: &[u8]) -> Result<usvg::Tree, Error> {
-    usvg::Tree::from_data(bytes, &options()).map_err(|e| Error::Invalid(e.to_string()))
-}
+/// A parsed SVG document: parsed once, then measured and rendered.
+pub struct Svg(usvg::Tree);
 
-/// The SVG's own size in pixels, rounded (at least 1×1).
-pub fn size(bytes: &[u8]) -> Result<(u32, u32), Error> {
-    let tree = parse(bytes)?;
-    let s = tree.size();
-    let side = |v: f32| -> u32 {
-        // Clamped to u32's range before the cast; NaN becomes 1.
-        (v.round().clamp(1.0, u32::MAX as f32)) as u32
-    };
-    Ok((side(s.width()), side(s.height())))
-}
-
-/// Renders the SVG scaled to exactly `w`×`h`, as straight-alpha RGBA.
-pub fn rasterise(bytes: &[u8], w: u32, h: u32) -> Result<Frame, Error> {
-    let tree = parse(bytes)?;
-    let mut pixmap = tiny_skia::Pixmap::new(w.max(1), h.max(1))
-        .ok_or_else(|| Error::TooLarge(format!("{w}×{h} raster")))?;
-    let size = tree.size();
-    let transform =
-        tiny_skia::Transform::from_scale(w as f32 / size.width(), h as f32 / size.height());
-    resvg::render(&tree, transform, &mut pixmap.as_mut());
-    let mut data = Vec::with_capacity(pixmap.pixels().len() * 4);
-    for px in pixmap.pixels() {
-        let c = px.demultiply();
-        data.extend_from_slice(&[c.red(), c.green(), c.blue(), c.alpha()]);
+impl std::fmt::Debug for Svg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Svg({:?})", self.size())
     }
-    Ok(Frame {
-        width: pixmap.width(),
-        height: pixmap.height(),
-        channels: Channels::Rgba,
-        data,
-        delay_ms: 0,
-    })
+}
+
+impl Svg {
+    pub fn parse(bytes: &[u8]) -> Result<Svg, Error> {
+        usvg::Tree::from_data(bytes, &options())
+            .map(Svg)
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// The document's own size in pixels, rounded (at least 1×1).
+    pub fn size(&self) -> (u32, u32) {
+        let s = self.0.size();
+        let side = |v: f32| -> u32 {
+            // Clamped to u32's range before the cast; NaN becomes 1.
+            (v.round().clamp(1.0, u32::MAX as f32)) as u32
+        };
+        (side(s.width()), side(s.height()))
+    }
+
+    /// Renders the document scaled to exactly `w`×`h`, as straight-alpha RGBA.
+    pub fn rasterise(&self, w: u32, h: u32) -> Result<Frame, Error> {
+        let mut pixmap = tiny_skia::Pixmap::new(w.max(1), h.max(1))
+            .ok_or_else(|| Error::TooLarge(format!("{w}×{h} raster")))?;
+        let size = self.0.size();
+        let transform =
+            tiny_skia::Transform::from_scale(w as f32 / size.width(), h as f32 / size.height());
+        resvg::render(&self.0, transform, &mut pixmap.as_mut());
+        let mut data = Vec::with_capacity(pixmap.pixels().len() * 4);
+        for px in pixmap.pixels() {
+            let c = px.demultiply();
+            data.extend_from_slice(&[c.red(), c.green(), c.blue(), c.alpha()]);
+        }
+        Ok(Frame {
+            width: pixmap.width(),
+            height: pixmap.height(),
+            channels: Channels::Rgba,
+            data,
+            delay_ms: 0,
+        })
+    }
 }

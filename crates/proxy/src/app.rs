@@ -51,16 +51,9 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     .map_err(BuildError::Setup)?;
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
-    let l = settings.limits;
-    let limits = media::Limits {
-        max_pixels: l.max_pixels,
-        max_frames: l.max_frames,
-        max_total_pixels: l.max_total_pixels,
-        max_alloc: l.max_alloc,
-    };
     let workers = Workers::new(settings.workers.threads, settings.workers.queue);
     let state = AppState {
-        pipeline: Pipeline::new(fetcher, workers, limits),
+        pipeline: Pipeline::new(fetcher, workers, settings.limits.into()),
         fallback_png: Bytes::from(fallback_png),
     };
     let common = Arc::new(CommonHeaders::new(&settings.headers));

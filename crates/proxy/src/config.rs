@@ -85,6 +85,17 @@ impl Default for ImageLimits {
     }
 }
 
+impl From<ImageLimits> for media::Limits {
+    fn from(l: ImageLimits) -> Self {
+        media::Limits {
+            max_pixels: l.max_pixels,
+            max_frames: l.max_frames,
+            max_total_pixels: l.max_total_pixels,
+            max_alloc: l.max_alloc,
+        }
+    }
+}
+
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {

@@ -208,11 +208,6 @@ impl Fetcher {
         })
     }
 
-    /// The size cap every body is read under.
-    pub fn max_size(&self) -> u64 {
-        self.settings.max_size
-    }
-
     /// GETs `url`, following redirects, and returns once the response head is in.
     /// `range` asks the origin for part of the body; `if_range` makes that conditional.
     pub async fn fetch(
