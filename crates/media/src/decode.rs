@@ -1,5 +1,5 @@
 //! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
-//! PNG/APNG, GIF, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's
+//! GIF through `gif` + `gif-dispose` ([`crate::gif`]); PNG/APNG, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's
 //! decoders, under allocation and dimension limits. Animations are decoded one composited
 //! frame at a time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
@@ -24,7 +24,8 @@ pub fn first_frame(
     match format {
         Format::Jpeg => crate::jpeg::decode_scaled(bytes, min_w, min_h),
         // The default image of an APNG may not be part of the animation: take frame one.
-        Format::Apng => frames(bytes, format, limits)?
+        // A GIF's first frame is composited on its screen like the others.
+        Format::Apng | Format::Gif => frames(bytes, format, limits)?
             .next()
             .unwrap_or_else(|| Err(Error::Invalid("APNG without frames".into()))),
         other => {
@@ -44,11 +45,7 @@ pub fn frames<'a>(
 ) -> Result<Box<dyn Iterator<Item = Result<Frame, Error>> + 'a>, Error> {
     let cursor = Cursor::new(bytes);
     let frames = match format {
-        Format::Gif => {
-            let mut d = image::codecs::gif::GifDecoder::new(cursor)?;
-            d.set_limits(image_limits(limits))?;
-            d.into_frames()
-        }
+        Format::Gif => return Ok(Box::new(crate::gif::frames(bytes, limits)?)),
         Format::Webp => {
             let mut d = image::codecs::webp::WebPDecoder::new(cursor)?;
             d.set_limits(image_limits(limits))?;

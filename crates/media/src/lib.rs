@@ -15,6 +15,7 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod format;
+pub mod gif;
 pub mod jpeg;
 pub mod limits;
 pub mod ops;
