@@ -1,5 +1,5 @@
 //! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
-//! GIF through `gif` + `gif-dispose` ([`crate::gif`]); PNG/APNG, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's
+//! GIF through `gif` + `gif-dispose` ([`crate::gif`]); AVIF through libavif ([`crate::avif`]); PNG/APNG, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's
 //! decoders, under allocation and dimension limits. Animations are decoded one composited
 //! frame at a time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
@@ -23,6 +23,7 @@ pub fn first_frame(
 ) -> Result<Frame, Error> {
     match format {
         Format::Jpeg => crate::jpeg::decode_scaled(bytes, min_w, min_h),
+        Format::Avif => crate::avif::first_frame(bytes, limits),
         // The default image of an APNG may not be part of the animation: take frame one.
         // A GIF's first frame is composited on its screen like the others.
         Format::Apng | Format::Gif => frames(bytes, format, limits)?

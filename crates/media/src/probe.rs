@@ -105,6 +105,7 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
             let (w, h) = crate::svg::Svg::parse(bytes)?.size();
             (w, h, Orientation::NoTransforms, None)
         }
+        Format::Avif => return crate::avif::probe(bytes),
         Format::Gif => {
             let (w, h, n) = gif_walk(bytes)?;
             frames = n;
@@ -145,7 +146,6 @@ pub(crate) fn image_decoder(
         Format::Bmp => Box::new(image::codecs::bmp::BmpDecoder::new(cursor)?),
         Format::Ico => Box::new(image::codecs::ico::IcoDecoder::new(cursor)?),
         Format::Tiff => Box::new(image::codecs::tiff::TiffDecoder::new(cursor)?),
-        Format::Avif => return Err(Error::Unsupported("AVIF")),
         _ => return Err(Error::Unsupported("this format")),
     };
     Ok(decoder)

@@ -195,6 +195,31 @@ async fn every_flag_gives_the_spec_size_for_every_input_format() {
             374,
             1,
         ),
+        // AVIF: stored 1920×1080 with a quarter turn (irot), shown 1080×1920.
+        (
+            "avif/aom-av1-avif/Microsoft/Ronda_rotate90.avif",
+            "&static",
+            237,
+            422,
+            1,
+        ),
+        // A 6400×2880 grid of 20 tiles.
+        (
+            "avif/aom-av1-avif/Microsoft/Summer_in_Tomsk_720p_5x4_grid.avif",
+            "&preview",
+            200,
+            90,
+            1,
+        ),
+        // 12-bit 4:4:4, 1204×800.
+        ("avif/link-u/fox.profile2.12bpc.yuv444.avif", e, 193, 128, 1),
+        (
+            "avif/link-u/fox.profile0.10bpc.yuv420.avif",
+            "&avatar",
+            482,
+            320,
+            1,
+        ),
     ];
     for &(rel, flags, w, h, frames) in cases {
         let (d, _, _, loops) = webp_of(&app, &origin, &format!("/corpus/{rel}"), flags).await;
@@ -243,6 +268,8 @@ async fn alpha_is_kept_only_where_it_is_used() {
         ("png-pngsuite/basn6a08.png", true),
         ("png-pngsuite/basn2c08.png", false),
         ("gif/image-gif/anim-gr.gif", false),
+        ("avif/pillow/transparency.avif", true),
+        ("avif/aom-av1-avif/Microsoft/Mexico.avif", false),
     ] {
         let (_, _, has_alpha, _) =
             webp_of(&app, &origin, &format!("/corpus/{rel}"), "&static").await;
@@ -293,6 +320,48 @@ async fn exif_orientations_all_display_the_same_picture() {
                     "{path}{flags}: looks like {kind}_0 once oriented (mean diff {diff:.1})"
                 );
             }
+        }
+    }
+}
+
+#[tokio::test]
+async fn avif_rotations_and_mirrors_all_display_the_same_picture() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    // The same photo stored with every irot/imir combination (two of them portrait).
+    let reference = webp_of(
+        &app,
+        &origin,
+        "/corpus/avif/pillow/rot0mir0.avif",
+        "&static",
+    )
+    .await;
+    assert_eq!((reference.0.width, reference.0.height), (498, 332));
+    // The threshold tells pictures apart: the mirror image of the reference is far off.
+    let row = 498 * reference.1.len() / (498 * 332);
+    let mirrored: Vec<u8> = reference
+        .1
+        .chunks(row)
+        .flat_map(|r| {
+            r.chunks(row / 498)
+                .rev()
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>()
+        })
+        .collect();
+    let far = mean_diff(&mirrored, &reference.1);
+    assert!(far > 24.0, "mirror of the reference: mean diff {far:.1}");
+    for rot in 0..4 {
+        for mir in 0..2 {
+            let path = format!("/corpus/avif/pillow/rot{rot}mir{mir}.avif");
+            let (d, pixels, _, _) = webp_of(&app, &origin, &path, "&static").await;
+            assert_eq!((d.width, d.height), (498, 332), "{path}");
+            let diff = mean_diff(&pixels, &reference.1);
+            // Each file is encoded on its own (lossy): ~8 apart when the same picture.
+            assert!(
+                diff < 12.0,
+                "{path}: looks like rot0mir0 (mean diff {diff:.1})"
+            );
         }
     }
 }
