@@ -19,6 +19,12 @@ pub enum Error {
     /// The badge would be a nearly uniform square: the client draws its own icon (404).
     #[error("badge image is nearly uniform")]
     UniformBadge,
+    /// The processing deadline passed before the render finished (input; 422).
+    #[error("processing took longer than the deadline")]
+    TimedOut,
+    /// Nobody waits for this render any more (its client left; the status is never seen).
+    #[error("render cancelled")]
+    Cancelled,
     /// Encoding our own output failed (server side; 500).
     #[error("encoding failed: {0}")]
     Encode(String),

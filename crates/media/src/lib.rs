@@ -11,6 +11,7 @@
 
 pub mod avif;
 pub mod badge;
+pub mod budget;
 pub mod color;
 pub mod decode;
 pub mod encode;
@@ -28,6 +29,7 @@ pub mod transform;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub use budget::{estimate, Stop};
 pub use error::Error;
 pub use format::{Capabilities, Format, Sniffed};
 pub use limits::Limits;
@@ -55,8 +57,20 @@ pub fn render(
     transform: Transform,
     limits: &Limits,
 ) -> Result<Rendered, Error> {
+    render_until(input, format, transform, limits, &Stop::default())
+}
+
+/// [`render`] that ends early ([`Error::Cancelled`], [`Error::TimedOut`]) when `stop`
+/// trips (checked between stages and between animation frames).
+pub fn render_until(
+    input: &[u8],
+    format: Format,
+    transform: Transform,
+    limits: &Limits,
+    stop: &Stop,
+) -> Result<Rendered, Error> {
     catch_unwind(AssertUnwindSafe(|| {
-        render_inner(input, format, transform, limits)
+        render_inner(input, format, transform, limits, stop)
     }))
     .unwrap_or(Err(Error::Panicked))
 }
@@ -66,7 +80,9 @@ fn render_inner(
     format: Format,
     transform: Transform,
     limits: &Limits,
+    stop: &Stop,
 ) -> Result<Rendered, Error> {
+    stop.check()?;
     if !format.capabilities().transform {
         return Err(Error::Unsupported(format.mime()));
     }
@@ -76,7 +92,9 @@ fn render_inner(
         let (w, h) = doc.size();
         probe::Probe::still(w, h).check(limits)?;
         let (tw, th) = transform.target(w, h);
-        return finish(doc.rasterise(tw, th)?, transform);
+        let frame = doc.rasterise(tw, th)?;
+        stop.check()?;
+        return finish(frame, transform);
     }
     let probe = probe::probe(input, format)?;
     probe.check(limits)?;
@@ -86,7 +104,7 @@ fn render_inner(
     let animated = matches!(format, Format::Gif | Format::Webp | Format::Apng);
     if transform.animated() && animated && probe.frames > 1 {
         let to_srgb = color::ToSrgb::new(probe.icc.as_deref(), pixels::Channels::Rgba);
-        return animate(input, format, (tw, th), limits, &mut resizer, to_srgb);
+        return animate(input, format, (tw, th), limits, &mut resizer, to_srgb, stop);
     }
     // Size in the stored orientation: orientation is applied after resizing (cheaper).
     let (sw, sh) = if probe::swaps_axes(probe.orientation) {
@@ -95,6 +113,7 @@ fn render_inner(
         (tw, th)
     };
     let frame = decode::first_frame(input, format, sw, sh, limits)?;
+    stop.check()?;
     let frame = transform::resize(frame, sw, sh, &mut resizer)?;
     let mut frame = transform::orient(frame, probe.orientation)?;
     color::to_srgb(&mut frame, probe.icc.as_deref());
@@ -109,9 +128,11 @@ fn animate(
     limits: &Limits,
     resizer: &mut Resizer,
     to_srgb: Option<color::ToSrgb>,
+    stop: &Stop,
 ) -> Result<Rendered, Error> {
     let mut encoder = encode::AnimatedWebp::new(tw, th)?;
     for frame in decode::frames(input, format, limits)? {
+        stop.check()?;
         if encoder.frames() >= limits.max_frames {
             return Err(Error::TooLarge(format!(
                 "more than {} frames",

@@ -21,6 +21,8 @@ use crate::workers::Workers;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
+    /// The image pool, for `/readyz`.
+    pub workers: Workers,
     /// The `fallback` placeholder, drawn once at start-up.
     pub fallback_png: Bytes,
 }
@@ -51,13 +53,16 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     .map_err(BuildError::Setup)?;
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
-    let workers = Workers::new(settings.workers.threads, settings.workers.queue);
+    let workers = Workers::new(&settings.workers);
     let state = AppState {
-        pipeline: Pipeline::new(fetcher, workers, settings.limits.into()),
+        pipeline: Pipeline::new(fetcher, workers.clone(), settings.limits.into()),
+        workers,
         fallback_png: Bytes::from(fallback_png),
     };
     let common = Arc::new(CommonHeaders::new(&settings.headers));
     Ok(Router::new()
+        .route("/healthz", axum::routing::get(routes::healthz))
+        .route("/readyz", axum::routing::get(routes::readyz))
         .fallback(routes::handle)
         .with_state(state)
         .layer(axum::middleware::map_response_with_state(

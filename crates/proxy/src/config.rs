@@ -63,14 +63,25 @@ pub struct ImageLimits {
     pub max_alloc: u64,
 }
 
-/// The pool that runs image work (never on the async workers).
+/// The pool that runs image work (never on the async workers), and its admission rules.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Images processed at once; 0 means one per CPU core.
     pub threads: usize,
-    /// Requests allowed to wait for a worker; beyond that, 503 with Retry-After.
+    /// Requests allowed to wait for a worker or for memory; beyond that, 503 with Retry-After.
     pub queue: usize,
+    /// Longest wait in that queue; a request still waiting then gets 503 with Retry-After.
+    #[serde(with = "humantime_serde")]
+    pub queue_wait: Duration,
+    /// Processing deadline of one image, from the moment it starts; past it, the work is
+    /// abandoned and the request answered 422.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Bytes of memory that image work may hold at once, summed over the requests being
+    /// processed (each reserves its estimate from the headers before decoding). 0 means half
+    /// of the memory available to the process (its cgroup limit, else the machine's RAM).
+    pub memory_budget: u64,
 }
 
 impl Default for ImageLimits {
@@ -101,6 +112,9 @@ impl Default for WorkerSettings {
         WorkerSettings {
             threads: 0,
             queue: 64,
+            queue_wait: Duration::from_secs(5),
+            deadline: Duration::from_secs(10),
+            memory_budget: 0,
         }
     }
 }
@@ -243,6 +257,8 @@ impl Settings {
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.idle", self.timeouts.idle),
             ("timeouts.total", self.timeouts.total),
+            ("workers.queue_wait", self.workers.queue_wait),
+            ("workers.deadline", self.workers.deadline),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));

@@ -71,6 +71,8 @@ impl AppError {
                 media::Error::TooLarge(_) => (S::UNPROCESSABLE_ENTITY, "image too large"),
                 media::Error::Panicked => (S::UNPROCESSABLE_ENTITY, "cannot decode image"),
                 media::Error::UniformBadge => (S::NOT_FOUND, "badge image is uniform"),
+                media::Error::TimedOut => (S::UNPROCESSABLE_ENTITY, "image took too long"),
+                media::Error::Cancelled => (S::SERVICE_UNAVAILABLE, "request cancelled"),
                 media::Error::Encode(_) => (S::INTERNAL_SERVER_ERROR, "encoding failed"),
             },
             AppError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded, retry shortly"),

@@ -175,8 +175,8 @@ impl Pipeline {
         }
     }
 
-    /// Runs the media engine on the bounded worker pool: the whole transform finishes
-    /// before any header is sent.
+    /// Runs the media engine on the bounded worker pool, admitted by its memory estimate:
+    /// the whole transform finishes before any header is sent.
     async fn render(
         &self,
         bytes: Bytes,
@@ -185,10 +185,14 @@ impl Pipeline {
         name: String,
     ) -> Result<Reply, AppError> {
         let limits = self.limits;
+        // Header-only: refuses over-limit inputs and prices the work before it is admitted.
+        let cost = media::estimate(&bytes, format, transform, &limits)?;
         let rendered = self
             .workers
-            .run(move || media::render(&bytes, format, transform, &limits))
-            .await??;
+            .run(cost, move |stop| {
+                media::render_until(&bytes, format, transform, &limits, stop)
+            })
+            .await?;
         Ok(Reply::Transformed { rendered, name })
     }
 

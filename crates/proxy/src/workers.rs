@@ -1,22 +1,45 @@
-//! The bounded pool for image work. CPU-heavy decoding and encoding never runs on the async
-//! workers and never as one unbounded blocking task per request: at most `threads` jobs run
-//! at once (on tokio's blocking threads), at most `queue` more wait, and the rest are turned
-//! away at once with 503. A job keeps its slot until it finishes, even if its client left,
-//! so the bound holds.
+//! Admission and the bounded pool for image work.
+//!
+//! CPU-heavy decoding and encoding never runs on the async workers and never as one
+//! unbounded blocking task per request. A job is admitted when two things are free:
+//!
+//! - **memory**: its estimate (from the headers, [`media::estimate`]) is reserved from a
+//!   global budget, so the sum of what running jobs may hold stays under it whatever their
+//!   count: one 50 MP PNG can take the room of many thumbnails;
+//! - **a CPU slot**: at most `threads` jobs run at once, on tokio's blocking threads.
+//!
+//! Up to `queue` requests wait (FIFO, for at most `queue_wait`); the rest are turned away at
+//! once with 503 and `Retry-After`. A job whose estimate exceeds the whole budget could never
+//! run and is refused with 422. Once running, a job has `deadline` to finish: it is then
+//! told to stop (it checks between stages and frames) and the client gets 422 at once. A
+//! client that disconnects cancels its job the same way. A job keeps its memory and its slot
+//! until it actually ends, so the bounds hold even for abandoned work.
+//!
+//! Passthrough, `/healthz` and `/readyz` never come here, so they are never queued behind
+//! image work.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use crate::config::WorkerSettings;
 use crate::error::AppError;
+
+/// Memory is reserved in units of 64 KiB (a semaphore counts permits in `u32` at a time).
+const UNIT: u64 = 64 * 1024;
 
 /// Handle to the pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Workers {
     slots: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
+    budget_units: u32,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    queue_wait: Duration,
+    deadline: Duration,
 }
 
 /// Counts a waiting request; the count drops when the wait ends, however it ends (a client
@@ -29,47 +52,142 @@ impl Drop for Waiting {
     }
 }
 
+/// Cancels the job when the request future is dropped before the job has answered (the
+/// client went away). Disarmed once the answer is in.
+struct CancelOnDrop(Option<media::Stop>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop.cancel();
+        }
+    }
+}
+
 impl Workers {
-    /// `threads == 0` means one per available core.
-    pub fn new(threads: usize, queue: usize) -> Workers {
-        let threads = if threads == 0 {
+    pub fn new(settings: &WorkerSettings) -> Workers {
+        let threads = if settings.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
-            threads
+            settings.threads
         };
+        let budget = if settings.memory_budget == 0 {
+            available_memory() / 2
+        } else {
+            settings.memory_budget
+        };
+        let budget_units = u32::try_from((budget / UNIT).max(1)).unwrap_or(u32::MAX);
+        let permits = usize::try_from(budget_units)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         Workers {
             slots: Arc::new(Semaphore::new(threads)),
+            memory: Arc::new(Semaphore::new(permits)),
+            budget_units,
             waiting: Arc::new(AtomicUsize::new(0)),
-            max_waiting: queue,
+            max_waiting: settings.queue,
+            queue_wait: settings.queue_wait,
+            deadline: settings.deadline,
         }
     }
 
-    /// Runs `job` on a blocking thread once a slot is free.
-    pub async fn run<T, F>(&self, job: F) -> Result<T, AppError>
+    /// The memory budget in bytes.
+    pub fn budget(&self) -> u64 {
+        u64::from(self.budget_units) * UNIT
+    }
+
+    /// Whether a new image request would be turned away now (for `/readyz`).
+    pub fn saturated(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) >= self.max_waiting
+            && (self.slots.available_permits() == 0 || self.memory.available_permits() == 0)
+    }
+
+    /// Runs `job` on a blocking thread once `cost` bytes of the budget and a CPU slot are
+    /// free. The job gets a [`media::Stop`] that trips at the deadline or when the client
+    /// goes away.
+    pub async fn run<T, F>(&self, cost: u64, job: F) -> Result<T, AppError>
     where
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&media::Stop) -> Result<T, media::Error> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
+        let units = u32::try_from(cost.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        if units > self.budget_units {
+            return Err(media::Error::TooLarge(format!(
+                "needs about {} MB, over the memory budget of {} MB",
+                cost >> 20,
+                self.budget() >> 20
+            ))
+            .into());
+        }
+        let free_now = self
+            .memory
+            .clone()
+            .try_acquire_many_owned(units)
+            .ok()
+            .and_then(|memory| Some((memory, self.slots.clone().try_acquire_owned().ok()?)));
+        let (memory, slot) = match free_now {
+            Some(permits) => permits,
+            None => {
                 if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(AppError::Overloaded);
                 }
                 let _waiting = Waiting(self.waiting.clone());
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| AppError::Internal("worker pool closed".into()))?
+                let acquire = async {
+                    let memory = self.memory.clone().acquire_many_owned(units).await;
+                    let slot = self.slots.clone().acquire_owned().await;
+                    memory.and_then(|m| slot.map(|s| (m, s)))
+                };
+                match tokio::time::timeout(self.queue_wait, acquire).await {
+                    Err(_) => return Err(AppError::Overloaded),
+                    Ok(Err(_)) => return Err(AppError::Internal("worker pool closed".into())),
+                    Ok(Ok(permits)) => permits,
+                }
             }
         };
-        tokio::task::spawn_blocking(move || {
-            let _slot = permit;
-            job()
-        })
-        .await
-        .map_err(|e| AppError::Internal(format!("image worker failed: {e}")))
+        let stop = media::Stop::at(Instant::now() + self.deadline);
+        let mut cancel = CancelOnDrop(Some(stop.clone()));
+        let job_stop = stop.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _held = (memory, slot);
+            job(&job_stop)
+        });
+        // The job checks the deadline itself; this bounds the wait when one long codec call
+        // keeps it from checking. It then stops at its next check, still holding its permits.
+        let answer = tokio::time::timeout(self.deadline, handle).await;
+        cancel.0 = None;
+        match answer {
+            Err(_) => {
+                stop.cancel();
+                Err(media::Error::TimedOut.into())
+            }
+            Ok(Err(e)) => Err(AppError::Internal(format!("image worker failed: {e}"))),
+            Ok(Ok(result)) => Ok(result?),
+        }
     }
+}
+
+/// Memory this process may use: the smallest of its cgroup limit (v2, then v1) and the
+/// machine's RAM.
+fn available_memory() -> u64 {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kb| kb * 1024);
+    [
+        read("/sys/fs/cgroup/memory.max"),
+        read("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(total, u64::min)
 }

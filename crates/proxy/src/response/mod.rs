@@ -67,6 +67,19 @@ pub fn hello() -> Response {
         .into_response()
 }
 
+/// A short plain-text answer that no cache keeps (health endpoints).
+pub fn plain(status: StatusCode, text: &'static str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
 /// `OPTIONS`: the CORS preflight (the CORS headers themselves come from the middleware).
 pub fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();

@@ -16,7 +16,22 @@ use crate::request::{self, Route};
 use crate::response;
 use crate::source::SourceError;
 
-/// Handles every path: the remote mode ignores the path except for `/`.
+/// Liveness: the process answers HTTP. Not in the access log.
+pub async fn healthz() -> Response {
+    response::plain(axum::http::StatusCode::OK, "ok")
+}
+
+/// Readiness: new image work would be admitted now (the queue is not full). Not in the
+/// access log; a load balancer polls it.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.workers.saturated() {
+        response::plain(axum::http::StatusCode::SERVICE_UNAVAILABLE, "saturated")
+    } else {
+        response::plain(axum::http::StatusCode::OK, "ready")
+    }
+}
+
+/// Handles every other path: the remote mode ignores the path except for `/`.
 pub async fn handle(
     State(state): State<AppState>,
     method: Method,

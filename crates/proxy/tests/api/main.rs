@@ -11,6 +11,7 @@
 
 mod helpers;
 
+mod admission;
 mod basics;
 mod cli;
 mod engine;

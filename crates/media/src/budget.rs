@@ -1,0 +1,182 @@
+//! What a render will cost, known before it starts, and how to stop one that runs too long.
+//!
+//! [`estimate`] reads only headers (the same probe that enforces [`Limits`]) and returns an
+//! upper estimate of the memory the render will hold at its peak: the input, the decoded
+//! pixels at the size they will actually be decoded (JPEG at its reduced DCT scale), the
+//! canvases an animation keeps, and the output buffers. The service reserves that much from
+//! its global memory budget before the work may start.
+//!
+//! [`Stop`] is checked between stages and between animation frames: a render whose client
+//! went away, or whose deadline passed, ends at the next check with [`Error::Cancelled`] or
+//! [`Error::TimedOut`].
+//! A single C decode call cannot be interrupted, but each is bounded by the pixel limits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::limits::Limits;
+use crate::ops::Transform;
+use crate::probe::{self, Probe};
+use crate::{Error, Format};
+
+/// Codec state, row buffers and bookkeeping that do not scale with the image.
+const FIXED_OVERHEAD: u64 = 4 << 20;
+
+/// Peak memory a render of `input` is expected to hold, in bytes (an upper estimate).
+/// Refuses what the limits refuse, without decoding.
+pub fn estimate(
+    input: &[u8],
+    format: Format,
+    transform: Transform,
+    limits: &Limits,
+) -> Result<u64, Error> {
+    if !format.capabilities().transform {
+        return Err(Error::Unsupported(format.mime()));
+    }
+    let input_len = input.len() as u64;
+    if format == Format::Svg {
+        let doc = crate::svg::Svg::parse(input)?;
+        let (w, h) = doc.size();
+        Probe::still(w, h).check(limits)?;
+        let (tw, th) = transform.target(w, h);
+        // The parsed tree is a few times the text; the raster and the encoder's copy.
+        return Ok(FIXED_OVERHEAD + input_len * 8 + rgba(tw, th) * 3);
+    }
+    let probe = probe::probe(input, format)?;
+    probe.check(limits)?;
+    Ok(FIXED_OVERHEAD + input_len + pixels_cost(&probe, format, transform))
+}
+
+fn rgba(w: u32, h: u32) -> u64 {
+    u64::from(w) * u64::from(h) * 4
+}
+
+fn pixels_cost(probe: &Probe, format: Format, transform: Transform) -> u64 {
+    let (ow, oh) = probe.oriented();
+    let (tw, th) = transform.target(ow, oh);
+    let (w, h) = (probe.width, probe.height);
+    let animated = transform.animated()
+        && probe.frames > 1
+        && matches!(format, Format::Gif | Format::Webp | Format::Apng);
+    if animated {
+        // The decoder's canvas, the frame handed out, a previous canvas (APNG/GIF disposal),
+        // and the encoder's own canvases at the output size (current, previous, candidate).
+        return rgba(w, h) * 3 + rgba(tw, th) * 6;
+    }
+    let decoded = match format {
+        Format::Jpeg => {
+            // Decoded at the smallest n/8 scale covering the target, 3 or 4 bytes a pixel.
+            let (sw, sh) = if probe::swaps_axes(probe.orientation) {
+                (th, tw)
+            } else {
+                (tw, th)
+            };
+            let eighths = (1..=8u64)
+                .find(|&n| {
+                    u64::from(w) * n / 8 >= u64::from(sw) && u64::from(h) * n / 8 >= u64::from(sh)
+                })
+                .unwrap_or(8);
+            let scaled =
+                (u64::from(w) * eighths).div_ceil(8) * (u64::from(h) * eighths).div_ceil(8);
+            scaled * 4
+        }
+        // 16-bit samples are decoded wide, then narrowed: up to 8 bytes a pixel plus the copy.
+        Format::Png | Format::Apng | Format::Tiff => rgba(w, h) * 3,
+        // AVIF: the decoder's YUV planes (up to 16-bit 4:4:4 with alpha) and the RGB(A) copy.
+        Format::Avif => rgba(w, h) * 3,
+        _ => rgba(w, h) * 2,
+    };
+    // Resized, oriented and encoded copies of the (small) result.
+    decoded + rgba(tw, th) * 4
+}
+
+/// A flag the service sets when nobody waits for the result any more, and a deadline.
+/// Cheap to clone; every clone sees the same flag.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    cancelled: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl Stop {
+    /// Stops at `deadline`, or earlier when [`Stop::cancel`] is called.
+    pub fn at(deadline: Instant) -> Stop {
+        Stop {
+            cancelled: Arc::default(),
+            deadline: Some(deadline),
+        }
+    }
+
+    /// Asks the render to end at its next check.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// `Err(Cancelled)` once cancelled, `Err(TimedOut)` past the deadline.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Err(Error::Cancelled);
+        }
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(Error::TimedOut),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(w: usize, h: usize) -> Vec<u8> {
+        let px = vec![128u8; w * h * 3];
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(80).unwrap();
+        c.compress_to_vec(turbojpeg::Image {
+            pixels: px.as_slice(),
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_jpeg_preview_costs_its_scaled_decode_not_its_full_size() {
+        let big = jpeg(4000, 3000);
+        let limits = Limits::default();
+        let preview = estimate(&big, Format::Jpeg, Transform::Preview, &limits).unwrap();
+        let static_ = estimate(&big, Format::Jpeg, Transform::Static, &limits).unwrap();
+        // 1/8 scale: 500×375; full size would be 48 MB at 4 bytes a pixel.
+        assert!(preview < 8 << 20, "{preview}");
+        assert!(
+            static_ > preview,
+            "a larger target decodes at a larger scale"
+        );
+        assert!(static_ < 16 << 20, "{static_}");
+    }
+
+    #[test]
+    fn over_limit_inputs_are_refused_by_the_estimate() {
+        let big = jpeg(1000, 1000);
+        let limits = Limits {
+            max_pixels: 999_999,
+            ..Limits::default()
+        };
+        let r = estimate(&big, Format::Jpeg, Transform::Preview, &limits);
+        assert!(matches!(r, Err(Error::TooLarge(_))), "{r:?}");
+    }
+
+    #[test]
+    fn stop_trips_on_cancel_and_on_the_deadline() {
+        let stop = Stop::at(Instant::now() + std::time::Duration::from_secs(60));
+        assert!(stop.check().is_ok());
+        stop.clone().cancel();
+        assert!(matches!(stop.check(), Err(Error::Cancelled)));
+        let late = Stop::at(Instant::now());
+        assert!(matches!(late.check(), Err(Error::TimedOut)));
+        assert!(Stop::default().check().is_ok());
+    }
+}
