@@ -112,6 +112,7 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
             (w, h, Orientation::NoTransforms, None)
         }
         other => {
+            container_check(bytes, other)?;
             let mut decoder = image_decoder(bytes, other)?;
             let (w, h) = decoder.dimensions();
             let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
@@ -214,6 +215,65 @@ fn skip_sub_blocks(b: &[u8], mut pos: usize) -> usize {
 }
 
 /// Number of `ANMF` chunks in a WebP (1 for a still image).
+/// Structural checks the decoders skip: a WebP whose RIFF size runs past the end of the
+/// file was cut short (its first frame may still decode, but the file is broken), and a PNG
+/// header with a compression, filter or interlace method the format does not define.
+fn container_check(b: &[u8], format: Format) -> Result<(), Error> {
+    match format {
+        Format::Webp => {
+            let riff = b
+                .get(4..8)
+                .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| Error::Invalid("truncated WebP header".into()))?;
+            if u64::from(riff) + 8 > b.len() as u64 {
+                return Err(Error::Invalid(format!(
+                    "truncated WebP: {} of {} bytes",
+                    b.len(),
+                    u64::from(riff) + 8
+                )));
+            }
+        }
+        Format::Png | Format::Apng => {
+            // Signature (8), IHDR length and type (8), width, height (8), depth, colour type.
+            if let Some(&[compression, filter, interlace]) = b.get(26..29) {
+                if compression != 0 || filter != 0 || interlace > 1 {
+                    return Err(Error::Invalid("PNG header with undefined methods".into()));
+                }
+            }
+            // An iCCP chunk names its compression method after the profile name: only 0
+            // (zlib) exists.
+            let mut pos = 8usize;
+            while let Some(head) = b.get(pos..pos.saturating_add(8)) {
+                let len = head
+                    .get(..4)
+                    .and_then(|l| <[u8; 4]>::try_from(l).ok())
+                    .map_or(0, |l| u32::from_be_bytes(l) as usize);
+                let kind = head.get(4..8).unwrap_or_default();
+                if kind == b"IDAT" {
+                    break;
+                }
+                if kind == b"iCCP" {
+                    let data = b.get(pos + 8..).unwrap_or_default();
+                    let data = data.get(..len.min(data.len())).unwrap_or_default();
+                    let method = data
+                        .iter()
+                        .position(|&c| c == 0)
+                        .and_then(|nul| data.get(nul + 1));
+                    if method.is_some_and(|&m| m != 0) {
+                        return Err(Error::Invalid(
+                            "PNG iCCP with an unknown compression".into(),
+                        ));
+                    }
+                }
+                pos = pos.saturating_add(12).saturating_add(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn webp_frames(b: &[u8]) -> u32 {
     let mut pos = 12usize; // "RIFF" size "WEBP"
     let mut frames = 0u32;

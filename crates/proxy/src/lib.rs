@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod memory;
 pub mod pipeline;
 pub mod request;
 pub mod response;

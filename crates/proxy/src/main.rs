@@ -41,6 +41,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    media_proxy::memory::configure();
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let mut settings = match Settings::load(args.config.as_deref()) {

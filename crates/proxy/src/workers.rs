@@ -34,6 +34,8 @@ const UNIT: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Workers {
     slots: Arc<Semaphore>,
+    /// Jobs running now; the last one to end hands freed memory back.
+    running: Arc<AtomicUsize>,
     memory: Arc<Semaphore>,
     budget_units: u32,
     waiting: Arc<AtomicUsize>,
@@ -82,6 +84,7 @@ impl Workers {
             .min(Semaphore::MAX_PERMITS);
         Workers {
             slots: Arc::new(Semaphore::new(threads)),
+            running: Arc::new(AtomicUsize::new(0)),
             memory: Arc::new(Semaphore::new(permits)),
             budget_units,
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -148,9 +151,15 @@ impl Workers {
         let stop = media::Stop::at(Instant::now() + self.deadline);
         let mut cancel = CancelOnDrop(Some(stop.clone()));
         let job_stop = stop.clone();
+        let running = self.running.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            let _held = (memory, slot);
-            job(&job_stop)
+            running.fetch_add(1, Ordering::AcqRel);
+            let result = job(&job_stop);
+            drop((memory, slot));
+            if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                crate::memory::release();
+            }
+            result
         });
         // The job checks the deadline itself; this bounds the wait when one long codec call
         // keeps it from checking. It then stops at its next check, still holding its permits.

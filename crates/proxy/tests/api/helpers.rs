@@ -55,6 +55,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Settings::default()
     };
+    // Tests run many apps at once on a small machine: a render may take far longer than
+    // in production. Behaviour is under test, not speed (the deadline has its own test).
+    settings.workers.deadline = Duration::from_secs(120);
+    settings.workers.queue_wait = Duration::from_secs(120);
     configure(&mut settings);
     let settings = settings.validate().expect("test settings are valid");
     let app = Application::build(&settings).await.expect("app builds");
