@@ -184,6 +184,44 @@ pub fn sniff(head: &[u8], complete: bool) -> Sniffed {
     Sniffed::Known(Format::Other(Foreign(detected)))
 }
 
+/// Largest text that internal XML entities may expand to (a bound, not a measurement).
+const MAX_ENTITY_EXPANSION: u64 = 1 << 20;
+
+/// Whether the document's internal entities cannot blow up when expanded. XML parsers expand
+/// `<!ENTITY a "…50 KB…">` at each `&a;`: a few kilobytes of text become gigabytes
+/// ("quadratic blowup"), and entities that reference entities grow exponentially ("billion
+/// laughs"). No parser we use bounds the expanded size, so this scan (hand-written: it only
+/// needs the declarations' values, which no XML crate exposes before expanding them) refuses
+/// entity values that contain references, and any document where (declared value bytes) ×
+/// (references) could exceed [`MAX_ENTITY_EXPANSION`]. Ordinary SVGs declare no entities,
+/// or a few short namespace names (Illustrator), and pass.
+pub(crate) fn entities_are_bounded(text: &str) -> bool {
+    let mut declared: u64 = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find("<!ENTITY") {
+        rest = rest.get(at + 8..).unwrap_or_default();
+        let Some(open) = rest.find(['"', '\'']) else {
+            return false;
+        };
+        let quote = rest.get(open..=open).unwrap_or("\"");
+        let after = rest.get(open + 1..).unwrap_or_default();
+        let Some(len) = after.find(quote) else {
+            return false;
+        };
+        let value = after.get(..len).unwrap_or_default();
+        if value.contains('&') || value.contains('%') {
+            return false;
+        }
+        declared += value.len() as u64;
+        rest = after.get(len..).unwrap_or_default();
+    }
+    if declared == 0 {
+        return true;
+    }
+    let references = text.matches('&').count() as u64;
+    declared.saturating_mul(references) <= MAX_ENTITY_EXPANSION
+}
+
 fn from_detected(f: FileFormat) -> Option<Format> {
     use FileFormat as F;
     Some(match f {
@@ -290,13 +328,16 @@ fn sniff_svg(head: &[u8], complete: bool) -> Sniffed {
 }
 
 /// A complete document is an SVG when it parses as XML and its root element is `svg` (in the
-/// SVG namespace, or with none, as browsers accept). Entity declarations make roxmltree fail
-/// or stay bounded (it refuses external entities and limits expansion), so hostile XML
-/// cannot make this step expensive.
+/// SVG namespace, or with none, as browsers accept). roxmltree refuses external entities,
+/// and [`entities_are_bounded`] refuses internal ones that could expand to a huge text
+/// before the parser sees them, so hostile XML cannot make this step expensive.
 fn is_svg_document(bytes: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)) else {
         return false;
     };
+    if !entities_are_bounded(text) {
+        return false;
+    }
     let options = roxmltree::ParsingOptions {
         allow_dtd: true,
         nodes_limit: 200_000,
@@ -318,6 +359,31 @@ fn is_svg_document(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entity_bombs_are_not_svgs_but_plain_entities_are() {
+        let big = "A".repeat(50_000);
+        let refs = "&a;".repeat(2_000);
+        let quadratic = format!(
+            "<?xml version=\"1.0\"?><!DOCTYPE svg [<!ENTITY a \"{big}\">]>\
+             <svg xmlns=\"http://www.w3.org/2000/svg\"><desc>{refs}</desc></svg>"
+        );
+        assert!(!entities_are_bounded(&quadratic));
+        assert_eq!(
+            sniff(quadratic.as_bytes(), true),
+            Sniffed::Known(Format::Other(Foreign(FileFormat::PlainText)))
+        );
+        let laughs = "<!DOCTYPE svg [<!ENTITY a \"lol\"><!ENTITY b \"&a;&a;&a;&a;\">]>\
+             <svg xmlns=\"http://www.w3.org/2000/svg\"><desc>&b;</desc></svg>";
+        assert!(!entities_are_bounded(laughs));
+        let illustrator = "<!DOCTYPE svg [<!ENTITY ns_svg \"http://www.w3.org/2000/svg\">]>\
+             <svg xmlns=\"&ns_svg;\" width=\"4\" height=\"4\"/>";
+        assert!(entities_are_bounded(illustrator));
+        assert_eq!(
+            sniff(illustrator.as_bytes(), true),
+            Sniffed::Known(Format::Svg)
+        );
+    }
 
     fn png_with_chunks(chunks: &[&[u8; 4]]) -> Vec<u8> {
         let mut v = b"\x89PNG\r\n\x1a\n".to_vec();

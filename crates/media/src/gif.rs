@@ -35,28 +35,60 @@ pub fn frames<'a>(
         options.set_memory_limit(gif::MemoryLimit::Bytes(bytes));
     }
     let mut decoder = options.read_info(Cursor::new(bytes))?;
-    let screen = gif_dispose::Screen::new_decoder(&decoder);
-    let (width, height) = (decoder.width(), decoder.height());
-    let mut screen = Some(screen);
+    let mut screen: Option<Screen> = None;
+    let mut done = false;
     Ok(std::iter::from_fn(move || {
-        let s = screen.as_mut()?;
-        let step = next(&mut decoder, s, width, height);
-        if !matches!(step, Ok(Some(_))) {
-            screen = None; // stop after the last frame or the first error
+        if done {
+            return None;
         }
+        let step = next(&mut decoder, &mut screen);
+        done = !matches!(step, Ok(Some(_))); // stop after the last frame or the first error
         step.transpose()
     }))
 }
 
-fn next(
-    decoder: &mut gif::Decoder<Cursor<&[u8]>>,
-    screen: &mut gif_dispose::Screen,
+/// The compositing screen and its size.
+struct Screen {
+    pixels: gif_dispose::Screen,
     width: u16,
     height: u16,
+}
+
+fn next(
+    decoder: &mut gif::Decoder<Cursor<&[u8]>>,
+    screen: &mut Option<Screen>,
 ) -> Result<Option<Frame>, Error> {
+    // The screen is made at the first frame: one larger than the logical screen enlarges
+    // it (as Pillow and the probe do); later frames are clipped to it.
+    let first = screen.is_none().then(|| {
+        let palette = decoder.global_palette().map(<[u8]>::to_vec);
+        (decoder.width(), decoder.height(), palette)
+    });
     let Some(frame) = decoder.read_next_frame()? else {
         return Ok(None);
     };
+    if let Some((w, h, palette)) = first {
+        let width = w.max(frame.left.saturating_add(frame.width));
+        let height = h.max(frame.top.saturating_add(frame.height));
+        let palette = palette
+            .as_deref()
+            .and_then(|p| p.get(..p.len() / 3 * 3))
+            .map(rgb::bytemuck::cast_slice::<u8, rgb::RGB8>);
+        *screen = Some(Screen {
+            pixels: gif_dispose::Screen::new(usize::from(width), usize::from(height), palette),
+            width,
+            height,
+        });
+    }
+    let Some(Screen {
+        pixels: screen,
+        width,
+        height,
+    }) = screen.as_mut()
+    else {
+        return Err(Error::Invalid("GIF: no screen".into()));
+    };
+    let (width, height) = (*width, *height);
     // Clip to the screen (the compositor expects the frame to fit).
     let w = frame.width.min(width.saturating_sub(frame.left));
     let h = frame.height.min(height.saturating_sub(frame.top));

@@ -171,8 +171,8 @@ fn gif_walk(b: &[u8]) -> Result<(u32, u32, u32), Error> {
         .get(6..13)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(invalid)?;
-    let w = u32::from(u16::from_le_bytes([screen[0], screen[1]]));
-    let h = u32::from(u16::from_le_bytes([screen[2], screen[3]]));
+    let mut w = u32::from(u16::from_le_bytes([screen[0], screen[1]]));
+    let mut h = u32::from(u16::from_le_bytes([screen[2], screen[3]]));
     let mut pos = 13usize;
     if screen[4] & 0x80 != 0 {
         pos += 3 << ((screen[4] & 7) + 1);
@@ -187,6 +187,14 @@ fn gif_walk(b: &[u8]) -> Result<(u32, u32, u32), Error> {
                     .and_then(|s| s.try_into().ok())
                     .ok_or_else(invalid)?;
                 pos += 9;
+                if frames == 0 {
+                    // A first frame larger than the screen enlarges it (as Pillow and
+                    // browsers show it); later frames are clipped to it.
+                    let [l0, l1, t0, t1, w0, w1, h0, h1, _] = desc;
+                    let field = |a: u8, b: u8| u32::from(u16::from_le_bytes([a, b]));
+                    w = w.max(field(l0, l1) + field(w0, w1));
+                    h = h.max(field(t0, t1) + field(h0, h1));
+                }
                 if desc[8] & 0x80 != 0 {
                     pos += 3 << ((desc[8] & 7) + 1);
                 }

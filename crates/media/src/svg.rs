@@ -32,6 +32,12 @@ impl std::fmt::Debug for Svg {
 
 impl Svg {
     pub fn parse(bytes: &[u8]) -> Result<Svg, Error> {
+        let text = String::from_utf8_lossy(bytes);
+        if !crate::format::entities_are_bounded(&text) {
+            return Err(Error::Invalid(
+                "SVG entities could expand without bound".into(),
+            ));
+        }
         usvg::Tree::from_data(bytes, &options())
             .map(Svg)
             .map_err(|e| Error::Invalid(e.to_string()))
