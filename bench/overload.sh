@@ -39,7 +39,7 @@ for line in open(log):
         e = json.loads(line)
     except ValueError:
         continue
-    f = e.get("fields", {})
+    f = e.get("fields", e)
     if "status" not in f:
         continue
     s = f["status"]

@@ -111,7 +111,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             threads: 0,
-            queue: 64,
+            queue: 16,
             queue_wait: Duration::from_secs(5),
             deadline: Duration::from_secs(10),
             memory_budget: 0,

@@ -85,6 +85,8 @@ impl Pipeline {
     pub async fn run(&self, plan: Plan) -> Result<Reply, AppError> {
         match plan.transform {
             Some(transform) => {
+                // Held until the render ends: bounds what downloads and queued bodies hold.
+                let _place = self.workers.enter()?;
                 let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
                 let name =
                     disposition::source_name(&plan.url_filename, &fetched.content_disposition);
