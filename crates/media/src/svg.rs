@@ -24,6 +24,9 @@ fn options() -> usvg::Options<'static> {
 /// A parsed SVG document: parsed once, then measured and rendered.
 pub struct Svg(usvg::Tree);
 
+/// Largest `feMorphology` radius rendered, in output pixels.
+const MAX_MORPHOLOGY_PX: f32 = 64.0;
+
 impl std::fmt::Debug for Svg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Svg({:?})", self.size())
@@ -43,6 +46,27 @@ impl Svg {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
+    /// Refuses filters whose cost grows with a parameter rather than with the picture:
+    /// resvg's `feMorphology` visits a window of (2·rx+1)×(2·ry+1) pixels around each
+    /// pixel, so `radius="9999"` keeps a worker busy for seconds (minutes at 2048 px) in
+    /// one call that the deadline cannot interrupt. Radii up to [`MAX_MORPHOLOGY_PX`] at
+    /// the output scale (far beyond artistic use) are rendered.
+    fn check_filter_cost(&self, w: u32, h: u32) -> Result<(), Error> {
+        let size = self.0.size();
+        let scale = (w as f32 / size.width()).max(h as f32 / size.height());
+        for filter in self.0.filters() {
+            for primitive in filter.primitives() {
+                if let usvg::filter::Kind::Morphology(m) = primitive.kind() {
+                    let r = m.radius_x().get().max(m.radius_y().get()) * scale;
+                    if r.is_nan() || r > MAX_MORPHOLOGY_PX {
+                        return Err(Error::TooLarge(format!("feMorphology radius of {r:.0} px")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The document's own size in pixels, rounded (at least 1×1).
     pub fn size(&self) -> (u32, u32) {
         let s = self.0.size();
@@ -55,6 +79,7 @@ impl Svg {
 
     /// Renders the document scaled to exactly `w`×`h`, as straight-alpha RGBA.
     pub fn rasterise(&self, w: u32, h: u32) -> Result<Frame, Error> {
+        self.check_filter_cost(w, h)?;
         let mut pixmap = tiny_skia::Pixmap::new(w.max(1), h.max(1))
             .ok_or_else(|| Error::TooLarge(format!("{w}×{h} raster")))?;
         let size = self.0.size();
@@ -73,5 +98,33 @@ impl Svg {
             data,
             delay_ms: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn morphology(radius: &str) -> Svg {
+        let text = format!(
+            r#"<svg viewBox="0 0 200 200" xmlns="http://www.w3.org/2000/svg">
+                 <filter id="f"><feMorphology radius="{radius}"/></filter>
+                 <rect x="20" y="20" width="160" height="160" fill="green" filter="url(#f)"/>
+               </svg>"#
+        );
+        Svg::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_huge_morphology_radius_is_refused_before_rendering() {
+        let r = morphology("9999").rasterise(200, 200);
+        assert!(matches!(r, Err(Error::TooLarge(_))), "{r:?}");
+        // A small radius renders; the limit is in output pixels, so scaling up counts.
+        let small = morphology("3").rasterise(200, 200).unwrap();
+        assert_eq!((small.width, small.height), (200, 200));
+        assert!(matches!(
+            morphology("3").rasterise(8000, 8000),
+            Err(Error::TooLarge(_))
+        ));
     }
 }
