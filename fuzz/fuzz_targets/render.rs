@@ -1,14 +1,23 @@
 //! The whole engine (probe, limits, decode, resize, encode) on arbitrary bytes. The input's
 //! length picks the transform (so real images stay valid seeds); limits are small so that
-//! each run stays fast. A codec panic is
-//! caught by `render` and returned as an error, so only a crash (abort, overflow, sanitizer
-//! report) or a panic outside the codecs fails here.
+//! each run stays fast.
+//!
+//! `media::render` catches codec panics and answers an error, as the service does (422).
+//! libfuzzer-sys installs a panic hook that aborts on *any* panic, caught or not, which would
+//! stop every run at the first known codec panic; the target puts the default hook back, so
+//! caught panics behave as in production and an uncaught one still fails the run (libFuzzer
+//! aborts on a panic that reaches it).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use media::{Limits, Sniffed, Transform};
 
+static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    DEFAULT_HOOK.call_once(|| {
+        let _ = std::panic::take_hook();
+    });
     let bytes = data;
     let transform = match bytes.len() % 5 {
         0 => Transform::Emoji { still: false },
