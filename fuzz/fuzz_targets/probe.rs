@@ -1,4 +1,4 @@
-//! Format detection, the header probe and the memory estimate on arbitrary bytes: never a
+//! Format detection, the header probe and the prepared render (limits, memory estimate) on arbitrary bytes: never a
 //! panic, whatever the bytes claim to be.
 #![no_main]
 
@@ -13,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
     if format.capabilities().transform && format != Format::Svg {
         let _ = media::probe::probe(data, format);
     }
-    let _ = media::estimate(data, format, Transform::Preview, &Limits::default());
+    let _ = media::prepare(data, format, Transform::Preview, &Limits::default()).map(|p| p.cost());
 });

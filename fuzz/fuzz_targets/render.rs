@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         max_total_pixels: 8_000_000,
         max_alloc: 64 << 20,
     };
-    if media::estimate(bytes, format, transform, &limits).is_ok() {
-        let _ = media::render(bytes, format, transform, &limits);
+    if let Ok(prepared) = media::prepare(bytes, format, transform, &limits) {
+        let _ = prepared.render(bytes, &media::Stop::default());
     }
 });

@@ -1,6 +1,8 @@
 //! AVIF through libavif with libaom, both built from vendored sources (`libavif-sys`).
 //! libavif reads the whole container (grids, alpha auxiliary images, 8–12-bit, every chroma
-//! layout) and converts YUV to 8-bit RGB(A) itself; this module only drives it.
+//! layout) and converts YUV to 8-bit RGB(A) itself; this module only drives it. The same
+//! libaom encodes: [`Encoder`] writes still images and image sequences (animations), 8-bit
+//! 4:2:0 tagged as sRGB, one thread, at a speed suited to on-demand work.
 //!
 //! `unsafe` here is limited to the libavif calls. The decoder owns no input: libavif reads
 //! `bytes` in place, so [`Decoder`] borrows them for as long as it lives, and its `Drop`
@@ -203,4 +205,175 @@ fn icc(image: &sys::avifImage) -> Option<Vec<u8>> {
     }
     // SAFETY: libavif owns `icc.size` bytes at `icc.data` for the image's lifetime.
     Some(unsafe { std::slice::from_raw_parts(image.icc.data, image.icc.size) }.to_vec())
+}
+
+/// An AVIF being written: one still image, or an image sequence frame by frame.
+pub struct Encoder {
+    raw: *mut sys::avifEncoder,
+    width: u32,
+    height: u32,
+    animated: bool,
+    frames: u32,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "avif::Encoder({}×{}, {} frames)",
+            self.width, self.height, self.frames
+        )
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from avifEncoderCreate and is destroyed only here.
+        unsafe { sys::avifEncoderDestroy(self.raw) }
+    }
+}
+
+/// An avifImage owned by Rust, destroyed on drop.
+struct Image(*mut sys::avifImage);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from avifImageCreate and is destroyed only here.
+        unsafe { sys::avifImageDestroy(self.0) }
+    }
+}
+
+impl Encoder {
+    /// `quality` 1–100 (libavif's scale), `speed` 0 (slowest) to 10 (fastest); `animated`
+    /// writes an image sequence that loops forever.
+    pub fn new(
+        width: u32,
+        height: u32,
+        quality: u8,
+        speed: u8,
+        animated: bool,
+    ) -> Result<Encoder, Error> {
+        // SAFETY: plain constructor; NULL on allocation failure, checked below.
+        let raw = unsafe { sys::avifEncoderCreate() };
+        if raw.is_null() {
+            return Err(Error::Encode("AVIF: out of memory".into()));
+        }
+        // SAFETY: `raw` is a live encoder; these are plain fields read at the first add.
+        unsafe {
+            let e = &mut *raw;
+            e.codecChoice = sys::AVIF_CODEC_CHOICE_AOM;
+            e.maxThreads = 1;
+            e.speed = i32::from(speed.min(10));
+            e.quality = i32::from(quality.clamp(1, 100));
+            e.qualityAlpha = i32::from(quality.clamp(1, 100)).max(80);
+            e.timescale = 1000;
+            e.repetitionCount = sys::AVIF_REPETITION_COUNT_INFINITE;
+        }
+        Ok(Encoder {
+            raw,
+            width,
+            height,
+            animated,
+            frames: 0,
+        })
+    }
+
+    /// Adds a frame, shown for `frame.delay_ms` in a sequence.
+    pub fn add(&mut self, frame: &Frame) -> Result<(), Error> {
+        if frame.width != self.width || frame.height != self.height {
+            return Err(Error::Encode("AVIF frame of the wrong size".into()));
+        }
+        if !self.animated && self.frames > 0 {
+            return Err(Error::Encode("a still AVIF has one frame".into()));
+        }
+        let channels = frame.channels.count();
+        let row_bytes = u32::try_from(frame.width as usize * channels)
+            .map_err(|_| Error::Encode("AVIF frame too large".into()))?;
+        if frame.data.len() != frame.width as usize * frame.height as usize * channels {
+            return Err(Error::Encode("frame buffer size".into()));
+        }
+        // SAFETY: plain constructor; NULL on failure, checked.
+        let image = Image(unsafe {
+            sys::avifImageCreate(self.width, self.height, 8, sys::AVIF_PIXEL_FORMAT_YUV420)
+        });
+        if image.0.is_null() {
+            return Err(Error::Encode("AVIF: out of memory".into()));
+        }
+        let flags = if self.animated {
+            sys::AVIF_ADD_IMAGE_FLAG_NONE
+        } else {
+            sys::AVIF_ADD_IMAGE_FLAG_SINGLE
+        };
+        // SAFETY: `image` is live; `rgb` points into `frame.data`, which holds exactly
+        // height rows of `row_bytes` (checked above) and outlives both calls; libavif only
+        // reads through `pixels` in RGBToYUV and copies into its own planes. The encoder
+        // is live and copies what it keeps from `image`.
+        let result = unsafe {
+            let img = &mut *image.0;
+            img.colorPrimaries = sys::AVIF_COLOR_PRIMARIES_BT709 as _;
+            img.transferCharacteristics = sys::AVIF_TRANSFER_CHARACTERISTICS_SRGB as _;
+            img.matrixCoefficients = sys::AVIF_MATRIX_COEFFICIENTS_BT601 as _;
+            img.yuvRange = sys::AVIF_RANGE_FULL;
+            let mut rgb = sys::avifRGBImage::default();
+            sys::avifRGBImageSetDefaults(&mut rgb, image.0);
+            rgb.format = match frame.channels {
+                Channels::Rgb => sys::AVIF_RGB_FORMAT_RGB,
+                Channels::Rgba => sys::AVIF_RGB_FORMAT_RGBA,
+            };
+            rgb.chromaDownsampling = sys::AVIF_CHROMA_DOWNSAMPLING_AVERAGE;
+            rgb.pixels = frame.data.as_ptr().cast_mut();
+            rgb.rowBytes = row_bytes;
+            let r = sys::avifImageRGBToYUV(image.0, &rgb);
+            if r == sys::AVIF_RESULT_OK {
+                let duration = u64::from(frame.delay_ms.max(1));
+                sys::avifEncoderAddImage(self.raw, image.0, duration, flags as _)
+            } else {
+                r
+            }
+        };
+        self.check(result)?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Closes the file and returns its bytes.
+    pub fn finish(self) -> Result<Vec<u8>, Error> {
+        let mut out = sys::avifRWData::default();
+        // SAFETY: the encoder is live; `out` is released by avifRWDataFree after its bytes
+        // are copied.
+        let result = unsafe { sys::avifEncoderFinish(self.raw, &mut out) };
+        let bytes = if result == sys::AVIF_RESULT_OK && !out.data.is_null() {
+            // SAFETY: libavif wrote `size` bytes at `data`.
+            Ok(unsafe { std::slice::from_raw_parts(out.data, out.size) }.to_vec())
+        } else {
+            self.check(result)
+                .and(Err(Error::Encode("AVIF: empty output".into())))
+        };
+        // SAFETY: frees what avifEncoderFinish allocated (a no-op on an empty buffer).
+        unsafe { sys::avifRWDataFree(&mut out) };
+        bytes
+    }
+
+    fn check(&self, result: sys::avifResult) -> Result<(), Error> {
+        if result == sys::AVIF_RESULT_OK {
+            return Ok(());
+        }
+        // SAFETY: avifResultToString returns a static NUL-terminated string; `diag.error`
+        // is a NUL-terminated buffer inside the live encoder.
+        let (what, detail) = unsafe {
+            (
+                CStr::from_ptr(sys::avifResultToString(result))
+                    .to_string_lossy()
+                    .into_owned(),
+                CStr::from_ptr((*self.raw).diag.error.as_ptr())
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        Err(Error::Encode(format!("AVIF: {what} {detail}")))
+    }
 }

@@ -1,7 +1,8 @@
 //! What a render will cost, known before it starts, and how to stop one that runs too long.
 //!
-//! [`estimate`] reads only headers (the same probe that enforces [`Limits`]) and returns an
-//! upper estimate of the memory the render will hold at its peak: the input, the decoded
+//! [`crate::prepare`] reads only headers (the same probe that enforces the limits) and
+//! prices the render with the functions here: an upper estimate of the memory it will hold
+//! at its peak: the input, the decoded
 //! pixels at the size they will actually be decoded (JPEG at its reduced DCT scale), the
 //! canvases an animation keeps, and the output buffers. The service reserves that much from
 //! its global memory budget before the work may start.
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::limits::Limits;
 use crate::ops::Transform;
 use crate::probe::{self, Probe};
 use crate::{Error, Format};
@@ -23,63 +23,47 @@ use crate::{Error, Format};
 /// Codec state, row buffers and bookkeeping that do not scale with the image.
 const FIXED_OVERHEAD: u64 = 4 << 20;
 
-/// Peak memory a render of `input` is expected to hold, in bytes (an upper estimate).
-/// Refuses what the limits refuse, without decoding.
-pub fn estimate(
-    input: &[u8],
-    format: Format,
-    transform: Transform,
-    limits: &Limits,
-) -> Result<u64, Error> {
-    if !format.capabilities().transform {
-        return Err(Error::Unsupported(format.mime()));
-    }
-    let input_len = input.len() as u64;
-    if format == Format::Svg {
-        let doc = crate::svg::Svg::parse(input)?;
-        let (w, h) = doc.size();
-        Probe::still(w, h).check(limits)?;
-        let (tw, th) = transform.target(w, h);
-        // The parsed tree is a few times the text; the raster and the encoder's copy.
-        return Ok(FIXED_OVERHEAD + input_len * 8 + rgba(tw, th) * 3);
-    }
-    let probe = probe::probe(input, format)?;
-    probe.check(limits)?;
-    Ok(FIXED_OVERHEAD + input_len + pixels_cost(&probe, format, transform))
-}
-
 fn rgba(w: u32, h: u32) -> u64 {
     u64::from(w) * u64::from(h) * 4
 }
 
-fn pixels_cost(probe: &Probe, format: Format, transform: Transform) -> u64 {
+/// An SVG rendered to `tw`×`th`: the parsed tree (a few times the text), the raster and the
+/// encoder's copy.
+pub(crate) fn svg_cost(input_len: u64, tw: u32, th: u32) -> u64 {
+    FIXED_OVERHEAD + input_len * 8 + rgba(tw, th) * 3
+}
+
+/// A raster input whose header says `probe`, rendered with `transform` (`animated`: every
+/// frame is kept).
+pub(crate) fn raster_cost(
+    probe: &Probe,
+    format: Format,
+    transform: Transform,
+    animated: bool,
+    input_len: u64,
+) -> u64 {
     let (ow, oh) = probe.oriented();
-    let (tw, th) = transform.target(ow, oh);
+    let geometry = transform.geometry(ow, oh);
+    let (tw, th) = geometry.canvas;
     let (w, h) = (probe.width, probe.height);
-    let animated = transform.animated()
-        && probe.frames > 1
-        && matches!(format, Format::Gif | Format::Webp | Format::Apng);
     if animated {
         // The decoder's canvas, the frame handed out, a previous canvas (APNG/GIF disposal),
         // and the encoder's own canvases at the output size (current, previous, candidate).
-        return rgba(w, h) * 3 + rgba(tw, th) * 6;
+        return FIXED_OVERHEAD + input_len + rgba(w, h) * 3 + rgba(tw, th) * 6;
     }
     let decoded = match format {
         Format::Jpeg => {
-            // Decoded at the smallest n/8 scale covering the target, 3 or 4 bytes a pixel.
+            // Decoded at the scale `jpeg::decode_scaled` picks (large enough for the part
+            // shown), 3 or 4 bytes a pixel.
+            let (dw, dh) = geometry.decode_size(ow, oh);
             let (sw, sh) = if probe::swaps_axes(probe.orientation) {
-                (th, tw)
+                (dh, dw)
             } else {
-                (tw, th)
+                (dw, dh)
             };
-            let eighths = (1..=8u64)
-                .find(|&n| {
-                    u64::from(w) * n / 8 >= u64::from(sw) && u64::from(h) * n / 8 >= u64::from(sh)
-                })
-                .unwrap_or(8);
-            let scaled =
-                (u64::from(w) * eighths).div_ceil(8) * (u64::from(h) * eighths).div_ceil(8);
-            scaled * 4
+            let (w, h) = (w as usize, h as usize);
+            let scale = crate::jpeg::scale_for(w, h, sw, sh);
+            (scale.scale(w) as u64) * (scale.scale(h) as u64) * 4
         }
         // 16-bit samples are decoded wide, then narrowed: up to 8 bytes a pixel plus the copy.
         Format::Png | Format::Apng | Format::Tiff => rgba(w, h) * 3,
@@ -88,7 +72,7 @@ fn pixels_cost(probe: &Probe, format: Format, transform: Transform) -> u64 {
         _ => rgba(w, h) * 2,
     };
     // Resized, oriented and encoded copies of the (small) result.
-    decoded + rgba(tw, th) * 4
+    FIXED_OVERHEAD + input_len + decoded + rgba(tw, th) * 4
 }
 
 /// A flag the service sets when nobody waits for the result any more, and a deadline.
@@ -128,6 +112,7 @@ impl Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{prepare, Limits};
 
     fn jpeg(w: usize, h: usize) -> Vec<u8> {
         let px = vec![128u8; w * h * 3];
@@ -147,8 +132,8 @@ mod tests {
     fn a_jpeg_preview_costs_its_scaled_decode_not_its_full_size() {
         let big = jpeg(4000, 3000);
         let limits = Limits::default();
-        let preview = estimate(&big, Format::Jpeg, Transform::Preview, &limits).unwrap();
-        let static_ = estimate(&big, Format::Jpeg, Transform::Static, &limits).unwrap();
+        let cost = |t| prepare(&big, Format::Jpeg, t, &limits).unwrap().cost();
+        let (preview, static_) = (cost(Transform::Preview), cost(Transform::Static));
         // 1/8 scale: 500×375; full size would be 48 MB at 4 bytes a pixel.
         assert!(preview < 8 << 20, "{preview}");
         assert!(
@@ -159,13 +144,13 @@ mod tests {
     }
 
     #[test]
-    fn over_limit_inputs_are_refused_by_the_estimate() {
+    fn over_limit_inputs_are_refused_when_prepared() {
         let big = jpeg(1000, 1000);
         let limits = Limits {
             max_pixels: 999_999,
             ..Limits::default()
         };
-        let r = estimate(&big, Format::Jpeg, Transform::Preview, &limits);
+        let r = prepare(&big, Format::Jpeg, Transform::Preview, &limits);
         assert!(matches!(r, Err(Error::TooLarge(_))), "{r:?}");
     }
 

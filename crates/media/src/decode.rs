@@ -1,7 +1,8 @@
 //! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
-//! GIF through `gif` + `gif-dispose` ([`crate::gif`]); AVIF through libavif ([`crate::avif`]); PNG/APNG, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's
-//! decoders, under allocation and dimension limits. Animations are decoded one composited
-//! frame at a time, so memory holds the canvas and one frame, never the whole animation.
+//! GIF through `gif` + `gif-dispose` ([`crate::gif`]); AVIF through libavif ([`crate::avif`]);
+//! PNG/APNG, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's decoders,
+//! under allocation and dimension limits. Animations are decoded one composited frame at a
+//! time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
 
 use std::io::Cursor;
@@ -28,7 +29,7 @@ pub fn first_frame(
         // A GIF's first frame is composited on its screen like the others.
         Format::Apng | Format::Gif => frames(bytes, format, limits)?
             .next()
-            .unwrap_or_else(|| Err(Error::Invalid("APNG without frames".into()))),
+            .unwrap_or_else(|| Err(Error::Invalid("animation without frames".into()))),
         other => {
             let mut decoder = crate::probe::image_decoder(bytes, other)?;
             decoder.set_limits(image_limits(limits))?;

@@ -1,8 +1,11 @@
 //! Frames → bytes: WebP (still and animated) through libwebp built from vendored sources
-//! (`libwebp-sys`), PNG through the `png` crate.
+//! (`libwebp-sys`), JPEG through libjpeg-turbo (`turbojpeg`: progressive, optimised
+//! Huffman tables, 4:2:0), PNG through the `png` crate, GIF through the `gif` crate (NeuQuant
+//! palettes per frame). AVIF lives in [`crate::avif`], beside its decoder.
 //!
-//! WebP settings are the spec's: lossy, quality 77, alpha quality 95, method 2, smart
-//! ("sharp YUV") chroma subsampling; animations loop forever. The `webp` crate pins an old
+//! WebP settings are the Misskey spec's: lossy, quality 77 (the store mode passes its own),
+//! alpha quality 95, method 2, smart ("sharp YUV") chroma subsampling; animations loop
+//! forever. The `webp` crate pins an old
 //! libwebp and the animation crates default to lossless, so this module is a thin wrapper
 //! over `WebPEncode` and `WebPAnimEncoder`: the only `unsafe` code in the project. Every
 //! pointer handed to libwebp comes from a live Rust value that outlives the call, and each
@@ -17,16 +20,17 @@ use libwebp_sys as sys;
 use crate::pixels::{Channels, Frame};
 use crate::Error;
 
-const QUALITY: f32 = 77.0;
+/// The Misskey spec's WebP quality.
+pub const QUALITY: f32 = 77.0;
 const ALPHA_QUALITY: i32 = 95;
 const METHOD: i32 = 2;
 
-fn config() -> Result<sys::WebPConfig, Error> {
+fn config(quality: f32) -> Result<sys::WebPConfig, Error> {
     let mut config =
-        sys::WebPConfig::new_with_preset(sys::WebPPreset::WEBP_PRESET_DEFAULT, QUALITY)
+        sys::WebPConfig::new_with_preset(sys::WebPPreset::WEBP_PRESET_DEFAULT, quality)
             .map_err(|()| Error::Encode("libwebp version mismatch".into()))?;
     config.lossless = 0;
-    config.quality = QUALITY;
+    config.quality = quality;
     config.alpha_quality = ALPHA_QUALITY;
     config.method = METHOD;
     config.use_sharp_yuv = 1;
@@ -79,9 +83,9 @@ impl Drop for Picture {
     }
 }
 
-/// One still frame as a lossy WebP.
-pub fn webp(frame: &Frame) -> Result<Vec<u8>, Error> {
-    let config = config()?;
+/// One still frame as a lossy WebP at `quality` (0–100).
+pub fn webp(frame: &Frame, quality: f32) -> Result<Vec<u8>, Error> {
+    let config = config(quality)?;
     let mut picture = Picture::new(frame)?;
     // SAFETY: an all-zero WebPMemoryWriter is what WebPMemoryWriterInit produces anyway.
     let mut writer: sys::WebPMemoryWriter = unsafe { std::mem::zeroed() };
@@ -127,9 +131,9 @@ impl std::fmt::Debug for AnimatedWebp {
 }
 
 impl AnimatedWebp {
-    /// A new animation of `width`×`height` that loops forever.
-    pub fn new(width: u32, height: u32) -> Result<AnimatedWebp, Error> {
-        let config = config()?;
+    /// A new animation of `width`×`height` at `quality` that loops forever.
+    pub fn new(width: u32, height: u32, quality: f32) -> Result<AnimatedWebp, Error> {
+        let config = config(quality)?;
         let too_big = || Error::Encode("animation too large for WebP".into());
         let (w, h) = (
             i32::try_from(width).map_err(|_| too_big())?,
@@ -230,17 +234,142 @@ impl Drop for AnimatedWebp {
 
 /// An RGBA PNG (used for the badge).
 pub fn png_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Vec<u8>, Error> {
+    png_with(width, height, Channels::Rgba, rgba, png::Compression::Fast)
+}
+
+/// A frame as a PNG (RGB or RGBA as the frame is), compressed for a CDN to keep.
+pub fn png(frame: &Frame) -> Result<Vec<u8>, Error> {
+    png_with(
+        frame.width,
+        frame.height,
+        frame.channels,
+        &frame.data,
+        png::Compression::Balanced,
+    )
+}
+
+fn png_with(
+    width: u32,
+    height: u32,
+    channels: Channels,
+    data: &[u8],
+    compression: png::Compression,
+) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);
-    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_color(match channels {
+        Channels::Rgb => png::ColorType::Rgb,
+        Channels::Rgba => png::ColorType::Rgba,
+    });
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Fast);
+    encoder.set_compression(compression);
     let mut writer = encoder
         .write_header()
         .map_err(|e| Error::Encode(e.to_string()))?;
     writer
-        .write_image_data(rgba)
+        .write_image_data(data)
         .map_err(|e| Error::Encode(e.to_string()))?;
     writer.finish().map_err(|e| Error::Encode(e.to_string()))?;
     Ok(out)
+}
+
+/// An RGB frame as a progressive JPEG with optimised Huffman tables and 4:2:0 chroma (the
+/// caller flattens alpha first: JPEG has none).
+pub fn jpeg(frame: &Frame, quality: u8) -> Result<Vec<u8>, Error> {
+    if frame.channels != Channels::Rgb {
+        return Err(Error::Encode("JPEG takes RGB frames".into()));
+    }
+    let err = |e: turbojpeg::Error| Error::Encode(e.to_string());
+    let mut c = turbojpeg::Compressor::new().map_err(err)?;
+    c.set_quality(i32::from(quality.clamp(1, 100)))
+        .map_err(err)?;
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2).map_err(err)?;
+    c.set_optimize(true).map_err(err)?;
+    c.set_progressive(true).map_err(err)?;
+    let width = frame.width as usize;
+    c.compress_to_vec(turbojpeg::Image {
+        pixels: frame.data.as_slice(),
+        width,
+        pitch: width * 3,
+        height: frame.height as usize,
+        format: turbojpeg::PixelFormat::RGB,
+    })
+    .map_err(err)
+}
+
+/// Builds an animated GIF (or a one-frame GIF) frame by frame; loops forever. Each frame
+/// gets its own palette (NeuQuant); alpha becomes 1-bit transparency.
+pub struct AnimatedGif {
+    encoder: gif::Encoder<Vec<u8>>,
+    width: u16,
+    height: u16,
+    frames: u32,
+}
+
+impl std::fmt::Debug for AnimatedGif {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AnimatedGif({}×{}, {} frames)",
+            self.width, self.height, self.frames
+        )
+    }
+}
+
+/// NeuQuant sampling factor: 10 is the gif crate's recommended speed/quality balance.
+const GIF_QUANT_SPEED: i32 = 10;
+
+impl AnimatedGif {
+    pub fn new(width: u32, height: u32) -> Result<AnimatedGif, Error> {
+        let too_big = || Error::Encode("image too large for GIF (65535 px a side)".into());
+        let w = u16::try_from(width).map_err(|_| too_big())?;
+        let h = u16::try_from(height).map_err(|_| too_big())?;
+        let err = |e: gif::EncodingError| Error::Encode(e.to_string());
+        let mut encoder = gif::Encoder::new(Vec::new(), w, h, &[]).map_err(err)?;
+        encoder.set_repeat(gif::Repeat::Infinite).map_err(err)?;
+        Ok(AnimatedGif {
+            encoder,
+            width: w,
+            height: h,
+            frames: 0,
+        })
+    }
+
+    pub fn add(&mut self, frame: &Frame) -> Result<(), Error> {
+        if frame.width != u32::from(self.width) || frame.height != u32::from(self.height) {
+            return Err(Error::Encode("GIF frame of the wrong size".into()));
+        }
+        let expected = frame.width as usize * frame.height as usize * frame.channels.count();
+        if frame.data.len() != expected {
+            return Err(Error::Encode("frame buffer size".into()));
+        }
+        // Checked above: the gif crate asserts these lengths.
+        let mut out = match frame.channels {
+            Channels::Rgba => {
+                let mut rgba = frame.data.clone();
+                gif::Frame::from_rgba_speed(self.width, self.height, &mut rgba, GIF_QUANT_SPEED)
+            }
+            Channels::Rgb => {
+                gif::Frame::from_rgb_speed(self.width, self.height, &frame.data, GIF_QUANT_SPEED)
+            }
+        };
+        // GIF delays are in hundredths of a second.
+        out.delay = u16::try_from(frame.delay_ms.div_ceil(10)).unwrap_or(u16::MAX);
+        out.dispose = gif::DisposalMethod::Background;
+        self.encoder
+            .write_frame(&out)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>, Error> {
+        self.encoder
+            .into_inner()
+            .map_err(|e| Error::Encode(e.to_string()))
+    }
 }

@@ -263,28 +263,31 @@ fn refine_png(format: Format, head: &[u8]) -> Format {
     if format != Format::Png {
         return format;
     }
-    let mut pos = 8usize; // after the signature
-    while let Some(header) = head.get(pos..pos.saturating_add(8)) {
-        let (len_bytes, kind) = header.split_at(4);
-        let Ok(len_bytes) = <[u8; 4]>::try_from(len_bytes) else {
-            return Format::Png;
-        };
-        let len = u32::from_be_bytes(len_bytes);
+    for (kind, _) in png_chunks(head) {
         match kind {
             b"acTL" => return Format::Apng,
             b"IDAT" | b"IEND" => return Format::Png,
             _ => {}
         }
-        // length + type + data + crc
-        pos = match pos
-            .checked_add(12)
-            .and_then(|p| p.checked_add(len as usize))
-        {
-            Some(next) => next,
-            None => return Format::Png,
-        };
     }
     Format::Png
+}
+
+/// The chunks of a PNG, after its signature: (type, data). The data is cut short where the
+/// bytes end; the walk stops at the first header that does not fit or overflows.
+pub(crate) fn png_chunks(png: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut pos = Some(8usize); // after the signature
+    std::iter::from_fn(move || {
+        let at = pos?;
+        let header = png.get(at..at.checked_add(8)?)?;
+        let (len_bytes, kind) = header.split_at(4);
+        let len = u32::from_be_bytes(<[u8; 4]>::try_from(len_bytes).ok()?) as usize;
+        let data = png.get(at + 8..).unwrap_or_default();
+        let data = data.get(..len.min(data.len())).unwrap_or_default();
+        // length + type + data + crc
+        pos = at.checked_add(12).and_then(|p| p.checked_add(len));
+        Some((kind, data))
+    })
 }
 
 /// `BM` followed, at offset 14, by one of the DIB header sizes BMP readers accept (the

@@ -17,6 +17,18 @@ use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 use crate::pixels::{Channels, Frame};
 use crate::Error;
 
+/// The smallest n/8 DCT scale at which a `width`×`height` JPEG decodes to at least
+/// `min_w`×`min_h` (what [`decode_scaled`] uses, and what the memory estimate prices).
+pub(crate) fn scale_for(width: usize, height: usize, min_w: u32, min_h: u32) -> ScalingFactor {
+    let eighths = (1..=8usize)
+        .find(|&n| {
+            let s = ScalingFactor::new(n, 8);
+            s.scale(width) >= min_w as usize && s.scale(height) >= min_h as usize
+        })
+        .unwrap_or(8);
+    ScalingFactor::new(eighths, 8)
+}
+
 /// Decodes at the smallest scale whose output is at least `min_w`×`min_h` (stored
 /// orientation). Always returns 8-bit RGB.
 pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Error> {
@@ -25,13 +37,8 @@ pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Erro
     let err = |e: turbojpeg::Error| Error::Invalid(e.to_string());
     let mut d = Decompressor::new().map_err(err)?;
     let header = d.read_header(bytes).map_err(err)?;
-    let eighths = (1..=8usize)
-        .find(|&n| {
-            let s = ScalingFactor::new(n, 8);
-            s.scale(header.width) >= min_w as usize && s.scale(header.height) >= min_h as usize
-        })
-        .unwrap_or(8);
-    let factor = ScalingFactor::new(eighths, 8);
+    let factor = scale_for(header.width, header.height, min_w, min_h);
+    let eighths = factor.num();
     let cut = if eighths == 1 && header.is_progressive && !header.is_arithmetic {
         dc_only_prefix(bytes)
     } else {

@@ -29,7 +29,7 @@ pub mod transform;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-pub use budget::{estimate, Stop};
+pub use budget::Stop;
 pub use error::Error;
 pub use format::{Capabilities, Format, Sniffed};
 pub use limits::Limits;
@@ -43,6 +43,39 @@ use fast_image_resize::Resizer;
 pub struct Rendered {
     pub bytes: Vec<u8>,
     pub format: Format,
+}
+
+/// The encoding a store-mode request asks for. The Misskey transforms have fixed outputs
+/// (WebP at the spec's settings, the badge as PNG) and use none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Lossy WebP, still or animated.
+    Webp { quality: u8 },
+    /// AVIF through libaom, still or an image sequence; `speed` 0–10.
+    Avif { quality: u8, speed: u8 },
+    /// Progressive JPEG (first frame; alpha composited over the background).
+    Jpeg { quality: u8 },
+    /// PNG (first frame: animated PNG output is not written).
+    Png,
+    /// GIF, animated when the source is.
+    Gif,
+}
+
+impl Output {
+    pub fn format(self) -> Format {
+        match self {
+            Output::Webp { .. } => Format::Webp,
+            Output::Avif { .. } => Format::Avif,
+            Output::Jpeg { .. } => Format::Jpeg,
+            Output::Png => Format::Png,
+            Output::Gif => Format::Gif,
+        }
+    }
+
+    /// Whether this encoding can carry an animation.
+    pub fn animates(self) -> bool {
+        !matches!(self, Output::Jpeg { .. } | Output::Png)
+    }
 }
 
 /// Browsers show GIF frames with a delay of 10 ms or less for 100 ms; keep what they show.
@@ -69,68 +102,316 @@ pub fn render_until(
     limits: &Limits,
     stop: &Stop,
 ) -> Result<Rendered, Error> {
-    catch_unwind(AssertUnwindSafe(|| {
-        render_inner(input, format, transform, limits, stop)
-    }))
-    .unwrap_or(Err(Error::Panicked))
+    prepare(input, format, transform, limits)?.render(input, stop)
 }
 
-fn render_inner(
+/// A render whose headers have been read and checked against the limits, before any pixel
+/// is decoded: its memory estimate ([`Prepared::cost`]) is known, and [`Prepared::render`]
+/// does not read the headers (or parse the SVG) again.
+#[derive(Debug)]
+pub struct Prepared {
+    format: Format,
+    transform: Transform,
+    limits: Limits,
+    header: Header,
+    cost: u64,
+    output: Option<Output>,
+}
+
+#[derive(Debug)]
+enum Header {
+    /// An SVG is parsed to know its size; the same document is rendered.
+    Svg(Box<svg::Svg>),
+    Raster(probe::Probe),
+}
+
+/// Reads and checks the headers of `input` (known to be `format`) for `transform`: refuses
+/// over-limit inputs and prices the work (see [`budget`]). Never panics: a codec panic
+/// becomes [`Error::Panicked`].
+pub fn prepare(
     input: &[u8],
     format: Format,
     transform: Transform,
     limits: &Limits,
-    stop: &Stop,
-) -> Result<Rendered, Error> {
-    stop.check()?;
+) -> Result<Prepared, Error> {
+    catch_unwind(AssertUnwindSafe(|| {
+        prepare_inner(input, format, transform, limits)
+    }))
+    .unwrap_or(Err(Error::Panicked))
+}
+
+fn prepare_inner(
+    input: &[u8],
+    format: Format,
+    transform: Transform,
+    limits: &Limits,
+) -> Result<Prepared, Error> {
     if !format.capabilities().transform {
         return Err(Error::Unsupported(format.mime()));
     }
-    if format == Format::Svg {
-        // Parsed once: the same document is measured, checked and rendered.
+    let input_len = input.len() as u64;
+    let (header, cost) = if format == Format::Svg {
         let doc = svg::Svg::parse(input)?;
         let (w, h) = doc.size();
         probe::Probe::still(w, h).check(limits)?;
         let (tw, th) = transform.target(w, h);
-        let frame = doc.rasterise(tw, th)?;
-        stop.check()?;
-        return finish(frame, transform);
-    }
-    let probe = probe::probe(input, format)?;
-    probe.check(limits)?;
-    let (ow, oh) = probe.oriented();
-    let (tw, th) = transform.target(ow, oh);
-    let mut resizer = Resizer::new();
-    let animated = matches!(format, Format::Gif | Format::Webp | Format::Apng);
-    if transform.animated() && animated && probe.frames > 1 {
-        let to_srgb = color::ToSrgb::new(probe.icc.as_deref(), pixels::Channels::Rgba);
-        return animate(input, format, (tw, th), limits, &mut resizer, to_srgb, stop);
-    }
-    // Size in the stored orientation: orientation is applied after resizing (cheaper).
-    let (sw, sh) = if probe::swaps_axes(probe.orientation) {
-        (th, tw)
+        (
+            Header::Svg(Box::new(doc)),
+            budget::svg_cost(input_len, tw, th),
+        )
     } else {
-        (tw, th)
+        let probe = probe::probe(input, format)?;
+        probe.check(limits)?;
+        let animated = animates(format, transform, &probe);
+        let cost = budget::raster_cost(&probe, format, transform, animated, input_len);
+        (Header::Raster(probe), cost)
     };
-    let frame = decode::first_frame(input, format, sw, sh, limits)?;
-    stop.check()?;
-    let frame = transform::resize(frame, sw, sh, &mut resizer)?;
-    let mut frame = transform::orient(frame, probe.orientation)?;
-    color::to_srgb(&mut frame, probe.icc.as_deref());
-    finish(frame, transform)
+    Ok(Prepared {
+        format,
+        transform,
+        limits: *limits,
+        header,
+        cost,
+        output: None,
+    })
 }
 
-/// Animated input → animated WebP, one frame at a time: decode, resize, add, drop.
+/// Whether `transform` keeps the frames of this input (an animated GIF, WebP or APNG).
+fn animates(format: Format, transform: Transform, probe: &probe::Probe) -> bool {
+    transform.animated()
+        && probe.frames > 1
+        && matches!(format, Format::Gif | Format::Webp | Format::Apng)
+}
+
+impl Prepared {
+    /// Peak memory the render is expected to hold, in bytes (an upper estimate).
+    pub fn cost(&self) -> u64 {
+        self.cost
+    }
+
+    /// Whether the source has several frames and the transform keeps them (the output will
+    /// be animated if its encoding can carry an animation).
+    pub fn animated(&self) -> bool {
+        match &self.header {
+            Header::Svg(_) => false,
+            Header::Raster(probe) => animates(self.format, self.transform, probe),
+        }
+    }
+
+    /// Frames the output will have (1 unless [`Prepared::animated`]; the header's count,
+    /// which a broken file may not reach).
+    pub fn frames(&self) -> u32 {
+        match &self.header {
+            Header::Raster(probe) if self.animated() => probe.frames,
+            _ => 1,
+        }
+    }
+
+    /// The output's width and height.
+    pub fn size(&self) -> (u32, u32) {
+        match &self.header {
+            Header::Svg(doc) => {
+                let (w, h) = doc.size();
+                self.transform.target(w, h)
+            }
+            Header::Raster(probe) => {
+                let (w, h) = probe.oriented();
+                self.transform.target(w, h)
+            }
+        }
+    }
+
+    /// Encodes with `output` instead of the Misskey default. An AVIF encoder holds a few
+    /// copies of the output frame: that is added to the estimate.
+    pub fn with_output(mut self, output: Output) -> Prepared {
+        if let Output::Avif { .. } = output {
+            let (w, h) = self.size();
+            self.cost = self.cost.saturating_add(u64::from(w) * u64::from(h) * 8);
+        }
+        self.output = Some(output);
+        self
+    }
+
+    /// Decodes, transforms and encodes `input` (the bytes it was prepared from). Never
+    /// panics: a codec panic becomes [`Error::Panicked`].
+    pub fn render(self, input: &[u8], stop: &Stop) -> Result<Rendered, Error> {
+        catch_unwind(AssertUnwindSafe(|| self.render_inner(input, stop)))
+            .unwrap_or(Err(Error::Panicked))
+    }
+
+    fn render_inner(self, input: &[u8], stop: &Stop) -> Result<Rendered, Error> {
+        stop.check()?;
+        let Prepared {
+            format,
+            transform,
+            limits,
+            header,
+            output,
+            ..
+        } = self;
+        let mut resizer = Resizer::new();
+        let probe = match header {
+            Header::Svg(doc) => {
+                let (w, h) = doc.size();
+                let g = transform.geometry(w, h);
+                let (dw, dh) = g.decode_size(w, h);
+                let frame = doc.rasterise(dw, dh)?;
+                stop.check()?;
+                let frame = shape(frame, &g, (w, h), &mut resizer)?;
+                return finish(place(frame, &g, transform), transform, output);
+            }
+            Header::Raster(probe) => probe,
+        };
+        let (ow, oh) = probe.oriented();
+        let g = transform.geometry(ow, oh);
+        if animates(format, transform, &probe) && output.is_none_or(Output::animates) {
+            let to_srgb = color::ToSrgb::new(probe.icc.as_deref(), pixels::Channels::Rgba);
+            let job = Animation {
+                geometry: g,
+                source: (probe.width, probe.height),
+                to_srgb,
+                transform,
+                output,
+            };
+            return animate(input, format, &job, &limits, &mut resizer, stop);
+        }
+        let swap = |(w, h)| {
+            if probe::swaps_axes(probe.orientation) {
+                (h, w)
+            } else {
+                (w, h)
+            }
+        };
+        let mut frame = if g.is_whole(ow, oh) {
+            // Sized in the stored orientation: orientation is applied after resizing (cheaper).
+            let (sw, sh) = swap(g.size);
+            let frame = decode::first_frame(input, format, sw, sh, &limits)?;
+            stop.check()?;
+            let frame = transform::resize(frame, sw, sh, &mut resizer)?;
+            transform::orient(frame, probe.orientation)?
+        } else {
+            // A crop is defined on the oriented picture: orient the (reduced) decode first.
+            let (dw, dh) = swap(g.decode_size(ow, oh));
+            let frame = decode::first_frame(input, format, dw, dh, &limits)?;
+            stop.check()?;
+            let frame = transform::orient(frame, probe.orientation)?;
+            shape(frame, &g, (ow, oh), &mut resizer)?
+        };
+        color::to_srgb(&mut frame, probe.icc.as_deref());
+        finish(place(frame, &g, transform), transform, output)
+    }
+}
+
+/// Crops and resizes a decoded, oriented picture of a source whose oriented size is
+/// `(ow, oh)` (the decode may be smaller: a JPEG at a reduced scale) to `g.size`.
+fn shape(
+    frame: Frame,
+    g: &ops::Geometry,
+    (ow, oh): (u32, u32),
+    resizer: &mut Resizer,
+) -> Result<Frame, Error> {
+    let kx = f64::from(frame.width) / f64::from(ow.max(1));
+    let ky = f64::from(frame.height) / f64::from(oh.max(1));
+    let (left, top, cw, ch) = g.crop;
+    let (w, h) = g.size;
+    if g.is_whole(ow, oh) {
+        return transform::resize(frame, w, h, resizer);
+    }
+    let crop = (left * kx, top * ky, cw * kx, ch * ky);
+    transform::resize_part(frame, Some(crop), w, h, resizer)
+}
+
+/// Puts the resized picture on its canvas (padding for `fit=contain`).
+fn place(frame: Frame, g: &ops::Geometry, transform: Transform) -> Frame {
+    frame.padded(g.canvas, g.offset, background(transform))
+}
+
+fn background(transform: Transform) -> [u8; 4] {
+    match transform {
+        Transform::Resize(r) => r.background,
+        _ => [255, 255, 255, 255],
+    }
+}
+
+/// What an animated render needs besides the input.
+struct Animation {
+    geometry: ops::Geometry,
+    /// The source canvas (animations carry no orientation).
+    source: (u32, u32),
+    to_srgb: Option<color::ToSrgb>,
+    transform: Transform,
+    output: Option<Output>,
+}
+
+/// One of the encoders that write animations.
+enum Animator {
+    Webp(encode::AnimatedWebp),
+    Gif(encode::AnimatedGif),
+    Avif(avif::Encoder),
+}
+
+impl Animator {
+    fn new(output: Option<Output>, (w, h): (u32, u32)) -> Result<Animator, Error> {
+        Ok(match output {
+            None => Animator::Webp(encode::AnimatedWebp::new(w, h, encode::QUALITY)?),
+            Some(Output::Webp { quality }) => {
+                Animator::Webp(encode::AnimatedWebp::new(w, h, f32::from(quality))?)
+            }
+            Some(Output::Gif) => Animator::Gif(encode::AnimatedGif::new(w, h)?),
+            Some(Output::Avif { quality, speed }) => {
+                Animator::Avif(avif::Encoder::new(w, h, quality, speed, true)?)
+            }
+            Some(Output::Jpeg { .. } | Output::Png) => {
+                return Err(Error::Encode("this format cannot animate".into()))
+            }
+        })
+    }
+
+    fn add(&mut self, frame: &Frame) -> Result<(), Error> {
+        match self {
+            Animator::Webp(e) => e.add(frame),
+            Animator::Gif(e) => e.add(frame),
+            Animator::Avif(e) => e.add(frame),
+        }
+    }
+
+    fn frames(&self) -> u32 {
+        match self {
+            Animator::Webp(e) => e.frames(),
+            Animator::Gif(e) => e.frames(),
+            Animator::Avif(e) => e.frames(),
+        }
+    }
+
+    fn finish(self) -> Result<Rendered, Error> {
+        Ok(match self {
+            Animator::Webp(e) => Rendered {
+                bytes: e.finish()?,
+                format: Format::Webp,
+            },
+            Animator::Gif(e) => Rendered {
+                bytes: e.finish()?,
+                format: Format::Gif,
+            },
+            Animator::Avif(e) => Rendered {
+                bytes: e.finish()?,
+                format: Format::Avif,
+            },
+        })
+    }
+}
+
+/// Animated input → an animation, one frame at a time: decode, resize, add, drop.
 fn animate(
     input: &[u8],
     format: Format,
-    (tw, th): (u32, u32),
+    job: &Animation,
     limits: &Limits,
     resizer: &mut Resizer,
-    to_srgb: Option<color::ToSrgb>,
     stop: &Stop,
 ) -> Result<Rendered, Error> {
-    let mut encoder = encode::AnimatedWebp::new(tw, th)?;
+    let g = &job.geometry;
+    let mut encoder = Animator::new(job.output, g.canvas)?;
     for frame in decode::frames(input, format, limits)? {
         stop.check()?;
         if encoder.frames() >= limits.max_frames {
@@ -139,25 +420,22 @@ fn animate(
                 limits.max_frames
             )));
         }
-        let mut frame = transform::resize(frame?, tw, th, resizer)?;
-        if let Some(t) = &to_srgb {
+        let mut frame = shape(frame?, g, job.source, resizer)?;
+        if let Some(t) = &job.to_srgb {
             t.apply(&mut frame);
         }
         if frame.delay_ms < MIN_DELAY_MS {
             frame.delay_ms = SHORT_DELAY_SHOWN_MS;
         }
-        encoder.add(&frame)?;
+        encoder.add(&place(frame, g, job.transform))?;
     }
     if encoder.frames() == 0 {
         return Err(Error::Invalid("animation without frames".into()));
     }
-    Ok(Rendered {
-        bytes: encoder.finish()?,
-        format: Format::Webp,
-    })
+    encoder.finish()
 }
 
-fn finish(frame: Frame, transform: Transform) -> Result<Rendered, Error> {
+fn finish(frame: Frame, transform: Transform, output: Option<Output>) -> Result<Rendered, Error> {
     if transform == Transform::Badge {
         let rgba = badge::badge(&frame)?;
         let side = ops::BADGE_SIZE;
@@ -166,8 +444,33 @@ fn finish(frame: Frame, transform: Transform) -> Result<Rendered, Error> {
             format: Format::Png,
         });
     }
+    let Some(output) = output else {
+        return Ok(Rendered {
+            bytes: encode::webp(&frame, encode::QUALITY)?,
+            format: Format::Webp,
+        });
+    };
+    let bytes = match output {
+        Output::Webp { quality } => encode::webp(&frame, f32::from(quality))?,
+        Output::Jpeg { quality } => {
+            let [r, g, b, _] = background(transform);
+            encode::jpeg(&frame.flattened([r, g, b]), quality)?
+        }
+        Output::Png => encode::png(&frame.without_opaque_alpha())?,
+        Output::Gif => {
+            let mut gif = encode::AnimatedGif::new(frame.width, frame.height)?;
+            gif.add(&frame)?;
+            gif.finish()?
+        }
+        Output::Avif { quality, speed } => {
+            let frame = frame.without_opaque_alpha();
+            let mut avif = avif::Encoder::new(frame.width, frame.height, quality, speed, false)?;
+            avif.add(&frame)?;
+            avif.finish()?
+        }
+    };
     Ok(Rendered {
-        bytes: encode::webp(&frame)?,
-        format: Format::Webp,
+        bytes,
+        format: output.format(),
     })
 }

@@ -72,4 +72,89 @@ impl Frame {
                 .map(image::DynamicImage::ImageRgba8),
         }
     }
+
+    /// Whether every pixel is fully opaque (always true without an alpha channel).
+    pub fn is_opaque(&self) -> bool {
+        match self.channels {
+            Channels::Rgb => true,
+            Channels::Rgba => self.data.chunks_exact(4).all(|p| p.get(3) == Some(&255)),
+        }
+    }
+
+    /// RGB: an RGBA frame composited over `background`; an RGB frame unchanged.
+    pub fn flattened(self, background: [u8; 3]) -> Frame {
+        if self.channels == Channels::Rgb {
+            return self;
+        }
+        let mut data = Vec::with_capacity(self.data.len() / 4 * 3);
+        for p in self.data.chunks_exact(4) {
+            let (rgb, a) = p.split_at(3);
+            let a = u16::from(a.first().copied().unwrap_or(255));
+            for (c, bg) in rgb.iter().zip(background) {
+                // Straight alpha: c·a + bg·(255 − a), rounded.
+                let v = (u16::from(*c) * a + u16::from(bg) * (255 - a) + 127) / 255;
+                data.push(v as u8);
+            }
+        }
+        Frame {
+            channels: Channels::Rgb,
+            data,
+            ..self
+        }
+    }
+
+    /// The frame placed at `offset` on a `canvas` filled with `background` (RGBA; the
+    /// result keeps alpha when either the frame or the background has any).
+    pub fn padded(self, canvas: (u32, u32), offset: (u32, u32), background: [u8; 4]) -> Frame {
+        if canvas == (self.width, self.height) {
+            return self;
+        }
+        let channels = if self.channels == Channels::Rgba || background[3] < 255 {
+            Channels::Rgba
+        } else {
+            Channels::Rgb
+        };
+        let n = channels.count();
+        let bg = background.get(..n).unwrap_or(&background);
+        let (cw, ch) = (canvas.0 as usize, canvas.1 as usize);
+        let mut data = bg.repeat(cw * ch);
+        let (ox, oy) = (offset.0 as usize, offset.1 as usize);
+        let src_n = self.channels.count();
+        let (w, h) = (self.width as usize, self.height as usize);
+        for y in 0..h.min(ch.saturating_sub(oy)) {
+            let row = self
+                .data
+                .get(y * w * src_n..(y + 1) * w * src_n)
+                .unwrap_or_default();
+            let start = ((oy + y) * cw + ox) * n;
+            let out = data.get_mut(start..start + w.min(cw.saturating_sub(ox)) * n);
+            let Some(out) = out else { continue };
+            for (dst, src) in out.chunks_exact_mut(n).zip(row.chunks_exact(src_n)) {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = *s;
+                }
+                if n == 4 && src_n == 3 {
+                    if let Some(a) = dst.get_mut(3) {
+                        *a = 255;
+                    }
+                }
+            }
+        }
+        Frame {
+            width: canvas.0,
+            height: canvas.1,
+            channels,
+            data,
+            delay_ms: self.delay_ms,
+        }
+    }
+
+    /// Drops an alpha channel that is opaque everywhere (smaller PNG and AVIF files).
+    pub fn without_opaque_alpha(self) -> Frame {
+        if self.channels == Channels::Rgba && self.is_opaque() {
+            self.flattened([0, 0, 0])
+        } else {
+            self
+        }
+    }
 }

@@ -222,7 +222,6 @@ fn skip_sub_blocks(b: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// Number of `ANMF` chunks in a WebP (1 for a still image).
 /// Structural checks the decoders skip: a WebP whose RIFF size runs past the end of the
 /// file was cut short (its first frame may still decode, but the file is broken), and a PNG
 /// header with a compression, filter or interlace method the format does not define.
@@ -251,30 +250,19 @@ fn container_check(b: &[u8], format: Format) -> Result<(), Error> {
             }
             // An iCCP chunk names its compression method after the profile name: only 0
             // (zlib) exists.
-            let mut pos = 8usize;
-            while let Some(head) = b.get(pos..pos.saturating_add(8)) {
-                let len = head
-                    .get(..4)
-                    .and_then(|l| <[u8; 4]>::try_from(l).ok())
-                    .map_or(0, |l| u32::from_be_bytes(l) as usize);
-                let kind = head.get(4..8).unwrap_or_default();
-                if kind == b"IDAT" {
-                    break;
+            let iccp = crate::format::png_chunks(b)
+                .take_while(|(kind, _)| *kind != b"IDAT")
+                .find(|(kind, _)| *kind == b"iCCP");
+            if let Some((_, data)) = iccp {
+                let method = data
+                    .iter()
+                    .position(|&c| c == 0)
+                    .and_then(|nul| data.get(nul + 1));
+                if method.is_some_and(|&m| m != 0) {
+                    return Err(Error::Invalid(
+                        "PNG iCCP with an unknown compression".into(),
+                    ));
                 }
-                if kind == b"iCCP" {
-                    let data = b.get(pos + 8..).unwrap_or_default();
-                    let data = data.get(..len.min(data.len())).unwrap_or_default();
-                    let method = data
-                        .iter()
-                        .position(|&c| c == 0)
-                        .and_then(|nul| data.get(nul + 1));
-                    if method.is_some_and(|&m| m != 0) {
-                        return Err(Error::Invalid(
-                            "PNG iCCP with an unknown compression".into(),
-                        ));
-                    }
-                }
-                pos = pos.saturating_add(12).saturating_add(len);
             }
         }
         _ => {}
@@ -282,6 +270,7 @@ fn container_check(b: &[u8], format: Format) -> Result<(), Error> {
     Ok(())
 }
 
+/// Number of `ANMF` chunks in a WebP (1 for a still image).
 fn webp_frames(b: &[u8]) -> u32 {
     let mut pos = 12usize; // "RIFF" size "WEBP"
     let mut frames = 0u32;

@@ -35,8 +35,8 @@ impl std::fmt::Debug for Svg {
 
 impl Svg {
     pub fn parse(bytes: &[u8]) -> Result<Svg, Error> {
-        let text = String::from_utf8_lossy(bytes);
-        if !crate::format::entities_are_bounded(&text) {
+        // Text that is not UTF-8 is refused by the parser itself.
+        if std::str::from_utf8(bytes).is_ok_and(|t| !crate::format::entities_are_bounded(t)) {
             return Err(Error::Invalid(
                 "SVG entities could expand without bound".into(),
             ));

@@ -13,6 +13,18 @@ pub fn resize(frame: Frame, w: u32, h: u32, resizer: &mut Resizer) -> Result<Fra
     if frame.width == w && frame.height == h {
         return Ok(frame);
     }
+    resize_part(frame, None, w, h, resizer)
+}
+
+/// Resizes the part `crop` (left, top, width, height, in the frame's pixels) of `frame` to
+/// exactly `w`×`h`; `None` takes the whole frame.
+pub fn resize_part(
+    frame: Frame,
+    crop: Option<(f64, f64, f64, f64)>,
+    w: u32,
+    h: u32,
+    resizer: &mut Resizer,
+) -> Result<Frame, Error> {
     let pixel_type = match frame.channels {
         Channels::Rgb => PixelType::U8x3,
         Channels::Rgba => PixelType::U8x4,
@@ -21,9 +33,12 @@ pub fn resize(frame: Frame, w: u32, h: u32, resizer: &mut Resizer) -> Result<Fra
     let src = Image::from_vec_u8(frame.width, frame.height, frame.data, pixel_type)
         .map_err(|e| err(&e))?;
     let mut dst = Image::new(w.max(1), h.max(1), pixel_type);
-    let options = ResizeOptions::new()
+    let mut options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
         .use_alpha(true);
+    if let Some((left, top, cw, ch)) = crop {
+        options = options.crop(left, top, cw, ch);
+    }
     resizer
         .resize(&src, &mut dst, &options)
         .map_err(|e| err(&e))?;

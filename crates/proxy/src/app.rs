@@ -9,11 +9,16 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
+use crate::error::ErrorCaching;
+use crate::pipeline::store::{OutputPolicy, StorePipeline};
 use crate::pipeline::Pipeline;
+use crate::request::resize::Rules;
+use crate::response::store::SuccessCaching;
 use crate::response::{self, CommonHeaders};
 use crate::routes;
 use crate::source::guard::IpPolicy;
 use crate::source::http::FetchSettings;
+use crate::source::store::Store;
 use crate::source::Fetcher;
 use crate::workers::Workers;
 
@@ -25,6 +30,17 @@ pub struct AppState {
     pub workers: Workers,
     /// The `fallback` placeholder, drawn once at start-up.
     pub fallback_png: Bytes,
+    /// The store mode, when a store is configured.
+    pub store: Option<Arc<StoreMode>>,
+}
+
+/// Everything the store mode needs besides the shared pool.
+#[derive(Debug)]
+pub struct StoreMode {
+    pub pipeline: StorePipeline,
+    pub rules: Rules,
+    pub success: SuccessCaching,
+    pub errors: ErrorCaching,
 }
 
 /// Why the application could not start.
@@ -54,10 +70,14 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
     let workers = Workers::new(&settings.workers);
+    let store = Store::new(&settings.store)
+        .map_err(BuildError::Setup)?
+        .map(|store| Arc::new(store_mode(settings, store, workers.clone())));
     let state = AppState {
         pipeline: Pipeline::new(fetcher, workers.clone(), settings.limits.into()),
         workers,
         fallback_png: Bytes::from(fallback_png),
+        store,
     };
     let common = Arc::new(CommonHeaders::new(&settings.headers));
     Ok(Router::new()
@@ -69,6 +89,41 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
             common,
             response::add_common_headers,
         )))
+}
+
+fn store_mode(settings: &Settings, store: Store, workers: Workers) -> StoreMode {
+    let r = &settings.resize;
+    StoreMode {
+        pipeline: StorePipeline::new(
+            store,
+            workers,
+            settings.limits.into(),
+            OutputPolicy {
+                avif: r.avif,
+                avif_max_pixels: r.avif_max_pixels,
+                avif_speed: r.avif_speed,
+                webp_quality: r.webp_quality,
+                avif_quality: r.avif_quality,
+                jpeg_quality: r.jpeg_quality,
+            },
+        ),
+        rules: Rules {
+            max_side: r.max_output_dimension,
+            allowed_sizes: r.allowed_sizes.clone(),
+            signing_keys: r
+                .signing_keys
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+        },
+        success: SuccessCaching {
+            max_age: r.cache_max_age,
+        },
+        errors: ErrorCaching::Store {
+            not_found: r.not_found_max_age,
+            client_error: r.error_max_age,
+        },
+    }
 }
 
 /// A bound, ready-to-run server.

@@ -47,6 +47,116 @@ pub struct Settings {
     pub workers: WorkerSettings,
     pub headers: HeaderSettings,
     pub log: LogSettings,
+    /// Where the store mode reads originals (`GET /<key>?w=…`).
+    pub store: StoreSettings,
+    /// The store mode's request rules and response caching.
+    pub resize: ResizeSettings,
+}
+
+/// Which object store holds the originals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// No store: every path without `url` is a 400, as in the Misskey contract.
+    None,
+    /// A local directory (`root`).
+    Local,
+    /// Amazon S3 or an S3-compatible server (`bucket`, `endpoint`, `region`).
+    S3,
+}
+
+/// The object store of the store mode. Credentials for S3 are never settings: they come
+/// from the standard AWS chain (environment, web identity, container or instance role).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    /// Local directory of the originals (created if missing). Relative paths start from
+    /// the working directory.
+    pub root: std::path::PathBuf,
+    /// S3 bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket or directory (`originals/`); requests cannot leave it.
+    pub prefix: String,
+    /// S3-compatible endpoint URL (`http://127.0.0.1:9000`); empty for AWS itself.
+    pub endpoint: String,
+    /// S3 region; empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// Largest original accepted, in bytes (413 beyond).
+    pub max_size: u64,
+    /// Longest a store request may take, first byte to last.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// How store-mode requests are checked and their responses cached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResizeSettings {
+    /// Largest width or height a request may ask for (and any output side).
+    pub max_output_dimension: u32,
+    /// When not empty, the only sizes `d`, `w` and `h` may name (each side); others: 400.
+    pub allowed_sizes: Vec<u32>,
+    /// HMAC-SHA256 keys; when any is set every store request needs a valid `sig`. Several
+    /// keys let a new one be rolled out before the old one is withdrawn.
+    pub signing_keys: Vec<String>,
+    /// `Cache-Control: public, max-age` of successful responses.
+    #[serde(with = "humantime_serde")]
+    pub cache_max_age: Duration,
+    /// `max-age` of 404 answers (a missing key may appear soon).
+    #[serde(with = "humantime_serde")]
+    pub not_found_max_age: Duration,
+    /// `max-age` of other client errors (400, 403, 413, 422).
+    #[serde(with = "humantime_serde")]
+    pub error_max_age: Duration,
+    /// Whether `format=auto` may pick AVIF for clients that accept it.
+    pub avif: bool,
+    /// Outputs with more pixels than this get WebP instead of AVIF (AVIF encoding grows
+    /// costly with size); the answer says so in `X-Image-Fallback`.
+    pub avif_max_pixels: u64,
+    /// libaom speed, 0 (slowest, smallest) to 10 (fastest).
+    pub avif_speed: u8,
+    /// Default qualities when the request has no `q`.
+    pub webp_quality: u8,
+    pub avif_quality: u8,
+    pub jpeg_quality: u8,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            kind: StoreKind::Local,
+            root: "media".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            allow_http: false,
+            max_size: 262_144_000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ResizeSettings {
+    fn default() -> Self {
+        ResizeSettings {
+            max_output_dimension: 4096,
+            allowed_sizes: Vec::new(),
+            signing_keys: Vec::new(),
+            cache_max_age: Duration::from_secs(86_400),
+            not_found_max_age: Duration::from_secs(60),
+            error_max_age: Duration::from_secs(60),
+            avif: true,
+            avif_max_pixels: 2_000_000,
+            avif_speed: 9,
+            webp_quality: 80,
+            avif_quality: 60,
+            jpeg_quality: 82,
+        }
+    }
 }
 
 /// What one image may cost, checked from its header before decoding (over → 422).
@@ -179,6 +289,8 @@ impl Default for Settings {
             workers: WorkerSettings::default(),
             headers: HeaderSettings::default(),
             log: LogSettings::default(),
+            store: StoreSettings::default(),
+            resize: ResizeSettings::default(),
         }
     }
 }
@@ -303,7 +415,91 @@ impl Settings {
                 return Err(invalid(key, "is not a valid HTTP header value"));
             }
         }
+        self.validate_store()?;
         Ok(self)
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let (st, r) = (&self.store, &self.resize);
+        match st.kind {
+            StoreKind::None => {}
+            StoreKind::Local if st.root.as_os_str().is_empty() => {
+                return Err(invalid("store.root", "must name a directory"));
+            }
+            StoreKind::Local => {}
+            StoreKind::S3 if st.bucket.trim().is_empty() => {
+                return Err(invalid("store.bucket", "is required with kind = \"s3\""));
+            }
+            StoreKind::S3 => {}
+        }
+        if !st.endpoint.is_empty() {
+            match Url::parse(&st.endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    if u.scheme() == "http" && !st.allow_http {
+                        return Err(invalid(
+                            "store.endpoint",
+                            "is plain http: set store.allow_http = true to use it",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        "store.endpoint",
+                        "must be an http:// or https:// URL with a host",
+                    ))
+                }
+            }
+        }
+        if st.prefix.split('/').any(|s| s == ".." || s == ".") || st.prefix.contains('\\') {
+            return Err(invalid(
+                "store.prefix",
+                "must not contain `.` or `..` segments",
+            ));
+        }
+        if st.max_size == 0 {
+            return Err(invalid("store.max_size", "must be at least 1 byte"));
+        }
+        if st.timeout.is_zero() {
+            return Err(invalid("store.timeout", "must be longer than zero"));
+        }
+        if r.max_output_dimension == 0 || r.max_output_dimension > 16_384 {
+            return Err(invalid(
+                "resize.max_output_dimension",
+                "must be between 1 and 16384",
+            ));
+        }
+        if r.allowed_sizes
+            .iter()
+            .any(|&s| s == 0 || s > r.max_output_dimension)
+        {
+            return Err(invalid(
+                "resize.allowed_sizes",
+                "every size must be between 1 and max_output_dimension",
+            ));
+        }
+        if r.signing_keys.iter().any(|k| k.len() < 16) {
+            return Err(invalid(
+                "resize.signing_keys",
+                "every key must be at least 16 bytes long",
+            ));
+        }
+        if r.avif_speed > 10 {
+            return Err(invalid("resize.avif_speed", "must be between 0 and 10"));
+        }
+        for (key, q) in [
+            ("resize.webp_quality", r.webp_quality),
+            ("resize.avif_quality", r.avif_quality),
+            ("resize.jpeg_quality", r.jpeg_quality),
+        ] {
+            if !(1..=100).contains(&q) {
+                return Err(invalid(key, "must be between 1 and 100"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -391,6 +587,23 @@ mod tests {
             ("max_size = 0", "max_size"),
             ("[timeouts]\nidle = \"0s\"", "timeouts.idle"),
             ("no_such_key = 1", "no_such_key"),
+            ("[store]\nkind = \"s3\"", "store.bucket"),
+            ("[store]\nkind = \"ftp\"", "ftp"),
+            (
+                "[store]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"",
+                "store.allow_http",
+            ),
+            ("[store]\nprefix = \"a/../b\"", "store.prefix"),
+            (
+                "[resize]\nmax_output_dimension = 0",
+                "resize.max_output_dimension",
+            ),
+            ("[resize]\nallowed_sizes = [100, 0]", "resize.allowed_sizes"),
+            (
+                "[resize]\nsigning_keys = [\"short\"]",
+                "resize.signing_keys",
+            ),
+            ("[resize]\njpeg_quality = 101", "resize.jpeg_quality"),
             (r#"listen = "localhost""#, "listen"),
         ];
         for (text, needle) in cases {

@@ -1,14 +1,23 @@
 //! `AppError` and the one place that turns any failure into a status, a short public body
 //! and a `Cache-Control`. The match below is exhaustive on purpose (no `_` arm): a new
 //! error variant does not compile until someone decides its status. The full error chain
-//! goes to the log once (in the route); clients get a fixed message.
+//! goes to the log once (in the route); clients get a fixed message, except for the store
+//! mode's parameter errors, whose one-line reason is our own text about their own URL.
+//!
+//! Caching of errors differs by mode ([`ErrorCaching`]): the remote mode keeps the Misskey
+//! reference's five minutes for everything; the store mode keeps a 404 and other client
+//! errors briefly and never stores a 5xx.
+
+use std::borrow::Cow;
+use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use media::Format;
 
-use crate::request::RequestError;
+use crate::request::{RequestError, ResizeError};
 use crate::response::CACHE_SHORT;
+use crate::source::store::StoreError;
 use crate::source::SourceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +26,8 @@ pub enum AppError {
     Request(#[from] RequestError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Media(#[from] media::Error),
     /// Passthrough of a type that is not browser-safe, or an empty body (origin's content; 403).
@@ -49,6 +60,23 @@ impl AppError {
                 RequestError::EmptyUrl => (S::BAD_REQUEST, "url parameter is empty"),
                 RequestError::RepeatedUrl => (S::BAD_REQUEST, "url parameter given twice"),
                 RequestError::InvalidUrl(_) => (S::BAD_REQUEST, "invalid url"),
+                RequestError::Store(e) => match e {
+                    ResizeError::Signature(_) => (S::FORBIDDEN, "invalid signature"),
+                    ResizeError::Key(_)
+                    | ResizeError::Unknown(_)
+                    | ResizeError::Repeated(_)
+                    | ResizeError::Value { .. }
+                    | ResizeError::Conflict(_)
+                    | ResizeError::SizeNotAllowed(_) => (S::BAD_REQUEST, "invalid request"),
+                },
+            },
+            AppError::Store(e) => match e {
+                StoreError::NotFound => (S::NOT_FOUND, "not found"),
+                StoreError::InvalidKey(_) => (S::BAD_REQUEST, "invalid key"),
+                StoreError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "file too large"),
+                StoreError::Timeout => (S::GATEWAY_TIMEOUT, "store timed out"),
+                StoreError::Denied(_) => (S::BAD_GATEWAY, "store refused access"),
+                StoreError::Unavailable(_) => (S::BAD_GATEWAY, "store unavailable"),
             },
             AppError::Source(e) => match e {
                 SourceError::InvalidUrl(_) => (S::BAD_REQUEST, "invalid url"),
@@ -87,10 +115,64 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// The body sent to the client: the fixed message, or a store parameter error's reason.
+    pub fn public_message(&self) -> Cow<'static, str> {
+        match self {
+            AppError::Request(RequestError::Store(e)) => Cow::Owned(e.to_string()),
+            other => Cow::Borrowed(other.status().1),
+        }
+    }
+
+    /// The error as a response whose `Cache-Control` follows `caching`.
+    pub fn into_response_with(self, caching: &ErrorCaching) -> Response {
+        let (status, _) = self.status();
+        let cache = caching.cache_control(status);
+        let mut response = self.into_response();
+        if let Ok(v) = HeaderValue::from_str(&cache) {
+            response.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+        response
+    }
+}
+
+/// How long error answers may be kept by browsers and CDNs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCaching {
+    /// The remote mode: five minutes for every error (the Misskey reference's behaviour).
+    Remote,
+    /// The store mode: a 404 for `not_found`, other client errors for `client_error`,
+    /// server errors (5xx, including 503 overload) never.
+    Store {
+        not_found: Duration,
+        client_error: Duration,
+    },
+}
+
+impl ErrorCaching {
+    pub fn cache_control(&self, status: StatusCode) -> String {
+        match self {
+            ErrorCaching::Remote => CACHE_SHORT.to_owned(),
+            ErrorCaching::Store {
+                not_found,
+                client_error,
+            } => {
+                if status.is_server_error() {
+                    "no-store".to_owned()
+                } else if status == StatusCode::NOT_FOUND {
+                    format!("public, max-age={}", not_found.as_secs())
+                } else {
+                    format!("public, max-age={}", client_error.as_secs())
+                }
+            }
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, message) = self.status();
-        let mut response = (status, message).into_response();
+        let (status, _) = self.status();
+        let mut response = (status, self.public_message()).into_response();
         let h = response.headers_mut();
         // Errors are never cached for long, and never as immutable.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_SHORT));

@@ -3,7 +3,7 @@
 //! CPU-heavy decoding and encoding never runs on the async workers and never as one
 //! unbounded blocking task per request. A job is admitted when two things are free:
 //!
-//! - **memory**: its estimate (from the headers, [`media::estimate`]) is reserved from a
+//! - **memory**: its estimate (from the headers, [`media::prepare`]) is reserved from a
 //!   global budget, so the sum of what running jobs may hold stays under it whatever their
 //!   count: one 50 MP PNG can take the room of many thumbnails;
 //! - **a CPU slot**: at most `threads` jobs run at once, on tokio's blocking threads.

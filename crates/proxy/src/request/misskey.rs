@@ -9,7 +9,7 @@ use url::Url;
 
 use super::{RangeSpec, RequestError};
 
-/// What a request asks for.
+/// What a remote-mode request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /` with no `url`: `Hello World!`.

@@ -1,24 +1,112 @@
-//! Raw request parts → a typed [`Plan`]. Input: the path, the raw query string and the few
+//! Raw request parts → a typed plan. Input: the path, the raw query string and the few
 //! headers that matter (`Range`); output: a [`Route`]. Every default and limit is resolved
 //! here, once; later stages never look at the query again. Uses no HTTP framework types.
+//!
+//! A query with `url` is the remote (Misskey) mode ([`misskey`]); `/` without it is the
+//! deployment check; any other path without `url` is an object key of the store mode
+//! ([`resize`]) when a store is configured, else a 400.
 
 pub mod misskey;
 pub mod range;
+pub mod resize;
+pub mod signature;
 
-pub use misskey::{parse, Plan, Route};
+pub use misskey::Plan;
 pub use range::RangeSpec;
+pub use resize::{ResizeError, StorePlan};
 
-/// Why a request was refused before anything was fetched. All are the client's fault (400).
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /` with no `url`: `Hello World!`.
+    Hello,
+    /// The remote mode.
+    Proxy(Plan),
+    /// The store mode.
+    Store(StorePlan),
+}
+
+/// Parses path and raw query (without `?`) of a GET or HEAD request. `store`: the store
+/// mode's rules, `None` when no store is configured.
+pub fn parse(
+    path: &str,
+    query: Option<&str>,
+    head_only: bool,
+    range_header: Option<&str>,
+    store: Option<&resize::Rules>,
+) -> Result<Route, RequestError> {
+    let has_url = form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| k == "url");
+    if let (false, true, Some(rules)) = (has_url, path != "/", store) {
+        return Ok(Route::Store(resize::parse(
+            path,
+            query,
+            head_only,
+            range_header,
+            rules,
+        )?));
+    }
+    Ok(
+        match misskey::parse(path, query, head_only, range_header)? {
+            misskey::Route::Hello => Route::Hello,
+            misskey::Route::Proxy(plan) => Route::Proxy(plan),
+        },
+    )
+}
+
+/// Why a request was refused before anything was fetched. The client's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// A path other than `/` without `url`.
+    /// A path other than `/` without `url`, with no store configured (400).
     #[error("missing `url` parameter")]
     MissingUrl,
+    /// (400)
     #[error("empty `url` parameter")]
     EmptyUrl,
+    /// (400)
     #[error("`url` given more than once")]
     RepeatedUrl,
-    /// Unparseable, not http(s), or without a host.
+    /// Unparseable, not http(s), or without a host (400).
     #[error("invalid `url`: {0}")]
     InvalidUrl(String),
+    /// A store-mode request that does not parse (400), or is not signed right (403).
+    #[error(transparent)]
+    Store(#[from] ResizeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_picks_the_remote_mode_and_other_paths_the_store() {
+        let rules = resize::Rules {
+            max_side: 4096,
+            ..resize::Rules::default()
+        };
+        let store = Some(&rules);
+        assert_eq!(parse("/", None, false, None, store), Ok(Route::Hello));
+        assert_eq!(
+            parse("/", Some("w=1"), false, None, store),
+            Ok(Route::Hello)
+        );
+        assert!(matches!(
+            parse("/a.jpg", Some("w=10"), false, None, store),
+            Ok(Route::Store(p)) if p.key == "a.jpg"
+        ));
+        assert!(matches!(
+            parse(
+                "/a.jpg",
+                Some("url=http://x/y.png&emoji"),
+                false,
+                None,
+                store
+            ),
+            Ok(Route::Proxy(_))
+        ));
+        // Without a store, the Misskey contract: a path without `url` is a 400.
+        assert_eq!(
+            parse("/a.jpg", Some("w=10"), false, None, None),
+            Err(RequestError::MissingUrl)
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! router so that errors carry them too.
 
 pub mod disposition;
+pub mod store;
 
 use std::sync::Arc;
 

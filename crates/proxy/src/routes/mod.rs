@@ -10,9 +10,10 @@ use axum::http::{header, HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::app::AppState;
-use crate::error::AppError;
-use crate::request::{self, Route};
+use crate::app::{AppState, StoreMode};
+use crate::error::{AppError, ErrorCaching};
+use crate::pipeline::store::{Accepted, Conditions};
+use crate::request::{self, Route, StorePlan};
 use crate::response;
 use crate::source::SourceError;
 
@@ -57,12 +58,24 @@ pub async fn handle(
         AppError::MethodNotAllowed.into_response()
     } else {
         let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-        match request::parse(uri.path(), uri.query(), method == Method::HEAD, range) {
+        let rules = state.store.as_deref().map(|s| &s.rules);
+        let head = method == Method::HEAD;
+        match request::parse(uri.path(), uri.query(), head, range, rules) {
             Err(e) => {
                 log.error = Some(e.to_string());
-                AppError::from(e).into_response()
+                let caching = state
+                    .store
+                    .as_deref()
+                    .filter(|_| matches!(e, request::RequestError::Store(_)))
+                    .map_or(ErrorCaching::Remote, |s| s.errors);
+                AppError::from(e).into_response_with(&caching)
             }
             Ok(Route::Hello) => response::hello(),
+            Ok(Route::Store(plan)) => match state.store.as_deref() {
+                Some(store) => store_request(store, plan, &headers, &mut log).await,
+                // The parser only routes here when a store is configured.
+                None => AppError::Internal("store route without a store".into()).into_response(),
+            },
             Ok(Route::Proxy(plan)) => {
                 log.origin_host = plan.url.host_str().map(str::to_owned);
                 tracing::debug!(url = %plan.url, "proxying");
@@ -115,6 +128,36 @@ pub async fn handle(
         },
     );
     Response::from_parts(parts, Body::from_stream(counted))
+}
+
+/// The store mode: conditions from the headers, the pipeline, the response.
+async fn store_request(
+    store: &StoreMode,
+    plan: StorePlan,
+    headers: &HeaderMap,
+    log: &mut AccessLog,
+) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    let conditions = Conditions {
+        if_none_match: text(header::IF_NONE_MATCH).map(str::to_owned),
+        if_modified_since: text(header::IF_MODIFIED_SINCE)
+            .and_then(|d| httpdate::parse_http_date(d).ok()),
+        accept: text(header::ACCEPT)
+            .map(Accepted::parse)
+            .unwrap_or_default(),
+    };
+    tracing::debug!(key = %plan.key, "store request");
+    match store.pipeline.run(plan, conditions).await {
+        Ok(reply) => response::store::build(reply, &store.success),
+        Err(e) => {
+            log.error = Some(e.to_string());
+            e.into_response_with(&store.errors)
+        }
+    }
 }
 
 /// One access-log line, written on drop: after the last byte, or when the client went away.

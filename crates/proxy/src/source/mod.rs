@@ -4,9 +4,11 @@
 //!
 //! - [`guard`]: the IP address policy (pure).
 //! - [`http`]: the guarded HTTP client (DNS, redirects, timeouts, size cap).
+//! - [`store`]: the object store of the store mode (local directory or S3).
 
 pub mod guard;
 pub mod http;
+pub mod store;
 
 pub use http::{Body, Fetched, Fetcher};
 

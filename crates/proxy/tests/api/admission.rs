@@ -16,6 +16,24 @@ fn url(app: &TestApp, origin: &Origin, path: &str, flags: &str) -> String {
     app.proxy_url("x.webp", &origin.url(path), flags)
 }
 
+/// Sends `GET url` in the background; the handle gives its status.
+fn in_background(app: &TestApp, url: String) -> tokio::task::JoinHandle<StatusCode> {
+    let client = app.client.clone();
+    tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+}
+
+/// `n` simultaneous heavy `avatar` requests; their statuses, in order.
+async fn burst(app: &TestApp, origin: &Origin, n: usize) -> Vec<StatusCode> {
+    let requests: Vec<_> = (0..n)
+        .map(|_| in_background(app, url(app, origin, HEAVY, "&avatar")))
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    statuses
+}
+
 async fn wait_until_ready(app: &TestApp, ready: bool) {
     for _ in 0..400 {
         let r = app.get(&format!("http://{}/readyz", app.addr)).await;
@@ -46,11 +64,7 @@ async fn health_endpoints_answer_and_readyz_follows_saturation() {
     assert_eq!(r.text().await.unwrap(), "ready");
 
     // One heavy request fills the only worker (and the queue holds none): not ready.
-    let heavy = {
-        let client = app.client.clone();
-        let u = url(&app, &origin, HEAVY, "&emoji");
-        tokio::spawn(async move { client.get(u).send().await.unwrap().status() })
-    };
+    let heavy = in_background(&app, url(&app, &origin, HEAVY, "&emoji"));
     wait_until_ready(&app, false).await;
     // Light requests are not stuck behind it: liveness and passthrough answer at once...
     let started = Instant::now();
@@ -94,17 +108,7 @@ async fn requests_wait_for_memory_not_for_a_count() {
         s.workers.memory_budget = 12 << 20;
     })
     .await;
-    let requests: Vec<_> = (0..4)
-        .map(|_| {
-            let client = app.client.clone();
-            let u = url(&app, &origin, HEAVY, "&avatar");
-            tokio::spawn(async move { client.get(u).send().await.unwrap().status() })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for r in requests {
-        statuses.push(r.await.unwrap());
-    }
+    let statuses = burst(&app, &origin, 4).await;
     let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     let busy = statuses
         .iter()
@@ -120,15 +124,8 @@ async fn requests_wait_for_memory_not_for_a_count() {
         s.workers.queue_wait = Duration::from_secs(60);
     })
     .await;
-    let requests: Vec<_> = (0..4)
-        .map(|_| {
-            let client = app.client.clone();
-            let u = url(&app, &origin, HEAVY, "&avatar");
-            tokio::spawn(async move { client.get(u).send().await.unwrap().status() })
-        })
-        .collect();
-    for r in requests {
-        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    for status in burst(&app, &origin, 4).await {
+        assert_eq!(status, StatusCode::OK);
     }
 }
 
@@ -146,8 +143,7 @@ async fn a_render_past_its_deadline_is_abandoned_with_422() {
     assert_eq!(r.text().await.unwrap(), "image took too long");
     assert!(started.elapsed() < Duration::from_secs(5));
     // The abandoned work let go of the only worker: the next image is served.
-    let (app2, origin2) = (app, origin);
-    let r = app2.get(&url(&app2, &origin2, LIGHT, "&static")).await;
+    let r = app.get(&url(&app, &origin, LIGHT, "&static")).await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 

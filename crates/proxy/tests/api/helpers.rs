@@ -59,6 +59,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     // in production. Behaviour is under test, not speed (the deadline has its own test).
     settings.workers.deadline = Duration::from_secs(120);
     settings.workers.queue_wait = Duration::from_secs(120);
+    // The remote-mode tests check the Misskey contract exactly (a path without `url` is a
+    // 400), and no test may create a `media/` directory in the source tree: the store mode
+    // is off unless a test turns it on (tests/api/store.rs).
+    settings.store.kind = media_proxy::config::StoreKind::None;
     configure(&mut settings);
     let settings = settings.validate().expect("test settings are valid");
     let app = Application::build(&settings).await.expect("app builds");

@@ -9,7 +9,9 @@
 //!    origin's own range support when it has it, else cut out of the stream.
 //!
 //! Everything that can fail becomes an [`AppError`]; the mapping to statuses lives in
-//! `error.rs`.
+//! `error.rs`. The store mode's steps are in [`store`].
+
+pub mod store;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -186,14 +188,11 @@ impl Pipeline {
         transform: Transform,
         name: String,
     ) -> Result<Reply, AppError> {
-        let limits = self.limits;
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
-        let cost = media::estimate(&bytes, format, transform, &limits)?;
+        let prepared = media::prepare(&bytes, format, transform, &self.limits)?;
         let rendered = self
             .workers
-            .run(cost, move |stop| {
-                media::render_until(&bytes, format, transform, &limits, stop)
-            })
+            .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
             .await?;
         Ok(Reply::Transformed { rendered, name })
     }
@@ -281,7 +280,7 @@ async fn sniff_body(body: &mut Body) -> Result<(Format, Bytes, bool), SourceErro
     Ok((format, Bytes::from(all), ended))
 }
 
-fn sniff_complete(bytes: &[u8]) -> Format {
+pub(crate) fn sniff_complete(bytes: &[u8]) -> Format {
     match sniff(bytes, true) {
         Sniffed::Known(f) => f,
         Sniffed::NeedMore => Format::unknown(),

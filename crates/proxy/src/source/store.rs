@@ -1,0 +1,264 @@
+//! The store mode's source: originals in an object store — a local directory, or S3 and
+//! S3-compatible servers — through the `object_store` crate. Input: a key already jailed by
+//! the request parser; output: a [`StoreObject`] (metadata and a body read under the size
+//! cap and the time limit). One GET per request: metadata and body come from the same
+//! answer. Never uses `media` or the routes.
+//!
+//! S3 credentials are not settings: `AmazonS3Builder::from_env` reads the standard AWS chain
+//! (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity, the ECS
+//! container role, then the EC2 instance role) itself. That is the one place besides
+//! `config` where the environment is read, and it is the AWS convention, not ours.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, GetOptions, ObjectStore, RetryConfig};
+
+use crate::config::{StoreKind, StoreSettings};
+
+/// Why the store could not give us the original. Each variant's doc says whose fault it is
+/// and the status the service answers with (decided in `error.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object at that key (client's URL; 404).
+    #[error("no object at that key")]
+    NotFound,
+    /// The key is not one the store accepts (client's URL; 400).
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// The object is larger than `store.max_size` (413).
+    #[error("object larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The store did not answer in `store.timeout` (upstream; 504).
+    #[error("store timed out")]
+    Timeout,
+    /// The store refused our credentials or permissions (configuration; 502).
+    #[error("store refused access: {0}")]
+    Denied(String),
+    /// Any other store failure: connection, protocol, I/O (upstream; 502).
+    #[error("store failed: {0}")]
+    Unavailable(String),
+}
+
+impl From<object_store::Error> for StoreError {
+    fn from(e: object_store::Error) -> Self {
+        use object_store::Error as E;
+        match e {
+            E::NotFound { .. } => StoreError::NotFound,
+            E::InvalidPath { source } => StoreError::InvalidKey(source.to_string()),
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                StoreError::Denied(e.to_string())
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The configured object store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    max_size: u64,
+    timeout: Duration,
+}
+
+/// What identifies one version of an object, and when it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The store's ETag or version id, else the modification time and size: changes
+    /// whenever the object does.
+    pub version: String,
+    pub last_modified: SystemTime,
+    pub size: u64,
+}
+
+/// An object being read.
+#[derive(Debug)]
+pub struct StoreObject {
+    pub meta: ObjectMeta,
+    pub body: ObjectBody,
+}
+
+/// A body read under the store's size cap and deadline.
+pub struct ObjectBody {
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    pending: Bytes,
+    read: u64,
+    limit: u64,
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for ObjectBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectBody({} bytes read)", self.read)
+    }
+}
+
+impl Store {
+    /// Opens the store the settings describe; `None` when the store mode is off.
+    pub fn new(settings: &StoreSettings) -> Result<Option<Store>, String> {
+        let inner: Arc<dyn ObjectStore> = match settings.kind {
+            StoreKind::None => return Ok(None),
+            StoreKind::Local => {
+                std::fs::create_dir_all(&settings.root).map_err(|e| {
+                    format!("cannot create store.root {}: {e}", settings.root.display())
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(&settings.root).map_err(|e| {
+                    format!("cannot open store.root {}: {e}", settings.root.display())
+                })?;
+                Arc::new(fs)
+            }
+            StoreKind::S3 => {
+                // The TLS stack has one crypto provider for the whole program (ring).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(&settings.bucket)
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_allow_http(settings.allow_http)
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(settings.timeout),
+                    )
+                    .with_retry(RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: settings.timeout,
+                        ..RetryConfig::default()
+                    });
+                if !settings.endpoint.is_empty() {
+                    b = b
+                        .with_endpoint(&settings.endpoint)
+                        .with_allow_http(settings.allow_http);
+                }
+                if !settings.region.is_empty() {
+                    b = b.with_region(&settings.region);
+                }
+                Arc::new(b.build().map_err(|e| format!("cannot set up S3: {e}"))?)
+            }
+        };
+        let prefix = settings.prefix.trim_matches('/');
+        let inner = if prefix.is_empty() {
+            inner
+        } else {
+            let prefix = Path::parse(prefix).map_err(|e| format!("store.prefix: {e}"))?;
+            Arc::new(PrefixStore::new(inner, prefix))
+        };
+        Ok(Some(Store {
+            inner,
+            max_size: settings.max_size,
+            timeout: settings.timeout,
+        }))
+    }
+
+    /// Starts reading `key`: metadata now, the body as it is read. Larger than the cap:
+    /// refused from the metadata, before any body byte is read.
+    pub async fn get(&self, key: &str) -> Result<StoreObject, StoreError> {
+        let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
+        let deadline = Instant::now() + self.timeout;
+        let result = tokio::time::timeout(
+            self.timeout,
+            self.inner.get_opts(&path, GetOptions::default()),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)??;
+        let meta = &result.meta;
+        if meta.size > self.max_size {
+            return Err(StoreError::TooLarge {
+                limit: self.max_size,
+            });
+        }
+        let version = match (&meta.version, &meta.e_tag) {
+            (Some(v), _) => format!("v:{v}"),
+            (None, Some(etag)) => format!("e:{etag}"),
+            (None, None) => format!(
+                "m:{}:{}",
+                meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                meta.size
+            ),
+        };
+        let meta = ObjectMeta {
+            version,
+            last_modified: SystemTime::from(meta.last_modified),
+            size: meta.size,
+        };
+        Ok(StoreObject {
+            meta,
+            body: ObjectBody {
+                stream: result.into_stream(),
+                pending: Bytes::new(),
+                read: 0,
+                limit: self.max_size,
+                deadline,
+            },
+        })
+    }
+}
+
+impl ObjectBody {
+    /// The next chunk, `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let next = tokio::time::timeout(left, self.stream.next())
+            .await
+            .map_err(|_| StoreError::Timeout)?;
+        match next {
+            None => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(chunk)) => {
+                self.read += chunk.len() as u64;
+                // The metadata said it fits; a store that sends more is cut off.
+                if self.read > self.limit {
+                    return Err(StoreError::TooLarge { limit: self.limit });
+                }
+                Ok(Some(chunk))
+            }
+        }
+    }
+
+    /// Puts bytes back in front of the body (after sniffing its head).
+    pub fn unread(&mut self, bytes: Bytes) {
+        self.pending = bytes;
+    }
+
+    /// Reads up to `n` bytes (or all, if shorter): the bytes and whether the body ended.
+    pub async fn read_head(&mut self, n: usize) -> Result<(Bytes, bool), StoreError> {
+        let mut head = BytesMut::new();
+        while head.len() < n {
+            match self.chunk().await? {
+                Some(chunk) => head.extend_from_slice(&chunk),
+                None => return Ok((head.freeze(), true)),
+            }
+        }
+        Ok((head.freeze(), false))
+    }
+
+    /// The whole body.
+    pub async fn read_all(mut self) -> Result<Bytes, StoreError> {
+        let mut all = BytesMut::new();
+        while let Some(chunk) = self.chunk().await? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
+    }
+
+    /// The rest of the body as a stream, for a passthrough answer.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, StoreError>> {
+        futures_util::stream::unfold(Some(self), |body| async move {
+            let mut body = body?;
+            match body.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+}
