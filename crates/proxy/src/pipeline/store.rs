@@ -146,7 +146,8 @@ impl StorePipeline {
         let place = self.workers.enter()?;
         let object = self.store.get(&plan.key).await?;
         let Some(transform) = plan.transform.clone() else {
-            let (format, head, body) = sniff_object(object.body).await?;
+            let (format, head, mut body) = sniff_object(object.body).await?;
+            body.unread(head.clone());
             if format == Format::Svg {
                 // SVG is never served as is (it can carry script): rasterised at its size.
                 let all = body.read_all().await?;
@@ -163,8 +164,6 @@ impl StorePipeline {
                 return Ok(StoreReply::NotModified(validators));
             }
             drop(place);
-            let mut body = body;
-            body.unread(head);
             return Ok(StoreReply::Original {
                 format,
                 size: object.meta.size,

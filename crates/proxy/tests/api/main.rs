@@ -18,3 +18,4 @@ mod engine;
 mod limits;
 mod passthrough;
 mod ssrf;
+mod store;
