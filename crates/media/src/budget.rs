@@ -62,7 +62,8 @@ pub(crate) fn raster_cost(
                 (dw, dh)
             };
             let (w, h) = (w as usize, h as usize);
-            let scale = crate::jpeg::scale_for(w, h, sw, sh);
+            let eighths = crate::jpeg::eighths_for(w, h, sw, sh);
+            let scale = turbojpeg::ScalingFactor::new(eighths, 8);
             (scale.scale(w) as u64) * (scale.scale(h) as u64) * 4
         }
         // 16-bit samples are decoded wide, then narrowed: up to 8 bytes a pixel plus the copy.

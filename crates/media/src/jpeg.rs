@@ -18,15 +18,16 @@ use crate::pixels::{Channels, Frame};
 use crate::Error;
 
 /// The smallest n/8 DCT scale at which a `width`×`height` JPEG decodes to at least
-/// `min_w`×`min_h` (what [`decode_scaled`] uses, and what the memory estimate prices).
-pub(crate) fn scale_for(width: usize, height: usize, min_w: u32, min_h: u32) -> ScalingFactor {
-    let eighths = (1..=8usize)
+/// `min_w`×`min_h`, as the `n` of n/8 (what [`decode_scaled`] uses, and what the memory
+/// estimate prices). Kept as eighths: `ScalingFactor::new` reduces the fraction (2/8 reads
+/// back as 1/4), so its numerator alone does not say which scale it is.
+pub(crate) fn eighths_for(width: usize, height: usize, min_w: u32, min_h: u32) -> usize {
+    (1..=8usize)
         .find(|&n| {
             let s = ScalingFactor::new(n, 8);
             s.scale(width) >= min_w as usize && s.scale(height) >= min_h as usize
         })
-        .unwrap_or(8);
-    ScalingFactor::new(eighths, 8)
+        .unwrap_or(8)
 }
 
 /// Decodes at the smallest scale whose output is at least `min_w`×`min_h` (stored
@@ -37,8 +38,8 @@ pub fn decode_scaled(bytes: &[u8], min_w: u32, min_h: u32) -> Result<Frame, Erro
     let err = |e: turbojpeg::Error| Error::Invalid(e.to_string());
     let mut d = Decompressor::new().map_err(err)?;
     let header = d.read_header(bytes).map_err(err)?;
-    let factor = scale_for(header.width, header.height, min_w, min_h);
-    let eighths = factor.num();
+    let eighths = eighths_for(header.width, header.height, min_w, min_h);
+    let factor = ScalingFactor::new(eighths, 8);
     let cut = if eighths == 1 && header.is_progressive && !header.is_arithmetic {
         dc_only_prefix(bytes)
     } else {
@@ -416,6 +417,31 @@ mod tests {
             let f = decode_scaled(&base, tw, th).unwrap();
             assert_eq!((f.width, f.height), want, "target {tw}×{th}");
             assert_eq!(f.data.len(), (f.width * f.height * 3) as usize);
+        }
+    }
+
+    #[test]
+    fn only_the_one_eighth_scale_takes_the_dc_cut() {
+        assert_eq!(eighths_for(800, 600, 100, 75), 1);
+        assert_eq!(
+            eighths_for(800, 600, 200, 150),
+            2,
+            "2/8, not its reduced 1/4"
+        );
+        assert_eq!(eighths_for(800, 600, 400, 300), 4);
+        // A progressive file cut short in its AC scans: its DC scans are whole, so the 1/8
+        // decode (which reads only them) works; any larger scale needs the missing scans.
+        let full = photo_like(800, 600, true);
+        let truncated = &full[..full.len() * 3 / 4];
+        assert!(
+            decode_scaled(truncated, 100, 75).is_ok(),
+            "1/8 from the DC scans"
+        );
+        for (w, h) in [(200, 150), (400, 300), (800, 600)] {
+            assert!(
+                decode_scaled(truncated, w, h).is_err(),
+                "{w}×{h}: a truncated file is an error, not a DC-only picture"
+            );
         }
     }
 }
