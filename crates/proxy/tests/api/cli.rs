@@ -56,6 +56,16 @@ fn bad_settings_stop_the_program_with_a_message_naming_them() {
             "timeouts.idle",
         ),
         (
+            vec![("MEDIA_PROXY__STORE__KIND", "s3")],
+            vec![],
+            "store.bucket",
+        ),
+        (
+            vec![("MEDIA_PROXY__RESIZE__SIGNING_KEYS", "[\"short\"]")],
+            vec![],
+            "resize.signing_keys",
+        ),
+        (
             vec![],
             vec!["--config".into(), bad_file.display().to_string()],
             "max_size",

@@ -13,9 +13,11 @@ mod helpers;
 
 mod admission;
 mod basics;
+mod cdn;
 mod cli;
 mod engine;
 mod limits;
 mod passthrough;
 mod ssrf;
 mod store;
+mod store_s3;

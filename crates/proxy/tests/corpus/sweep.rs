@@ -186,6 +186,8 @@ async fn start_server(client: &reqwest::Client) -> Server {
     let child = cmd
         .args(["serve", "--listen", &addr.to_string()])
         .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
+        // The remote mode is under test; no `media/` store directory in the source tree.
+        .env("MEDIA_PROXY__STORE__KIND", "none")
         .env("MEDIA_PROXY__LOG__FILTER", "error")
         .env("MEDIA_PROXY__WORKERS__QUEUE_WAIT", "60s")
         .stdout(Stdio::null())

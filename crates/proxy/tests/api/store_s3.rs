@@ -1,0 +1,319 @@
+//! The store mode against a real S3-compatible server: moto (`moto[server]` from PyPI,
+//! installed by `./dev tools`), started here on 127.0.0.1. Between the binary and moto sits
+//! a recording pass-through, so the tests can count what reaches the store (one GET per
+//! request, nothing else). The binary runs as a child process configured the way a
+//! deployment is: environment variables only, credentials from the AWS variables.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use reqwest::StatusCode;
+
+use crate::store::decode;
+
+const BUCKET: &str = "originals-bucket";
+
+/// A plain HTTP client for loopback (no proxy from the environment; reqwest is built
+/// without a default TLS crypto provider).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A port nobody listens on right now (the OS picks it; the listener is closed again).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for(url: &str, what: &str) {
+    let client = client();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not start within 30 s ({url})");
+}
+
+struct Moto {
+    _process: Process,
+    url: String,
+}
+
+async fn start_moto() -> Moto {
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start moto_server ({e}): `./dev tools` installs it (moto[server])")
+        });
+    let moto = Moto {
+        _process: Process(child),
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_for(&moto.url, "moto_server").await;
+    let r = client()
+        .put(format!("{}/{BUCKET}", moto.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "bucket created: {}", r.status());
+    moto
+}
+
+impl Moto {
+    /// Uploads an object. moto does not verify signatures but treats unsigned requests on
+    /// existing keys as anonymous (403), so the PUT carries a well-formed, unchecked one.
+    async fn put(&self, key: &str, bytes: &[u8]) {
+        let encoded: Vec<String> = key
+            .split('/')
+            .map(|s| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
+            .collect();
+        let r = client()
+            .put(format!("{}/{BUCKET}/{}", self.url, encoded.join("/")))
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
+                 SignedHeaders=host, Signature=00",
+            )
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(status.is_success(), "upload {key}: {status} {text}");
+    }
+}
+
+/// What the store was asked: method and target.
+type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A pass-through to `target` that records every request.
+async fn recording_proxy(target: String) -> (String, Log) {
+    let log: Log = Arc::default();
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state((target, log.clone(), client()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), log)
+}
+
+async fn forward(
+    State((target, log, client)): State<(String, Log, reqwest::Client)>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    log.lock()
+        .unwrap()
+        .push((parts.method.to_string(), path.clone()));
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let mut headers = parts.headers.clone();
+    headers.remove(reqwest::header::HOST);
+    let upstream = client
+        .request(parts.method, format!("{target}{path}"))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let mut response = Response::builder().status(upstream.status());
+    for (k, v) in upstream.headers() {
+        response = response.header(k, v);
+    }
+    response
+        .body(Body::from(upstream.bytes().await.unwrap()))
+        .unwrap()
+}
+
+pub struct Binary {
+    _process: Process,
+    pub addr: SocketAddr,
+}
+
+/// The real binary, configured by environment variables as on a server or Lambda.
+pub async fn start_binary(endpoint: &str, extra: &[(&str, &str)]) -> Binary {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-proxy"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("MEDIA_PROXY__LISTEN", addr.to_string())
+        .env("MEDIA_PROXY__STORE__KIND", "s3")
+        .env("MEDIA_PROXY__STORE__BUCKET", BUCKET)
+        .env("MEDIA_PROXY__STORE__ENDPOINT", endpoint)
+        .env("MEDIA_PROXY__STORE__ALLOW_HTTP", "true")
+        .env("MEDIA_PROXY__STORE__REGION", "us-east-1")
+        .env("MEDIA_PROXY__STORE__TIMEOUT", "10s")
+        .env("MEDIA_PROXY__LOG__FILTER", "warn")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let binary = Binary {
+        _process: Process(cmd.spawn().expect("the binary starts")),
+        addr,
+    };
+    wait_for(&format!("http://{addr}/healthz"), "media-proxy").await;
+    binary
+}
+
+impl Binary {
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> crate::store::Answer {
+        let mut req = client().get(format!("http://{}/{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        crate::store::Answer {
+            status: r.status(),
+            headers: r.headers().clone(),
+            body: r.bytes().await.unwrap().to_vec(),
+        }
+    }
+}
+
+fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([shade, x as u8, y as u8]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn s3_originals_and_variants_with_one_get_each() {
+    let moto = start_moto().await;
+    let (endpoint, log) = recording_proxy(moto.url.clone()).await;
+    let app = start_binary(&endpoint, &[("MEDIA_PROXY__STORE__PREFIX", "originals")]).await;
+    let photo = jpeg(400, 200, 10);
+    moto.put("originals/photo one.jpg", &photo).await;
+    moto.put("originals/猫+1.png", &{
+        let mut out = Vec::new();
+        image::RgbaImage::from_pixel(40, 20, image::Rgba([1, 2, 3, 200]))
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    })
+    .await;
+    moto.put("elsewhere.jpg", &photo).await;
+    let gets = || log.lock().unwrap().len();
+
+    let r = app.get("photo%20one.jpg", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, photo, "the original, byte for byte");
+    assert_eq!(r.header("content-type"), "image/jpeg");
+    assert_eq!(gets(), 1, "one store request");
+
+    let r = app.get("photo%20one.jpg?w=100", &[("accept", "*/*")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let d = decode(&r.body);
+    assert_eq!((d.format, d.width, d.height), ("jpeg", 100, 50));
+    assert_eq!(
+        gets(),
+        2,
+        "one store request for a variant (no double fetch)"
+    );
+    let etag = r.header("etag").to_owned();
+
+    let r = app
+        .get(
+            "photo%20one.jpg?w=100",
+            &[("accept", "*/*"), ("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(gets(), 3);
+
+    for path in [
+        "%E7%8C%AB%2B1.png?w=20&format=png",
+        "%E7%8C%AB+1.png?w=20&format=png",
+    ] {
+        let r = app.get(path, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(decode(&r.body).width, 20, "{path}");
+    }
+
+    let r = app.get("missing.jpg?w=100", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.header("cache-control"), "public, max-age=60");
+    // The prefix jails every key: an object outside it does not exist for clients.
+    let r = app.get("elsewhere.jpg", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "outside the prefix");
+
+    // A changed object changes the validator (S3's own ETag is the version).
+    moto.put("originals/photo one.jpg", &jpeg(400, 200, 200))
+        .await;
+    let r = app
+        .get(
+            "photo%20one.jpg?w=100",
+            &[("accept", "*/*"), ("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "a new version is sent");
+    assert_ne!(r.header("etag"), etag);
+
+    let seen = log.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|(method, _)| method == "GET"),
+        "only GETs reached the store: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|(_, path)| path.starts_with(&format!("/{BUCKET}/originals/"))),
+        "every key under the prefix: {seen:?}"
+    );
+    assert_eq!(
+        seen.len(),
+        8,
+        "one GET for each of the 8 requests: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_502_that_no_cache_keeps() {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let app = start_binary(&closed, &[]).await;
+    let r = app.get("photo.jpg?w=100", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.header("cache-control"), "no-store");
+    let r = app.get("photo.jpg", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}
