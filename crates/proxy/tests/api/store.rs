@@ -593,6 +593,39 @@ async fn exif_orientations_1_to_8_display_the_same_picture() {
 }
 
 #[tokio::test]
+async fn outputs_carry_no_metadata_and_no_gps() {
+    let s = spawn_store_app(|_| {}).await;
+    // EXIF with GPS tags and an orientation.
+    let original = corpus_bytes("jpeg/exif-orientation-recurser/Landscape_7.jpg");
+    assert!(
+        original.windows(3).any(|w| w == b"GPS"),
+        "the source has GPS data"
+    );
+    s.put("gps.jpg", &original);
+    for format in ["jpeg", "png", "webp", "avif", "gif"] {
+        let r = s
+            .get("gps.jpg", &format!("w=300&format={format}"), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{format}");
+        for marker in [
+            &b"Exif"[..],
+            b"GPS",
+            b"eXIf",
+            b"iCCP",
+            b"ICC_PROFILE",
+            b"XMP",
+            b"<x:xmpmeta",
+        ] {
+            assert!(
+                !r.body.windows(marker.len()).any(|w| w == marker),
+                "{format} output carries {}",
+                String::from_utf8_lossy(marker)
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn cmyk_jpegs_are_converted_to_rgb() {
     let s = spawn_store_app(|_| {}).await;
     for rel in [
