@@ -10,7 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use media::{Limits, Sniffed, Transform};
+use media::ops::{Fit, Resize};
+use media::{Limits, Output, Sniffed, Transform};
 
 static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
 
@@ -19,12 +20,29 @@ fuzz_target!(|data: &[u8]| {
         let _ = std::panic::take_hook();
     });
     let bytes = data;
-    let transform = match bytes.len() % 5 {
-        0 => Transform::Emoji { still: false },
-        1 => Transform::Static,
-        2 => Transform::Preview,
-        3 => Transform::Badge,
-        _ => Transform::Avatar { still: true },
+    // The length picks the transform, so corpus seeds stay intact.
+    let resize = |fit, output| {
+        let r = Resize {
+            width: Some(96),
+            height: Some(64),
+            fit,
+            enlarge: false,
+            background: [0, 0, 255, 128],
+            still: false,
+            max_side: 4096,
+        };
+        (Transform::Resize(r), Some(output))
+    };
+    let (transform, output) = match bytes.len() % 9 {
+        0 => (Transform::Emoji { still: false }, None),
+        1 => (Transform::Static, None),
+        2 => (Transform::Preview, None),
+        3 => (Transform::Badge, None),
+        4 => (Transform::Avatar { still: true }, None),
+        5 => resize(Fit::Cover, Output::Jpeg { quality: 80 }),
+        6 => resize(Fit::Contain, Output::Png),
+        7 => resize(Fit::Fill, Output::Gif),
+        _ => resize(Fit::Inside, Output::Avif { quality: 50, speed: 10 }),
     };
     let Sniffed::Known(format) = media::format::sniff(bytes, true) else {
         return;
@@ -36,6 +54,10 @@ fuzz_target!(|data: &[u8]| {
         max_alloc: 64 << 20,
     };
     if let Ok(prepared) = media::prepare(bytes, format, transform, &limits) {
+        let prepared = match output {
+            Some(o) => prepared.with_output(o),
+            None => prepared,
+        };
         let _ = prepared.render(bytes, &media::Stop::default());
     }
 });

@@ -1,5 +1,6 @@
 //! The request parser: path, query and Range header from arbitrary text, split at NUL
-//! bytes. Must answer a route or an error, never panic.
+//! bytes, in both modes (the store mode with signing on for odd first bytes). Must answer a
+//! route or an error, never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,5 +12,15 @@ fuzz_target!(|data: &[u8]| {
     let query = parts.next();
     let range = parts.next();
     let head = data.first().is_some_and(|b| b & 1 == 1);
-    let _ = media_proxy::request::parse(path, query, head, range);
+    let rules = media_proxy::request::resize::Rules {
+        max_side: 4096,
+        allowed_sizes: Vec::new(),
+        signing_keys: if head {
+            vec![b"fuzzing-key-0123456789".to_vec()]
+        } else {
+            Vec::new()
+        },
+    };
+    let _ = media_proxy::request::parse(path, query, head, range, None);
+    let _ = media_proxy::request::parse(path, query, head, range, Some(&rules));
 });

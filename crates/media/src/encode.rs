@@ -3,9 +3,10 @@
 //! Huffman tables, 4:2:0), PNG through the `png` crate, GIF through the `gif` crate (NeuQuant
 //! palettes per frame). AVIF lives in [`crate::avif`], beside its decoder.
 //!
-//! WebP settings are the Misskey spec's: lossy, quality 77 (the store mode passes its own),
-//! alpha quality 95, method 2, smart ("sharp YUV") chroma subsampling; animations loop
-//! forever. The `webp` crate pins an old
+//! WebP settings are the Misskey spec's: lossy, quality 77, alpha quality 95, method 2,
+//! smart ("sharp YUV") chroma subsampling; animations loop forever. The store mode passes its
+//! own quality and leaves sharp YUV off: at 512×384 it was 14 of the 22 ms of the encode,
+//! and the photo came out 4 % larger with it (`docs/benchmarks.md`). The `webp` crate pins an old
 //! libwebp and the animation crates default to lossless, so this module is a thin wrapper
 //! over `WebPEncode` and `WebPAnimEncoder`: the only `unsafe` code in the project. Every
 //! pointer handed to libwebp comes from a live Rust value that outlives the call, and each
@@ -25,7 +26,24 @@ pub const QUALITY: f32 = 77.0;
 const ALPHA_QUALITY: i32 = 95;
 const METHOD: i32 = 2;
 
-fn config(quality: f32) -> Result<sys::WebPConfig, Error> {
+/// How a WebP is encoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WebpSettings {
+    /// 0–100.
+    pub quality: f32,
+    /// libwebp's sharp ("smart") RGB→YUV conversion: crisper colour edges on graphics, but
+    /// most of the encode time at small sizes, and no smaller on photos.
+    pub sharp_yuv: bool,
+}
+
+/// The Misskey spec's settings: quality 77, sharp YUV.
+pub const MISSKEY_WEBP: WebpSettings = WebpSettings {
+    quality: QUALITY,
+    sharp_yuv: true,
+};
+
+fn config(settings: WebpSettings) -> Result<sys::WebPConfig, Error> {
+    let quality = settings.quality;
     let mut config =
         sys::WebPConfig::new_with_preset(sys::WebPPreset::WEBP_PRESET_DEFAULT, quality)
             .map_err(|()| Error::Encode("libwebp version mismatch".into()))?;
@@ -33,7 +51,7 @@ fn config(quality: f32) -> Result<sys::WebPConfig, Error> {
     config.quality = quality;
     config.alpha_quality = ALPHA_QUALITY;
     config.method = METHOD;
-    config.use_sharp_yuv = 1;
+    config.use_sharp_yuv = i32::from(settings.sharp_yuv);
     // SAFETY: `config` is a fully initialised WebPConfig owned by this frame.
     if unsafe { sys::WebPValidateConfig(&config) } == 0 {
         return Err(Error::Encode("invalid WebP configuration".into()));
@@ -83,9 +101,9 @@ impl Drop for Picture {
     }
 }
 
-/// One still frame as a lossy WebP at `quality` (0–100).
-pub fn webp(frame: &Frame, quality: f32) -> Result<Vec<u8>, Error> {
-    let config = config(quality)?;
+/// One still frame as a lossy WebP.
+pub fn webp(frame: &Frame, settings: WebpSettings) -> Result<Vec<u8>, Error> {
+    let config = config(settings)?;
     let mut picture = Picture::new(frame)?;
     // SAFETY: an all-zero WebPMemoryWriter is what WebPMemoryWriterInit produces anyway.
     let mut writer: sys::WebPMemoryWriter = unsafe { std::mem::zeroed() };
@@ -131,9 +149,9 @@ impl std::fmt::Debug for AnimatedWebp {
 }
 
 impl AnimatedWebp {
-    /// A new animation of `width`×`height` at `quality` that loops forever.
-    pub fn new(width: u32, height: u32, quality: f32) -> Result<AnimatedWebp, Error> {
-        let config = config(quality)?;
+    /// A new animation of `width`×`height` that loops forever.
+    pub fn new(width: u32, height: u32, settings: WebpSettings) -> Result<AnimatedWebp, Error> {
+        let config = config(settings)?;
         let too_big = || Error::Encode("animation too large for WebP".into());
         let (w, h) = (
             i32::try_from(width).map_err(|_| too_big())?,

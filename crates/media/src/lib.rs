@@ -353,9 +353,9 @@ enum Animator {
 impl Animator {
     fn new(output: Option<Output>, (w, h): (u32, u32)) -> Result<Animator, Error> {
         Ok(match output {
-            None => Animator::Webp(encode::AnimatedWebp::new(w, h, encode::QUALITY)?),
+            None => Animator::Webp(encode::AnimatedWebp::new(w, h, encode::MISSKEY_WEBP)?),
             Some(Output::Webp { quality }) => {
-                Animator::Webp(encode::AnimatedWebp::new(w, h, f32::from(quality))?)
+                Animator::Webp(encode::AnimatedWebp::new(w, h, store_webp(quality))?)
             }
             Some(Output::Gif) => Animator::Gif(encode::AnimatedGif::new(w, h)?),
             Some(Output::Avif { quality, speed }) => {
@@ -435,6 +435,14 @@ fn animate(
     encoder.finish()
 }
 
+/// The store mode's WebP: its quality, no sharp YUV (see `encode`).
+fn store_webp(quality: u8) -> encode::WebpSettings {
+    encode::WebpSettings {
+        quality: f32::from(quality),
+        sharp_yuv: false,
+    }
+}
+
 fn finish(frame: Frame, transform: Transform, output: Option<Output>) -> Result<Rendered, Error> {
     if transform == Transform::Badge {
         let rgba = badge::badge(&frame)?;
@@ -446,12 +454,12 @@ fn finish(frame: Frame, transform: Transform, output: Option<Output>) -> Result<
     }
     let Some(output) = output else {
         return Ok(Rendered {
-            bytes: encode::webp(&frame, encode::QUALITY)?,
+            bytes: encode::webp(&frame, encode::MISSKEY_WEBP)?,
             format: Format::Webp,
         });
     };
     let bytes = match output {
-        Output::Webp { quality } => encode::webp(&frame, f32::from(quality))?,
+        Output::Webp { quality } => encode::webp(&frame, store_webp(quality))?,
         Output::Jpeg { quality } => {
             let [r, g, b, _] = background(transform);
             encode::jpeg(&frame.flattened([r, g, b]), quality)?

@@ -44,6 +44,8 @@ pub fn build(reply: StoreReply, caching: &SuccessCaching) -> Response {
                 HeaderValue::from_static(format.mime()),
             );
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            // `Range` is not served from the store (RFC 9110 lets us answer 200): say so.
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
             validators(h, &v, caching);
             response
         }

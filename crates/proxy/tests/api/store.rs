@@ -270,8 +270,8 @@ fn pixel(d: &Decoded, x: u32, y: u32) -> [u8; 3] {
 /// Request headers, name and value.
 type Headers<'a> = &'a [(&'a str, &'a str)];
 
-const NO_ACCEPT: &[(&str, &str)] = &[("accept", "*/*")];
-const CHROME: &[(&str, &str)] = &[(
+const NO_ACCEPT: Headers = &[("accept", "*/*")];
+const CHROME: Headers = &[(
     "accept",
     "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8",
 )];
@@ -308,6 +308,45 @@ async fn originals_are_served_as_they_are_with_validators() {
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()[header::ETAG], r.header("etag"));
     assert_eq!(head.headers()[header::CONTENT_TYPE], "image/jpeg");
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    assert_eq!(
+        r.header("accept-ranges"),
+        "none",
+        "ranges are not served from the store"
+    );
+    let ranged = s.get("photo.jpg", "", &[("range", "bytes=0-9")]).await;
+    assert_eq!(
+        ranged.status,
+        StatusCode::OK,
+        "a Range is answered with the whole body"
+    );
+    assert_eq!(ranged.body, jpeg);
+
+    // HEAD of a variant: the headers of the GET, no body.
+    let get = s.get("photo.jpg", "w=100", CHROME).await;
+    let head = s
+        .app
+        .client
+        .head(s.url("photo.jpg", "w=100"))
+        .header("accept", CHROME[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    for name in [
+        "content-type",
+        "content-length",
+        "etag",
+        "vary",
+        "cache-control",
+    ] {
+        assert_eq!(
+            head.headers()[name].to_str().unwrap(),
+            get.header(name),
+            "HEAD {name}"
+        );
+    }
     assert!(head.bytes().await.unwrap().is_empty());
 
     let r = s.get("no-extension", "", &[]).await;
