@@ -74,23 +74,8 @@ impl<'a> Decoder<'a> {
         if result == sys::AVIF_RESULT_OK {
             return Ok(());
         }
-        // SAFETY: avifResultToString returns a static NUL-terminated string; `diag.error`
-        // is a NUL-terminated buffer inside the live decoder.
-        let (what, detail) = unsafe {
-            (
-                CStr::from_ptr(sys::avifResultToString(result))
-                    .to_string_lossy()
-                    .into_owned(),
-                CStr::from_ptr((*self.raw).diag.error.as_ptr())
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        };
-        let message = if detail.is_empty() {
-            format!("AVIF: {what}")
-        } else {
-            format!("AVIF: {what}: {detail}")
-        };
+        // SAFETY: `raw` is the live decoder; its `diag` lives as long as it does.
+        let message = describe(result, unsafe { &(*self.raw).diag });
         Err(match result {
             sys::AVIF_RESULT_NOT_IMPLEMENTED => Error::Unsupported("this AVIF feature"),
             _ => Error::Invalid(message),
@@ -362,18 +347,26 @@ impl Encoder {
         if result == sys::AVIF_RESULT_OK {
             return Ok(());
         }
-        // SAFETY: avifResultToString returns a static NUL-terminated string; `diag.error`
-        // is a NUL-terminated buffer inside the live encoder.
-        let (what, detail) = unsafe {
-            (
-                CStr::from_ptr(sys::avifResultToString(result))
-                    .to_string_lossy()
-                    .into_owned(),
-                CStr::from_ptr((*self.raw).diag.error.as_ptr())
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        };
-        Err(Error::Encode(format!("AVIF: {what} {detail}")))
+        // SAFETY: `raw` is the live encoder; its `diag` lives as long as it does.
+        Err(Error::Encode(describe(result, unsafe {
+            &(*self.raw).diag
+        })))
+    }
+}
+
+/// libavif's name for `result` and its diagnostic text: `AVIF: <what>[: <detail>]`.
+fn describe(result: sys::avifResult, diag: &sys::avifDiagnostics) -> String {
+    // SAFETY: avifResultToString returns a static NUL-terminated string; `diag.error` is a
+    // NUL-terminated buffer that libavif always terminates.
+    let (what, detail) = unsafe {
+        (
+            CStr::from_ptr(sys::avifResultToString(result)).to_string_lossy(),
+            CStr::from_ptr(diag.error.as_ptr()).to_string_lossy(),
+        )
+    };
+    if detail.is_empty() {
+        format!("AVIF: {what}")
+    } else {
+        format!("AVIF: {what}: {detail}")
     }
 }

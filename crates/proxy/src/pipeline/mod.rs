@@ -260,10 +260,32 @@ impl Pipeline {
     }
 }
 
+/// A body whose first bytes can be read ahead: the remote fetcher's and the store's.
+pub(crate) trait ReadHead {
+    type Error;
+    /// Reads up to `n` bytes (fewer at the end): the bytes and whether the body ended.
+    fn read_head(
+        &mut self,
+        n: usize,
+    ) -> impl std::future::Future<Output = Result<(Bytes, bool), Self::Error>> + Send;
+}
+
+impl ReadHead for Body {
+    type Error = SourceError;
+    fn read_head(
+        &mut self,
+        n: usize,
+    ) -> impl std::future::Future<Output = Result<(Bytes, bool), SourceError>> + Send {
+        Body::read_head(self, n)
+    }
+}
+
 /// Reads enough of `body` to decide its format: [`SNIFF_LEN`] bytes, or up to
 /// [`SVG_SNIFF_LIMIT`] when the head is text that may be an SVG. Returns the format, the
 /// bytes read, and whether they are the whole body.
-async fn sniff_body(body: &mut Body) -> Result<(Format, Bytes, bool), SourceError> {
+pub(crate) async fn sniff_body<B: ReadHead>(
+    body: &mut B,
+) -> Result<(Format, Bytes, bool), B::Error> {
     let (head, ended) = body.read_head(SNIFF_LEN).await?;
     if let Sniffed::Known(format) = sniff(&head, ended) {
         return Ok((format, head, ended));

@@ -14,7 +14,6 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use media::format::{sniff, Sniffed, SNIFF_LEN, SVG_SNIFF_LIMIT};
 use media::ops::Resize;
 use media::{Format, Output, Rendered, Transform};
 use sha2::{Digest, Sha256};
@@ -146,8 +145,9 @@ impl StorePipeline {
         let place = self.workers.enter()?;
         let object = self.store.get(&plan.key).await?;
         let Some(transform) = plan.transform.clone() else {
-            let (format, head, mut body) = sniff_object(object.body).await?;
-            body.unread(head.clone());
+            let mut body = object.body;
+            let (format, head, _) = super::sniff_body(&mut body).await?;
+            body.unread(head);
             if format == Format::Svg {
                 // SVG is never served as is (it can carry script): rasterised at its size.
                 let all = body.read_all().await?;
@@ -266,21 +266,14 @@ impl Conditions {
     }
 }
 
-/// Reads enough of the body to know its type (as the remote mode does).
-async fn sniff_object(mut body: ObjectBody) -> Result<(Format, Bytes, ObjectBody), StoreError> {
-    let (head, ended) = body.read_head(SNIFF_LEN).await?;
-    if let Sniffed::Known(format) = sniff(&head, ended) {
-        return Ok((format, head, body));
+impl super::ReadHead for ObjectBody {
+    type Error = StoreError;
+    fn read_head(
+        &mut self,
+        n: usize,
+    ) -> impl std::future::Future<Output = Result<(Bytes, bool), StoreError>> + Send {
+        ObjectBody::read_head(self, n)
     }
-    let (more, ended) = body.read_head(SVG_SNIFF_LIMIT + 1 - head.len()).await?;
-    let mut all = Vec::with_capacity(head.len() + more.len());
-    all.extend_from_slice(&head);
-    all.extend_from_slice(&more);
-    let format = match sniff(&all, ended) {
-        Sniffed::Known(f) => f,
-        Sniffed::NeedMore => Format::unknown(),
-    };
-    Ok((format, Bytes::from(all), body))
 }
 
 /// A strong ETag from the source's version, the canonical transform and the output: any

@@ -63,19 +63,31 @@ struct Moto {
 
 async fn start_moto() -> Moto {
     let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // As a module: found wherever pip installed it, with or without its script on PATH.
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot start moto_server ({e}): `./dev tools` installs it (moto[server])")
+            panic!("cannot start python3 -m moto.server ({e}): `./dev tools` installs moto[server]")
         });
     let moto = Moto {
         _process: Process(child),
         url: format!("http://127.0.0.1:{port}"),
     };
-    wait_for(&moto.url, "moto_server").await;
+    wait_for(
+        &moto.url,
+        "moto.server (`./dev tools` installs moto[server])",
+    )
+    .await;
     let r = client()
         .put(format!("{}/{BUCKET}", moto.url))
         .send()
