@@ -174,7 +174,8 @@ impl StorePipeline {
         let bytes = object.body.read_all().await?;
         let format = crate::pipeline::sniff_complete(&bytes);
         if !format.capabilities().transform {
-            return Err(AppError::NotConvertible(format));
+            // 422, not the remote mode's 404: here a 404 means "no such key".
+            return Err(media::Error::Unsupported(format.mime()).into());
         }
         self.render(bytes, format, &transform, &plan, &object.meta, &cond)
             .await

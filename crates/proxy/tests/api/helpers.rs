@@ -466,3 +466,58 @@ pub fn tiny_gif() -> Vec<u8> {
         0x02, 0x44, 0x01, 0x00, 0x3b,
     ]
 }
+
+/// An AVIF's width, height and frame count, read independently of libavif: a still image
+/// through avif-parse (container and AV1 sequence header); an image sequence (`avis`, which
+/// avif-parse does not read) from its track header (`tkhd`, 16.16 fixed width and height)
+/// and sample table (`stsz` count).
+pub fn avif_info(bytes: &[u8]) -> Result<(u32, u32, u32), String> {
+    match bytes.get(4..12) {
+        Some(b"ftypavif") => {
+            let data = avif_parse::read_avif(&mut std::io::Cursor::new(bytes))
+                .map_err(|e| format!("AVIF does not parse: {e:?}"))?;
+            let meta = data
+                .primary_item_metadata()
+                .map_err(|e| format!("AVIF without an AV1 header: {e:?}"))?;
+            Ok((meta.max_frame_width.get(), meta.max_frame_height.get(), 1))
+        }
+        Some(b"ftypavis") => {
+            let tkhd = find_box(bytes, b"tkhd").ok_or("no tkhd")?;
+            let at = if tkhd.first() == Some(&1) { 88 } else { 76 };
+            let word = |b: &[u8], i: usize| -> Result<u32, String> {
+                b.get(i..i + 4)
+                    .and_then(|w| w.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| "short box".to_owned())
+            };
+            let stsz = find_box(bytes, b"stsz").ok_or("no stsz")?;
+            Ok((
+                word(tkhd, at)? >> 16,
+                word(tkhd, at + 4)? >> 16,
+                word(stsz, 8)?,
+            ))
+        }
+        other => Err(format!("not an AVIF: {other:?}")),
+    }
+}
+
+/// The payload of the first box of type `kind`, walking into the boxes that only hold boxes.
+fn find_box<'a>(bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    let mut pos = 0usize;
+    while pos + 8 <= bytes.len() {
+        let size = u32::from_be_bytes(bytes.get(pos..pos + 4)?.try_into().ok()?) as usize;
+        let name = bytes.get(pos + 4..pos + 8)?;
+        let end = if size == 0 { bytes.len() } else { pos + size };
+        let payload = bytes.get(pos + 8..end)?;
+        if name == kind {
+            return Some(payload);
+        }
+        if matches!(name, b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl") {
+            if let Some(found) = find_box(payload, kind) {
+                return Some(found);
+            }
+        }
+        pos = end.max(pos + 8);
+    }
+    None
+}

@@ -173,58 +173,18 @@ pub fn decode(bytes: &[u8]) -> Decoded {
                 rgb,
             }
         }
-        _ if bytes.get(4..12) == Some(b"ftypavif") => {
-            let data = avif_parse::read_avif(&mut Cursor::new(bytes)).expect("output AVIF");
-            let meta = data.primary_item_metadata().expect("AV1 sequence header");
+        _ if bytes.get(4..8) == Some(b"ftyp") => {
+            let (width, height, frames) = crate::helpers::avif_info(bytes).expect("output AVIF");
             Decoded {
                 format: "avif",
-                width: meta.max_frame_width.get(),
-                height: meta.max_frame_height.get(),
-                frames: 1,
-                rgb: Vec::new(),
-            }
-        }
-        _ if bytes.get(4..12) == Some(b"ftypavis") => {
-            // avif-parse reads still images only: an image sequence is read from its track
-            // header (`tkhd`: 16.16 fixed width and height) and sample table (`stsz` count).
-            let tkhd = find_box(bytes, b"tkhd").expect("tkhd");
-            let version = tkhd[0];
-            let at = if version == 1 { 88 } else { 76 };
-            let fixed = |i: usize| u32::from_be_bytes(tkhd[i..i + 4].try_into().unwrap()) >> 16;
-            let stsz = find_box(bytes, b"stsz").expect("stsz");
-            let frames = u32::from_be_bytes(stsz[8..12].try_into().unwrap());
-            Decoded {
-                format: "avif",
-                width: fixed(at),
-                height: fixed(at + 4),
+                width,
+                height,
                 frames,
                 rgb: Vec::new(),
             }
         }
         _ => panic!("not an image: {:?}", bytes.get(..16)),
     }
-}
-
-/// The payload of the first box of type `kind`, found by walking the box tree (the boxes
-/// that only contain boxes are entered).
-fn find_box<'a>(bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
-    let mut pos = 0usize;
-    while pos + 8 <= bytes.len() {
-        let size = u32::from_be_bytes(bytes[pos..pos + 4].try_into().ok()?) as usize;
-        let name = &bytes[pos + 4..pos + 8];
-        let end = if size == 0 { bytes.len() } else { pos + size };
-        let payload = bytes.get(pos + 8..end)?;
-        if name == kind {
-            return Some(payload);
-        }
-        if matches!(name, b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl") {
-            if let Some(found) = find_box(payload, kind) {
-                return Some(found);
-            }
-        }
-        pos = end.max(pos + 8);
-    }
-    None
 }
 
 /// A `w`×`h` JPEG: green in a centred square of side `h`, red on both sides (so a centred
@@ -359,7 +319,26 @@ async fn originals_are_served_as_they_are_with_validators() {
         "not an image type we serve"
     );
     let r = s.get("notes.txt", "w=10", &[]).await;
-    assert!(r.status.is_client_error(), "{}", r.status);
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "exists, but no image"
+    );
+    let video = corpus_bytes("video/h264_320x240_3s_moov_at_end.mp4");
+    s.put("clip.mp4", &video);
+    let r = s.get("clip.mp4", "", &[]).await;
+    assert_eq!(
+        (r.status, r.body == video),
+        (StatusCode::OK, true),
+        "a video as it is"
+    );
+    assert_eq!(r.header("content-type"), "video/mp4");
+    let r = s.get("clip.mp4", "w=10", &[]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a video is not resized"
+    );
 
     let r = s.get("missing.jpg", "w=100", &[]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

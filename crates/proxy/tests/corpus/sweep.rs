@@ -4,6 +4,10 @@
 //! the row's expected outcome; outputs are decoded with independent decoders (`image` for
 //! WebP and PNG, `image-webp` for frame counts).
 //!
+//! A second sweep sends the same files through the store mode (the server's store root is
+//! the corpus itself) with store-mode requests in every output format: crops, padding,
+//! stretching, AVIF, GIF, JPEG, PNG, WebP.
+//!
 //! CI runs a fixed sample (every hostile file and every 8th other row);
 //! `MEDIA_PROXY_CORPUS=full cargo test --test corpus` runs every row, and
 //! `MEDIA_PROXY_BIN=target/release/media-proxy` sweeps a release build instead.
@@ -172,7 +176,8 @@ impl Server {
     }
 }
 
-async fn start_server(client: &reqwest::Client) -> Server {
+/// The binary on a free port; `store_root`: the store mode reads that directory (else off).
+async fn start_server(client: &reqwest::Client, store_root: Option<&std::path::Path>) -> Server {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // MEDIA_PROXY_BIN: sweep another build (e.g. target/release/media-proxy, much faster).
     let bin = std::env::var("MEDIA_PROXY_BIN")
@@ -183,11 +188,14 @@ async fn start_server(client: &reqwest::Client) -> Server {
             cmd.env_remove(key);
         }
     }
+    match store_root {
+        Some(root) => cmd.env("MEDIA_PROXY__STORE__ROOT", root),
+        // No `media/` store directory in the source tree.
+        None => cmd.env("MEDIA_PROXY__STORE__KIND", "none"),
+    };
     let child = cmd
         .args(["serve", "--listen", &addr.to_string()])
         .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
-        // The remote mode is under test; no `media/` store directory in the source tree.
-        .env("MEDIA_PROXY__STORE__KIND", "none")
         .env("MEDIA_PROXY__LOG__FILTER", "error")
         .env("MEDIA_PROXY__WORKERS__QUEUE_WAIT", "60s")
         .stdout(Stdio::null())
@@ -348,16 +356,22 @@ fn encode_path(rel: &str) -> String {
         .join("/")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_healthy() {
+/// The rows swept: all with `MEDIA_PROXY_CORPUS=full`, else every hostile file and every
+/// 8th other row.
+fn sample() -> Vec<Row> {
     let full = std::env::var("MEDIA_PROXY_CORPUS").is_ok_and(|v| v == "full");
-    let rows: Vec<Row> = manifest()
+    manifest()
         .into_iter()
         .enumerate()
         .filter(|(i, r)| full || r.path.starts_with("hostile/") || i % 8 == 0)
         .map(|(_, r)| r)
         .filter(|r| corpus(&r.path).is_file())
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_healthy() {
+    let rows = sample();
     let origin: Origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -365,7 +379,7 @@ async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_heal
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let server = start_server(&client).await;
+    let server = start_server(&client, None).await;
     let idle = server.heap_kb();
     let base = format!("http://{}", server.addr);
     let jobs = rows
@@ -437,5 +451,118 @@ async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_heal
     assert!(
         after < idle + 64 * 1024,
         "anonymous RSS {after} kB after the sweep, {idle} kB idle"
+    );
+}
+
+/// Store-mode requests: query, `Accept`, the box no output side may exceed.
+const STORE_REQUESTS: [(&str, &str, (u32, u32)); 5] = [
+    ("d=120x90&format=avif", "*/*", (120, 90)),
+    ("d=120x90&format=gif", "*/*", (120, 90)),
+    ("w=300", "image/avif,image/webp,*/*", (300, 16384)),
+    (
+        "d=64x64&fit=contain&bg=00000080&format=png",
+        "*/*",
+        (64, 64),
+    ),
+    ("d=200x20&fit=fill&format=jpeg&q=40", "*/*", (200, 20)),
+];
+
+/// A store answer: never a 5xx; a valid image (not a known gap) is a 200; every 200 decodes
+/// (independently of our encoders) within its box.
+fn judge_store(
+    row: &Row,
+    query: &str,
+    bounds: (u32, u32),
+    status: StatusCode,
+    body: &[u8],
+) -> Result<(), String> {
+    if status.is_server_error() {
+        return Err(format!("{status}"));
+    }
+    let gap = KNOWN_GAPS.contains(&row.path.as_str())
+        || KNOWN_GAPS
+            .iter()
+            .any(|g| g.starts_with(&row.path) && g.contains('&'))
+        || (row.format == "tiff" && row.path.starts_with(TIFF_GAP_DIR));
+    let must_work = row.outcome == "valid" && is_image(&row.format) && !gap;
+    if status != StatusCode::OK {
+        return if must_work {
+            Err(format!("a valid image answered {status}"))
+        } else {
+            Ok(())
+        };
+    }
+    let (w, h) = if body.get(4..8) == Some(b"ftyp") {
+        let (w, h, _) = crate::helpers::avif_info(body)?;
+        (w, h)
+    } else {
+        let img =
+            image::load_from_memory(body).map_err(|e| format!("output does not decode: {e}"))?;
+        (img.width(), img.height())
+    };
+    if w == 0 || h == 0 || w > bounds.0 || h > bounds.1 {
+        return Err(format!("{w}×{h} outside {bounds:?} for {query}"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corpus_file_through_the_store_mode_gets_a_prompt_clean_answer() {
+    let rows = sample();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let server = start_server(&client, Some(&corpus(""))).await;
+    let base = format!("http://{}", server.addr);
+    let jobs = rows
+        .iter()
+        .flat_map(|row| STORE_REQUESTS.iter().map(move |req| (row, *req)));
+    let failures: Vec<String> = futures_util::stream::iter(jobs)
+        .map(|(row, (query, accept, bounds))| {
+            let client = client.clone();
+            let url = format!("{base}/{}?{query}", encode_path(&row.path));
+            async move {
+                let started = Instant::now();
+                let result = match client.get(&url).header("accept", accept).send().await {
+                    Err(e) => Err(format!("request failed: {e}")),
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.bytes().await {
+                            Err(e) => Err(format!("body failed: {e}")),
+                            Ok(body) => judge_store(row, query, bounds, status, &body),
+                        }
+                    }
+                };
+                let took = started.elapsed();
+                let result = result.and_then(|()| {
+                    (took <= PROMPT)
+                        .then_some(())
+                        .ok_or(format!("took {took:?}"))
+                });
+                result
+                    .err()
+                    .map(|e| format!("{} [{}] {}?{query}: {e}", row.outcome, row.format, row.path))
+            }
+        })
+        .buffer_unordered(2)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    eprintln!(
+        "store-mode corpus sweep: {} files × {} requests, {} failures",
+        rows.len(),
+        STORE_REQUESTS.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
