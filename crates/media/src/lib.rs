@@ -314,10 +314,15 @@ fn shape(
     let ky = f64::from(frame.height) / f64::from(oh.max(1));
     let (left, top, cw, ch) = g.crop;
     let (w, h) = g.size;
-    if g.is_whole(ow, oh) {
+    if (left, top, cw, ch) == (0.0, 0.0, f64::from(ow.max(1)), f64::from(oh.max(1))) {
+        // The whole picture (padding may follow): no crop box to map.
         return transform::resize(frame, w, h, resizer);
     }
-    let crop = (left * kx, top * ky, cw * kx, ch * ky);
+    // Mapped into the decode's pixels, and kept inside them: the scale factors are
+    // rounded, and the resizer refuses a box even a hair outside the image.
+    let (fw, fh) = (f64::from(frame.width), f64::from(frame.height));
+    let (left, top) = ((left * kx).clamp(0.0, fw), (top * ky).clamp(0.0, fh));
+    let crop = (left, top, (cw * kx).min(fw - left), (ch * ky).min(fh - top));
     transform::resize_part(frame, Some(crop), w, h, resizer)
 }
 

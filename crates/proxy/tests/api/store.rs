@@ -423,6 +423,19 @@ async fn cover_crops_the_centre_and_contain_pads_with_the_background() {
     );
     assert_eq!((d.width, d.height), (300, 300));
     assert_eq!(pixel(&d, 150, 10), [0, 0, 255], "padding above");
+    // A JPEG decoded at a reduced scale, padded: the whole-picture box must map inside the
+    // decode (found by the corpus sweep: 300×225 at 2/8 is 75×57, and 225 × 57/225 > 57).
+    s.put("odd.jpg", &bands_jpeg(300, 225));
+    let r = s
+        .get("odd.jpg", "d=64x64&fit=contain&format=png", &[])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!((decode(&r.body).width, decode(&r.body).height), (64, 64));
     assert_eq!(pixel(&d, 150, 290), [0, 0, 255], "padding below");
     let [r, g, b] = pixel(&d, 5, 150);
     assert!(
