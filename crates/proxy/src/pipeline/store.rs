@@ -171,7 +171,20 @@ impl StorePipeline {
                 body: (!plan.head_only).then(|| OriginalBody(body.into_stream().boxed())),
             });
         };
-        let bytes = object.body.read_all().await?;
+        let mut body = object.body;
+        if cond.is_revalidation() {
+            // A cache asking whether its copy is current: the head may be enough to know.
+            let (format, head, _) = super::sniff_body(&mut body).await?;
+            if let Some(v) =
+                self.validators_from_head(&head, format, &transform, &plan, &object.meta, &cond)
+            {
+                if cond.not_modified(&v) {
+                    return Ok(StoreReply::NotModified(v));
+                }
+            }
+            body.unread(head);
+        }
+        let bytes = body.read_all().await?;
         let format = crate::pipeline::sniff_complete(&bytes);
         if !format.capabilities().transform {
             // 422, not the remote mode's 404: here a 404 means "no such key".
@@ -192,20 +205,7 @@ impl StorePipeline {
     ) -> Result<StoreReply, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
         let prepared = media::prepare(&bytes, format, Transform::Resize(t.resize), &self.limits)?;
-        let (w, h) = prepared.size();
-        let facts = SourceFacts {
-            format,
-            animated: prepared.animated(),
-            pixels: u64::from(w) * u64::from(h) * u64::from(prepared.frames().max(1)),
-        };
-        let choice = choose_output(&self.policy, t.format, t.quality, &facts, cond.accept);
-        let validators = validators(
-            meta,
-            &t.canonical,
-            Some(choice.output),
-            plan,
-            choice.vary_accept,
-        );
+        let (choice, validators) = self.decide(&prepared, format, t, plan, meta, cond);
         if cond.not_modified(&validators) {
             return Ok(StoreReply::NotModified(validators));
         }
@@ -220,6 +220,61 @@ impl StorePipeline {
             fallback: choice.fallback,
             head_only: plan.head_only,
         })
+    }
+}
+
+impl StorePipeline {
+    /// The output and the validators of a prepared transform: the one place both are
+    /// derived, so a `304` decided from the head and a `200` from the whole file agree.
+    fn decide(
+        &self,
+        prepared: &media::Prepared,
+        format: Format,
+        t: &crate::request::resize::StoreTransform,
+        plan: &StorePlan,
+        meta: &ObjectMeta,
+        cond: &Conditions,
+    ) -> (OutputChoice, Validators) {
+        let (w, h) = prepared.size();
+        let facts = SourceFacts {
+            format,
+            animated: prepared.animated(),
+            pixels: u64::from(w) * u64::from(h) * u64::from(prepared.frames().max(1)),
+        };
+        let choice = choose_output(&self.policy, t.format, t.quality, &facts, cond.accept);
+        let v = validators(
+            meta,
+            &t.canonical,
+            Some(choice.output),
+            plan,
+            choice.vary_accept,
+        );
+        (choice, v)
+    }
+
+    /// The validators a transform would have, from the first bytes of the original alone,
+    /// when they suffice: a still format whose header, all of it inside `head`, says
+    /// everything the output depends on (format, size, orientation). `None`: read it all.
+    /// (GIF, WebP and APNG count their frames over the whole file; TIFF and ICO may keep
+    /// their directories at the end; an SVG is only known once complete.)
+    fn validators_from_head(
+        &self,
+        head: &[u8],
+        format: Format,
+        t: &crate::request::resize::StoreTransform,
+        plan: &StorePlan,
+        meta: &ObjectMeta,
+        cond: &Conditions,
+    ) -> Option<Validators> {
+        if !matches!(
+            format,
+            Format::Jpeg | Format::Png | Format::Bmp | Format::Avif
+        ) {
+            return None;
+        }
+        let prepared =
+            media::prepare(head, format, Transform::Resize(t.resize), &self.limits).ok()?;
+        Some(self.decide(&prepared, format, t, plan, meta, cond).1)
     }
 }
 
@@ -246,6 +301,11 @@ fn default_svg_transform() -> crate::request::resize::StoreTransform {
 const SVG_RASTER_MAX: u32 = 2048;
 
 impl Conditions {
+    /// The request carries a validator: a `304` may be the answer.
+    fn is_revalidation(&self) -> bool {
+        self.if_none_match.is_some() || self.if_modified_since.is_some()
+    }
+
     /// Whether the client's copy is current (`304`).
     fn not_modified(&self, v: &Validators) -> bool {
         if let Some(inm) = &self.if_none_match {

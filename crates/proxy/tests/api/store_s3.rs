@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 
 use crate::store::decode;
@@ -127,21 +128,28 @@ impl Moto {
 
 /// What the store was asked: method and target.
 type Log = Arc<Mutex<Vec<(String, String)>>>;
+/// Body bytes the store's answers have had pulled from them, all requests together.
+type Sent = Arc<std::sync::atomic::AtomicU64>;
+type ProxyState = (String, Log, Sent, reqwest::Client);
 
-/// A pass-through to `target` that records every request.
-async fn recording_proxy(target: String) -> (String, Log) {
+/// A pass-through to `target` that records every request and counts the body bytes read.
+async fn recording_proxy(target: String) -> (String, Log, Sent) {
     let log: Log = Arc::default();
-    let app = axum::Router::new()
-        .fallback(forward)
-        .with_state((target, log.clone(), client()));
+    let sent: Sent = Arc::default();
+    let app = axum::Router::new().fallback(forward).with_state((
+        target,
+        log.clone(),
+        sent.clone(),
+        client(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), log)
+    (format!("http://{addr}"), log, sent)
 }
 
 async fn forward(
-    State((target, log, client)): State<(String, Log, reqwest::Client)>,
+    State((target, log, sent, client)): State<ProxyState>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -167,9 +175,23 @@ async fn forward(
     for (k, v) in upstream.headers() {
         response = response.header(k, v);
     }
-    response
-        .body(Body::from(upstream.bytes().await.unwrap()))
-        .unwrap()
+    // Streamed in 16 KiB pieces, 1 ms apart (as a network would pace them; on loopback the
+    // socket buffers would otherwise take megabytes at once), counted as they are pulled:
+    // a reader that stops early leaves most of a large body unsent.
+    let bytes = upstream.bytes().await.unwrap();
+    let pieces: Vec<bytes::Bytes> = (0..bytes.len())
+        .step_by(16 * 1024)
+        .map(|i| bytes.slice(i..(i + 16 * 1024).min(bytes.len())))
+        .collect();
+    let stream = futures_util::stream::iter(pieces).then(move |piece| {
+        let sent = sent.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            sent.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::io::Error>(piece)
+        }
+    });
+    response.body(Body::from_stream(stream)).unwrap()
 }
 
 pub struct Binary {
@@ -233,7 +255,7 @@ fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
 #[tokio::test]
 async fn s3_originals_and_variants_with_one_get_each() {
     let moto = start_moto().await;
-    let (endpoint, log) = recording_proxy(moto.url.clone()).await;
+    let (endpoint, log, _) = recording_proxy(moto.url.clone()).await;
     let app = start_binary(&endpoint, &[("MEDIA_PROXY__STORE__PREFIX", "originals")]).await;
     let photo = jpeg(400, 200, 10);
     moto.put("originals/photo one.jpg", &photo).await;
@@ -328,4 +350,70 @@ async fn an_unreachable_store_is_a_502_that_no_cache_keeps() {
     assert_eq!(r.header("cache-control"), "no-store");
     let r = app.get("photo.jpg", &[]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_revalidation_reads_only_the_head_of_a_large_original() {
+    let moto = start_moto().await;
+    let (endpoint, _, sent) = recording_proxy(moto.url.clone()).await;
+    let app = start_binary(&endpoint, &[]).await;
+    // About 2 MB of noise: far more than the 64 KiB head.
+    let mut seed = 12345u32;
+    let noise = image::RgbImage::from_fn(1600, 1200, |_, _| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let b = seed.to_be_bytes();
+        image::Rgb([b[0], b[1], b[2]])
+    });
+    let mut big = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut big, 95)
+        .encode_image(&noise)
+        .unwrap();
+    assert!(big.len() > 1_500_000, "{} bytes", big.len());
+    moto.put("big.jpg", &big).await;
+    let read = || sent.load(std::sync::atomic::Ordering::SeqCst);
+
+    let first = app
+        .get("big.jpg?w=200", &[("accept", "image/avif,image/webp")])
+        .await;
+    assert_eq!(first.status, StatusCode::OK);
+    let etag = first.header("etag").to_owned();
+    let before = read();
+    let r = app
+        .get(
+            "big.jpg?w=200",
+            &[
+                ("accept", "image/avif,image/webp"),
+                ("if-none-match", &etag),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_MODIFIED,
+        "same ETag from the head alone"
+    );
+    assert_eq!(r.header("etag"), etag);
+    let pulled = read() - before;
+    assert!(
+        pulled < big.len() as u64 / 2,
+        "a 304 pulled {pulled} of {} bytes",
+        big.len()
+    );
+    // Another variant's ETag does not match: the whole original is read and rendered.
+    let before = read();
+    let r = app
+        .get(
+            "big.jpg?w=201",
+            &[
+                ("accept", "image/avif,image/webp"),
+                ("if-none-match", &etag),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        read() - before,
+        big.len() as u64,
+        "the whole original, once"
+    );
 }
