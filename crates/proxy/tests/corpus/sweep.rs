@@ -369,6 +369,59 @@ fn sample() -> Vec<Row> {
         .collect()
 }
 
+/// Judges one answer: status, content type, body.
+type Judge<'a> = Box<dyn Fn(StatusCode, &str, &[u8]) -> Result<(), String> + Send + 'a>;
+
+/// One request of a sweep: its URL, `Accept`, how to name it in a failure, and its judge.
+struct Probe<'a> {
+    url: String,
+    accept: &'static str,
+    label: String,
+    judge: Judge<'a>,
+}
+
+/// Sends every probe, two at a time; the failures, each named by its label. An answer that
+/// takes longer than [`PROMPT`] is a failure too.
+async fn run_probes<'a>(
+    client: &reqwest::Client,
+    probes: impl Iterator<Item = Probe<'a>>,
+) -> Vec<String> {
+    futures_util::stream::iter(probes)
+        .map(|p| {
+            let client = client.clone();
+            async move {
+                let started = Instant::now();
+                let result = match client.get(&p.url).header("accept", p.accept).send().await {
+                    Err(e) => Err(format!("request failed: {e}")),
+                    Ok(r) => {
+                        let status = r.status();
+                        let ctype = r
+                            .headers()
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        match r.bytes().await {
+                            Err(e) => Err(format!("body failed: {e}")),
+                            Ok(body) => (p.judge)(status, &ctype, &body),
+                        }
+                    }
+                };
+                let took = started.elapsed();
+                let result = result.and_then(|()| {
+                    (took <= PROMPT)
+                        .then_some(())
+                        .ok_or(format!("took {took:?}"))
+                });
+                result.err().map(|e| format!("{}: {e}", p.label))
+            }
+        })
+        .buffer_unordered(2)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_healthy() {
     let rows = sample();
@@ -382,52 +435,21 @@ async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_heal
     let server = start_server(&client, None).await;
     let idle = server.heap_kb();
     let base = format!("http://{}", server.addr);
-    let jobs = rows
-        .iter()
-        .flat_map(|row| FLAGS.iter().map(move |flag| (row, *flag)));
-    let failures: Vec<String> = futures_util::stream::iter(jobs)
-        .map(|(row, flag)| {
-            let client = client.clone();
+    let probes = rows.iter().flat_map(|row| {
+        let (base, origin) = (&base, &origin);
+        FLAGS.iter().map(move |flag| {
             let origin_url = origin.url(&format!("/corpus/{}", encode_path(&row.path)));
             let encoded: String =
                 url::form_urlencoded::byte_serialize(origin_url.as_bytes()).collect();
-            let url = format!("{base}/x.webp?url={encoded}{flag}");
-            async move {
-                let started = Instant::now();
-                let answer = client.get(&url).send().await;
-                let result = match answer {
-                    Err(e) => Err(format!("request failed: {e}")),
-                    Ok(r) => {
-                        let status = r.status();
-                        let ctype = r
-                            .headers()
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        match r.bytes().await {
-                            Err(e) => Err(format!("body failed: {e}")),
-                            Ok(body) => judge(row, flag, status, &ctype, &body),
-                        }
-                    }
-                };
-                let took = started.elapsed();
-                let result = result.and_then(|()| {
-                    if took > PROMPT {
-                        Err(format!("took {took:?}"))
-                    } else {
-                        Ok(())
-                    }
-                });
-                result
-                    .err()
-                    .map(|e| format!("{} [{}] {}{flag}: {e}", row.outcome, row.format, row.path))
+            Probe {
+                url: format!("{base}/x.webp?url={encoded}{flag}"),
+                accept: "*/*",
+                label: format!("{} [{}] {}{flag}", row.outcome, row.format, row.path),
+                judge: Box::new(move |status, ctype, body| judge(row, flag, status, ctype, body)),
             }
         })
-        .buffer_unordered(2)
-        .filter_map(|f| async move { f })
-        .collect()
-        .await;
+    });
+    let failures = run_probes(&client, probes).await;
     // Healthy afterwards: alive, ready, and memory back near where it started.
     let r = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -517,40 +539,20 @@ async fn every_corpus_file_through_the_store_mode_gets_a_prompt_clean_answer() {
         .unwrap();
     let server = start_server(&client, Some(&corpus(""))).await;
     let base = format!("http://{}", server.addr);
-    let jobs = rows
-        .iter()
-        .flat_map(|row| STORE_REQUESTS.iter().map(move |req| (row, *req)));
-    let failures: Vec<String> = futures_util::stream::iter(jobs)
-        .map(|(row, (query, accept, bounds))| {
-            let client = client.clone();
-            let url = format!("{base}/{}?{query}", encode_path(&row.path));
-            async move {
-                let started = Instant::now();
-                let result = match client.get(&url).header("accept", accept).send().await {
-                    Err(e) => Err(format!("request failed: {e}")),
-                    Ok(r) => {
-                        let status = r.status();
-                        match r.bytes().await {
-                            Err(e) => Err(format!("body failed: {e}")),
-                            Ok(body) => judge_store(row, query, bounds, status, &body),
-                        }
-                    }
-                };
-                let took = started.elapsed();
-                let result = result.and_then(|()| {
-                    (took <= PROMPT)
-                        .then_some(())
-                        .ok_or(format!("took {took:?}"))
-                });
-                result
-                    .err()
-                    .map(|e| format!("{} [{}] {}?{query}: {e}", row.outcome, row.format, row.path))
-            }
-        })
-        .buffer_unordered(2)
-        .filter_map(|f| async move { f })
-        .collect()
-        .await;
+    let probes = rows.iter().flat_map(|row| {
+        let base = &base;
+        STORE_REQUESTS
+            .iter()
+            .map(move |&(query, accept, bounds)| Probe {
+                url: format!("{base}/{}?{query}", encode_path(&row.path)),
+                accept,
+                label: format!("{} [{}] {}?{query}", row.outcome, row.format, row.path),
+                judge: Box::new(move |status, _, body| {
+                    judge_store(row, query, bounds, status, body)
+                }),
+            })
+    });
+    let failures = run_probes(&client, probes).await;
     let r = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     eprintln!(
