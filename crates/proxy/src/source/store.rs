@@ -216,8 +216,9 @@ fn file_stream(
     range: std::ops::Range<u64>,
 ) -> BoxStream<'static, object_store::Result<Bytes>> {
     use std::io::{Read, Seek, SeekFrom};
-    let state = (Some(file), range.start, range.end);
-    futures_util::stream::unfold(state, |(file, pos, end)| async move {
+    let start = range.start;
+    let state = (Some(file), start, range.end);
+    futures_util::stream::unfold(state, move |(file, pos, end)| async move {
         let mut file = file?;
         if pos >= end {
             return None;
@@ -225,7 +226,10 @@ fn file_stream(
         let want = (end - pos).min(FILE_CHUNK);
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(want as usize);
-            file.seek(SeekFrom::Start(pos))?;
+            if pos == start {
+                // Only the first read: after it the file position follows the reads.
+                file.seek(SeekFrom::Start(pos))?;
+            }
             (&mut file).take(want).read_to_end(&mut buf)?;
             Ok::<_, std::io::Error>((file, buf))
         })

@@ -369,6 +369,17 @@ fn sample() -> Vec<Row> {
         .collect()
 }
 
+/// The sweeps' HTTP client: loopback only (no proxy from the environment), patient.
+fn sweep_client() -> reqwest::Client {
+    // reqwest is built without a default TLS crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
 /// Judges one answer: status, content type, body.
 type Judge<'a> = Box<dyn Fn(StatusCode, &str, &[u8]) -> Result<(), String> + Send + 'a>;
 
@@ -426,12 +437,7 @@ async fn run_probes<'a>(
 async fn every_corpus_file_gets_a_prompt_clean_answer_and_the_process_stays_healthy() {
     let rows = sample();
     let origin: Origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let client = sweep_client();
     let server = start_server(&client, None).await;
     let idle = server.heap_kb();
     let base = format!("http://{}", server.addr);
@@ -531,12 +537,7 @@ fn judge_store(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_file_through_the_store_mode_gets_a_prompt_clean_answer() {
     let rows = sample();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let client = sweep_client();
     let server = start_server(&client, Some(&corpus(""))).await;
     let base = format!("http://{}", server.addr);
     let probes = rows.iter().flat_map(|row| {
