@@ -6,14 +6,9 @@
 #   bash bench/engine-figures.sh        # needs python3 (Pillow is installed into bench/.work)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=bench/.work/engine
-mkdir -p "$work/in"
-bin=target/release/media-proxy
-[ -x "$bin" ] || cargo build --release --locked
-if [ ! -d "$work/venv" ]; then python3 -m venv "$work/venv"; "$work/venv/bin/pip" -q install pillow; fi
-[ -s "$work/in/anim30.gif" ] || "$work/venv/bin/python" bench/make-inputs.py "$work/in" ../shared/corpus
+. bench/setup.sh
 
-(cd "$work/in" && exec python3 -m http.server 18088 --bind 127.0.0.2 >/dev/null 2>&1) & origin=$!
+(cd "$inputs" && exec python3 -m http.server 18088 --bind 127.0.0.2 >/dev/null 2>&1) & origin=$!
 MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FILTER=warn \
   "$bin" serve --listen 127.0.0.1:13004 & pid=$!
 trap 'kill $pid $origin 2>/dev/null || true' EXIT

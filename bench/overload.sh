@@ -9,13 +9,7 @@ seconds="${1:-30}"
 work=bench/.work/overload
 mkdir -p "$work"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
-bin=target/release/media-proxy
-[ -x "$bin" ] || cargo build --release --locked
-if [ ! -s bench/.work/engine/in/photo12_baseline.jpg ]; then
-  mkdir -p bench/.work/engine
-  [ -d bench/.work/engine/venv ] || { python3 -m venv bench/.work/engine/venv; bench/.work/engine/venv/bin/pip -q install pillow; }
-  bench/.work/engine/venv/bin/python bench/make-inputs.py bench/.work/engine/in ../shared/corpus
-fi
+. bench/setup.sh
 (cd bench/.work/engine/in && exec python3 -m http.server 18089 --bind 127.0.0.2 >/dev/null 2>&1) & origin=$!
 trap 'kill $origin 2>/dev/null || true' EXIT
 until curl -sf -o /dev/null http://127.0.0.2:18089/photo12_baseline.jpg; do sleep 0.05; done

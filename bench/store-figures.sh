@@ -7,14 +7,9 @@
 #   bash bench/store-figures.sh        # needs python3 (Pillow is installed into bench/.work)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work=bench/.work/engine
-mkdir -p "$work/in"
-bin=target/release/media-proxy
-[ -x "$bin" ] || cargo build --release --locked
-if [ ! -d "$work/venv" ]; then python3 -m venv "$work/venv"; "$work/venv/bin/pip" -q install pillow; fi
-[ -s "$work/in/anim30.gif" ] || "$work/venv/bin/python" bench/make-inputs.py "$work/in" ../shared/corpus
+. bench/setup.sh
 
-MEDIA_PROXY__STORE__ROOT="$work/in" MEDIA_PROXY__LOG__FILTER=warn \
+MEDIA_PROXY__STORE__ROOT="$inputs" MEDIA_PROXY__LOG__FILTER=warn \
   "$bin" serve --listen 127.0.0.1:13005 & pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf -o /dev/null http://127.0.0.1:13005/; do sleep 0.05; done
