@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 . bench/setup.sh
 
 (cd "$inputs" && exec python3 -m http.server 18088 --bind 127.0.0.2 >/dev/null 2>&1) & origin=$!
+# Caching off: every request below renders (bench/cache-figures.sh measures the hits).
+export MEDIA_PROXY__CACHE__KIND=none MEDIA_PROXY__CACHE__MEMORY=0 MEDIA_PROXY__STORE__KIND=none
 MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FILTER=warn \
   "$bin" serve --listen 127.0.0.1:13004 & pid=$!
 trap 'kill $pid $origin 2>/dev/null || true' EXIT
@@ -39,8 +41,12 @@ MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FILTER=warn
   "$bin" serve --listen 127.0.0.1:13004 & pid=$!
 until curl -sf -o /dev/null http://127.0.0.1:13004/; do sleep 0.05; done
 echo "idle RSS: $(awk '/VmRSS/ {print $2 " kB"}' /proc/$pid/status)"
-url="http://127.0.0.1:13004/x.webp?url=http%3A%2F%2F127.0.0.2%3A18088%2Fphoto12_baseline.jpg&preview"
+# Each client its own URL (`?n=` is ignored by the origin): identical requests would share
+# one render.
+url="http://127.0.0.1:13004/x.webp?url=http%3A%2F%2F127.0.0.2%3A18088%2Fphoto12_baseline.jpg"
 clients=()
-for _ in $(seq 8); do (for _ in $(seq 10); do curl -sf -o /dev/null "$url"; done) & clients+=($!); done
+for i in $(seq 8); do
+  (for _ in $(seq 10); do curl -sf -o /dev/null "$url%3Fn%3D$i&preview"; done) & clients+=($!)
+done
 wait "${clients[@]}"
 echo "peak RSS (VmHWM) after 8 concurrent 12 MP previews: $(awk '/VmHWM/ {print $2 " kB"}' /proc/$pid/status)"

@@ -14,14 +14,25 @@ command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq
 trap 'kill $origin 2>/dev/null || true' EXIT
 until curl -sf -o /dev/null http://127.0.0.2:18089/photo12_baseline.jpg; do sleep 0.05; done
 url="http://127.0.0.1:13005/x.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fphoto12_baseline.jpg&preview"
+# Every request a different URL (`?n=<i>` on the origin's, which it ignores): identical
+# requests would share one render (coalescing) and this measures overload, not that.
+cat > "$work/distinct.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/x.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fphoto12_baseline.jpg%3Fn%3D"
+    .. n .. "&preview")
+end
+LUA
 
 for conns in 32 128; do
   log="$work/access-$conns.log"
   MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FORMAT=json \
-    MEDIA_PROXY__LOG__FILTER=access=info,warn \
+    MEDIA_PROXY__LOG__FILTER=access=info,warn MEDIA_PROXY__STORE__KIND=none \
+    MEDIA_PROXY__CACHE__KIND=none MEDIA_PROXY__CACHE__MEMORY=0 \
     "$bin" serve --listen 127.0.0.1:13005 >"$log" 2>&1 & pid=$!
   until curl -sf -o /dev/null http://127.0.0.1:13005/healthz; do sleep 0.05; done
-  out=$(wrk -t2 -c"$conns" -d"${seconds}s" --timeout 30s "$url")
+  out=$(wrk -t2 -c"$conns" -d"${seconds}s" --timeout 30s -s "$work/distinct.lua" "$url")
   hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$conns" "$hwm" "$out" <<'PY'

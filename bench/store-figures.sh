@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/setup.sh
 
+# Caching off: every request below renders (bench/cache-figures.sh measures the hits).
 MEDIA_PROXY__STORE__ROOT="$inputs" MEDIA_PROXY__LOG__FILTER=warn \
+  MEDIA_PROXY__CACHE__KIND=none MEDIA_PROXY__CACHE__MEMORY=0 \
   "$bin" serve --listen 127.0.0.1:13005 & pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf -o /dev/null http://127.0.0.1:13005/; do sleep 0.05; done

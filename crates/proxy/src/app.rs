@@ -8,8 +8,12 @@ use axum::Router;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
+use axum::http::HeaderName;
+
+use crate::cache::Caches;
 use crate::config::Settings;
 use crate::error::ErrorCaching;
+use crate::metrics::Metrics;
 use crate::pipeline::store::{OutputPolicy, StorePipeline};
 use crate::pipeline::Pipeline;
 use crate::request::resize::Rules;
@@ -32,6 +36,10 @@ pub struct AppState {
     pub fallback_png: Bytes,
     /// The store mode, when a store is configured.
     pub store: Option<Arc<StoreMode>>,
+    /// The counters behind `/metrics`.
+    pub metrics: Metrics,
+    /// The header that says `HIT`, `MISS` or `COALESCED`; `None`: not sent.
+    pub cache_header: Option<HeaderName>,
 }
 
 /// Everything the store mode needs besides the shared pool.
@@ -70,19 +78,28 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
     let workers = Workers::new(&settings.workers);
+    let metrics = Metrics::new();
+    let caches = Caches::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
     let store = Store::new(&settings.store)
         .map_err(BuildError::Setup)?
-        .map(|store| Arc::new(store_mode(settings, store, workers.clone())));
+        .map(|store| Arc::new(store_mode(settings, store, workers.clone(), caches.clone())));
+    let cache_header = (!settings.cache.header.is_empty())
+        .then(|| HeaderName::from_bytes(settings.cache.header.as_bytes()))
+        .transpose()
+        .map_err(|e| BuildError::Setup(format!("cache.header: {e}")))?;
     let state = AppState {
-        pipeline: Pipeline::new(fetcher, workers.clone(), settings.limits.into()),
+        pipeline: Pipeline::new(fetcher, workers.clone(), settings.limits.into(), caches),
         workers,
         fallback_png: Bytes::from(fallback_png),
         store,
+        metrics,
+        cache_header,
     };
     let common = Arc::new(CommonHeaders::new(&settings.headers));
     Ok(Router::new()
         .route("/healthz", axum::routing::get(routes::healthz))
         .route("/readyz", axum::routing::get(routes::readyz))
+        .route("/metrics", axum::routing::get(routes::metrics))
         .fallback(routes::handle)
         .with_state(state)
         .layer(axum::middleware::map_response_with_state(
@@ -91,7 +108,7 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         )))
 }
 
-fn store_mode(settings: &Settings, store: Store, workers: Workers) -> StoreMode {
+fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Caches) -> StoreMode {
     let r = &settings.resize;
     StoreMode {
         pipeline: StorePipeline::new(
@@ -106,6 +123,7 @@ fn store_mode(settings: &Settings, store: Store, workers: Workers) -> StoreMode 
                 avif_quality: r.avif_quality,
                 jpeg_quality: r.jpeg_quality,
             },
+            caches,
         ),
         rules: Rules {
             max_side: r.max_output_dimension,

@@ -51,6 +51,76 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The store mode's request rules and response caching.
     pub resize: ResizeSettings,
+    /// The variant cache, the negative cache and request coalescing.
+    pub cache: CacheSettings,
+}
+
+/// Where rendered variants are kept between requests (see `docs/caching.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    /// No persistent tier (the memory tier, the negative cache and coalescing still work).
+    None,
+    /// A local directory (`root`), bounded by `max_size`, least recently used evicted.
+    Local,
+    /// An S3 bucket and prefix shared by every replica; expiry by a lifecycle rule (and
+    /// `max_age` on read).
+    S3,
+}
+
+/// The variant cache. S3 credentials come from the standard AWS chain, as for the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    pub kind: CacheKind,
+    /// Local directory of the cache (created if missing).
+    pub root: std::path::PathBuf,
+    /// S3 bucket name (may be the store's bucket, with another prefix).
+    pub bucket: String,
+    /// Key prefix of the entries (`variants/`).
+    pub prefix: String,
+    /// S3-compatible endpoint URL; empty for AWS itself.
+    pub endpoint: String,
+    /// S3 region; empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// Bytes the local directory may hold; the least recently used entries go beyond it.
+    pub max_size: u64,
+    /// Entries older than this are not served (and are deleted from a local directory).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Bytes of the in-memory tier in front of the directory or bucket; 0 turns it off.
+    pub memory: u64,
+    /// How long an origin's 404/410, a missing key or an undecodable input is remembered.
+    /// 0 turns the negative cache off.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Longest a cache read or write may take before it counts as a miss (or is dropped).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Response header saying `HIT`, `MISS` or `COALESCED`; empty leaves it out.
+    pub header: String,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            kind: CacheKind::Local,
+            root: "cache".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            allow_http: false,
+            max_size: 1 << 30,
+            max_age: Duration::from_secs(30 * 86_400),
+            memory: 64 << 20,
+            negative_ttl: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+            header: "X-Cache".into(),
+        }
+    }
 }
 
 /// Which object store holds the originals.
@@ -291,6 +361,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             store: StoreSettings::default(),
             resize: ResizeSettings::default(),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -416,7 +487,47 @@ impl Settings {
             }
         }
         self.validate_store()?;
+        self.validate_cache()?;
         Ok(self)
+    }
+
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let c = &self.cache;
+        match c.kind {
+            CacheKind::None => {}
+            CacheKind::Local if c.root.as_os_str().is_empty() => {
+                return Err(invalid("cache.root", "must name a directory"));
+            }
+            CacheKind::Local if c.max_size == 0 => {
+                return Err(invalid("cache.max_size", "must be at least 1 byte"));
+            }
+            CacheKind::Local => {}
+            CacheKind::S3 if c.bucket.trim().is_empty() => {
+                return Err(invalid("cache.bucket", "is required with kind = \"s3\""));
+            }
+            CacheKind::S3 => {}
+        }
+        check_endpoint("cache.endpoint", &c.endpoint, c.allow_http)?;
+        if c.prefix.split('/').any(|s| s == ".." || s == ".") || c.prefix.contains('\\') {
+            return Err(invalid(
+                "cache.prefix",
+                "must not contain `.` or `..` segments",
+            ));
+        }
+        if c.max_age.is_zero() {
+            return Err(invalid("cache.max_age", "must be longer than zero"));
+        }
+        if c.timeout.is_zero() {
+            return Err(invalid("cache.timeout", "must be longer than zero"));
+        }
+        if !c.header.is_empty() && http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
+            return Err(invalid("cache.header", "is not a valid HTTP header name"));
+        }
+        Ok(())
     }
 
     fn validate_store(&self) -> Result<(), ConfigError> {
@@ -436,24 +547,7 @@ impl Settings {
             }
             StoreKind::S3 => {}
         }
-        if !st.endpoint.is_empty() {
-            match Url::parse(&st.endpoint) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    if u.scheme() == "http" && !st.allow_http {
-                        return Err(invalid(
-                            "store.endpoint",
-                            "is plain http: set store.allow_http = true to use it",
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(invalid(
-                        "store.endpoint",
-                        "must be an http:// or https:// URL with a host",
-                    ))
-                }
-            }
-        }
+        check_endpoint("store.endpoint", &st.endpoint, st.allow_http)?;
         if st.prefix.split('/').any(|s| s == ".." || s == ".") || st.prefix.contains('\\') {
             return Err(invalid(
                 "store.prefix",
@@ -501,6 +595,26 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// An S3-compatible endpoint: empty, or an http(s) URL with a host (plain http only when
+/// allowed).
+fn check_endpoint(key: &'static str, endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
+    if endpoint.is_empty() {
+        return Ok(());
+    }
+    let section = key.split('.').next().unwrap_or(key);
+    let reason = match Url::parse(endpoint) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if u.scheme() == "http" && !allow_http {
+                format!("is plain http: set {section}.allow_http = true to use it")
+            } else {
+                return Ok(());
+            }
+        }
+        _ => "must be an http:// or https:// URL with a host".to_owned(),
+    };
+    Err(ConfigError::Invalid { key, reason })
 }
 
 /// A CIDR list, given either as a list (`["10.0.0.0/8", "fd00::/8"]`) or, handy in
@@ -594,6 +708,13 @@ mod tests {
                 "store.allow_http",
             ),
             ("[store]\nprefix = \"a/../b\"", "store.prefix"),
+            ("[cache]\nkind = \"s3\"", "cache.bucket"),
+            ("[cache]\nmax_age = \"0s\"", "cache.max_age"),
+            ("[cache]\nheader = \"X Cache\"", "cache.header"),
+            (
+                "[cache]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"",
+                "cache.allow_http",
+            ),
             (
                 "[resize]\nmax_output_dimension = 0",
                 "resize.max_output_dimension",

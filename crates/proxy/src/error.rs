@@ -48,6 +48,48 @@ pub enum AppError {
     /// A bug or a lost worker on our side (500).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The error of work shared by several requests (coalesced, or remembered by the
+    /// negative cache): answered exactly as the original error.
+    #[error(transparent)]
+    Shared(std::sync::Arc<AppError>),
+}
+
+impl AppError {
+    /// The origin's status, when the origin answered with an error.
+    pub fn origin_status(&self) -> Option<u16> {
+        match self {
+            AppError::Source(SourceError::Status(code)) => Some(*code),
+            AppError::Shared(inner) => inner.origin_status(),
+            _ => None,
+        }
+    }
+
+    /// Whether the error says something lasting, and about what: the source itself (an
+    /// origin's 404 or 410, a missing store key) or this input for this transform (bytes
+    /// that do not decode: a first-frame `static` may still succeed where the whole
+    /// animation fails). `None` for what depends on the moment: load, time-outs, the
+    /// network. The negative cache keeps only the lasting ones.
+    pub fn lasting(&self) -> Option<Lasting> {
+        match self {
+            AppError::Source(SourceError::Status(404 | 410))
+            | AppError::Store(StoreError::NotFound) => Some(Lasting::Source),
+            AppError::Media(
+                media::Error::Unsupported(_) | media::Error::Invalid(_) | media::Error::Panicked,
+            )
+            | AppError::NotConvertible(_) => Some(Lasting::Input),
+            AppError::Shared(inner) => inner.lasting(),
+            _ => None,
+        }
+    }
+}
+
+/// What a lasting error is about (see [`AppError::lasting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasting {
+    /// Every variant of the source fails alike.
+    Source,
+    /// This variant of this input fails.
+    Input,
 }
 
 impl AppError {
@@ -111,6 +153,7 @@ impl AppError {
             }
             AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method not allowed"),
             AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal error"),
+            AppError::Shared(inner) => inner.status(),
         }
     }
 }
@@ -120,6 +163,7 @@ impl AppError {
     pub fn public_message(&self) -> Cow<'static, str> {
         match self {
             AppError::Request(RequestError::Store(e)) => Cow::Owned(e.to_string()),
+            AppError::Shared(inner) => inner.public_message(),
             other => Cow::Borrowed(other.status().1),
         }
     }
@@ -176,7 +220,15 @@ impl IntoResponse for AppError {
         let h = response.headers_mut();
         // Errors are never cached for long, and never as immutable.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_SHORT));
-        match &self {
+        self.special_headers(h);
+        response
+    }
+}
+
+impl AppError {
+    /// The headers some statuses require (`Content-Range`, `Allow`, `Retry-After`).
+    fn special_headers(&self, h: &mut axum::http::HeaderMap) {
+        match self {
             AppError::RangeNotSatisfiable { total: Some(t) } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{t}")) {
                     h.insert(header::CONTENT_RANGE, v);
@@ -191,8 +243,8 @@ impl IntoResponse for AppError {
             AppError::Overloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            AppError::Shared(inner) => inner.special_headers(h),
             _ => {}
         }
-        response
     }
 }

@@ -7,9 +7,11 @@
 //! lives in the separate `media` crate.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod pipeline;
 pub mod request;
 pub mod response;

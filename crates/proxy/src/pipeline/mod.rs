@@ -15,10 +15,13 @@ pub mod store;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use media::format::{sniff, Sniffed, SNIFF_LEN, SVG_SNIFF_LIMIT};
-use media::{Format, Rendered, Transform};
+use media::{Format, Transform};
+use std::sync::Arc;
 
+use crate::cache::flight::{Flights, Role};
+use crate::cache::{CacheStatus, Caches, Fresh, Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::range::Resolved;
 use crate::request::Plan;
@@ -32,8 +35,8 @@ use crate::workers::Workers;
 pub enum Reply {
     /// A browser-safe original, as is.
     Passthrough(Passthrough),
-    /// The media engine's output.
-    Transformed { rendered: Rendered, name: String },
+    /// The media engine's output (fresh or cached).
+    Transformed { variant: Arc<Variant>, name: String },
 }
 
 /// A passthrough answer: the type, the name, and which bytes follow.
@@ -73,38 +76,104 @@ pub struct Pipeline {
     fetcher: Fetcher,
     workers: Workers,
     limits: media::Limits,
+    caches: Caches,
+    /// Whole-source downloads in progress, by URL: several transforms of one URL asked
+    /// for together download it once.
+    downloads: Flights<Downloaded>,
+}
+
+/// A remote source read whole, shared by the renders that asked for it together.
+#[derive(Debug, Clone)]
+struct Downloaded {
+    bytes: Bytes,
+    content_disposition: Option<String>,
 }
 
 impl Pipeline {
-    pub fn new(fetcher: Fetcher, workers: Workers, limits: media::Limits) -> Self {
+    pub fn new(fetcher: Fetcher, workers: Workers, limits: media::Limits, caches: Caches) -> Self {
         Pipeline {
             fetcher,
             workers,
             limits,
+            caches,
+            downloads: Flights::default(),
         }
     }
 
-    pub async fn run(&self, plan: Plan) -> Result<Reply, AppError> {
+    /// The answer, and for transforms how the variant cache served it.
+    pub async fn run(&self, plan: Plan) -> (Option<CacheStatus>, Result<Reply, AppError>) {
         match plan.transform {
             Some(transform) => {
-                // Held until the render ends: bounds what downloads and queued bodies hold.
-                let _place = self.workers.enter()?;
-                let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
-                let name =
-                    disposition::source_name(&plan.url_filename, &fetched.content_disposition);
-                let bytes = fetched.body.read_all().await?;
-                let format = sniff_complete(&bytes);
-                if !format.capabilities().transform {
-                    return Err(AppError::NotConvertible(format));
-                }
-                self.render(bytes, format, transform, name).await
+                // One source (the URL) → one variant per transform; nothing else varies.
+                let source = format!("remote\0{}", plan.url);
+                let key = VariantKey::of(&["remote", plan.url.as_str(), &format!("{transform:?}")]);
+                let this = self.clone();
+                let (status, variant) = self
+                    .caches
+                    .variant(&source, &key, || {
+                        let key = key.clone();
+                        async move { this.render_url(plan, transform, key).await }
+                    })
+                    .await;
+                let reply = variant.map(|variant| Reply::Transformed {
+                    name: variant.name.clone().unwrap_or_default(),
+                    variant,
+                });
+                (Some(status), reply)
             }
-            None if plan.head_only || plan.range.is_some() => self.ranged(plan).await,
+            None if plan.head_only || plan.range.is_some() => (None, self.ranged(plan).await),
             None => {
-                let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
-                self.serve_body(plan, fetched).await
+                let reply = match self.fetcher.fetch(&plan.url, None, None).await {
+                    Ok(fetched) => self.serve_body(plan, fetched).await,
+                    Err(e) => Err(e.into()),
+                };
+                (None, reply)
             }
         }
+    }
+
+    /// A transform of a remote URL, from the download to the encoded output.
+    async fn render_url(
+        &self,
+        plan: Plan,
+        transform: Transform,
+        key: VariantKey,
+    ) -> Result<Fresh, AppError> {
+        // Held until the render ends: bounds what downloads and queued bodies hold.
+        let _place = self.workers.enter()?;
+        let source = self.download(&plan.url).await?;
+        let name = disposition::source_name(&plan.url_filename, &source.content_disposition);
+        let format = sniff_complete(&source.bytes);
+        if !format.capabilities().transform {
+            return Err(AppError::NotConvertible(format));
+        }
+        let variant = self.render(source.bytes, format, transform, name).await?;
+        Ok(Fresh { key, variant })
+    }
+
+    /// The whole body of `url`, downloaded once for every render that wants it meanwhile.
+    async fn download(&self, url: &url::Url) -> Result<Downloaded, AppError> {
+        let (role, outcome) = self
+            .downloads
+            .run(url.as_str(), || {
+                let (fetcher, url) = (self.fetcher.clone(), url.clone());
+                self.caches.metrics.source_downloads.inc();
+                async move {
+                    let fetched = fetcher.fetch(&url, None, None).await?;
+                    let content_disposition = fetched.content_disposition;
+                    let bytes = fetched.body.read_all().await?;
+                    Ok::<_, AppError>(Downloaded {
+                        bytes,
+                        content_disposition,
+                    })
+                }
+                .map(|r| r.map_err(Arc::new))
+            })
+            .await;
+        if role == Role::Follower {
+            self.caches.metrics.source_shared.inc();
+        }
+        outcome.map_err(AppError::Shared)
     }
 
     /// `HEAD` and `Range`: first ask the origin for just the head. A 206 tells us the total
@@ -187,14 +256,24 @@ impl Pipeline {
         format: Format,
         transform: Transform,
         name: String,
-    ) -> Result<Reply, AppError> {
+    ) -> Result<Variant, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
         let prepared = media::prepare(&bytes, format, transform, &self.limits)?;
+        self.caches.metrics.renders.inc();
         let rendered = self
             .workers
             .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
             .await?;
-        Ok(Reply::Transformed { rendered, name })
+        Ok(Variant {
+            bytes: Bytes::from(rendered.bytes),
+            format: rendered.format,
+            etag: None,
+            last_modified: None,
+            vary_accept: false,
+            fallback: None,
+            name: Some(name),
+            created: std::time::SystemTime::now(),
+        })
     }
 
     /// The ordinary path for a plan that wants the whole original.
@@ -219,9 +298,13 @@ impl Pipeline {
         let (format, head, ended) = sniff_body(&mut body).await?;
         if format == Format::Svg {
             // sniff only says Svg for a complete document, so `head` is all of it.
-            return self
-                .render(head, Format::Svg, Transform::SvgRaster, name)
-                .await;
+            let variant = self
+                .render(head, Format::Svg, Transform::SvgRaster, name.clone())
+                .await?;
+            return Ok(Reply::Transformed {
+                variant: Arc::new(variant),
+                name,
+            });
         }
         if !format.capabilities().passthrough {
             return Err(AppError::NotPassable(format));

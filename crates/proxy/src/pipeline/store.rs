@@ -1,26 +1,41 @@
 //! The store-mode steps, in order. Input: a [`StorePlan`] and the request's [`Conditions`];
 //! output: a [`StoreReply`] (no HTTP types).
 //!
+//! No transform:
+//!
 //! 1. take a download place (bounds what is read and queued, as in the remote mode);
 //! 2. one GET from the store: metadata and body together;
-//! 3. no transform: sniff the head, answer `304` if the validators match, else stream the
-//!    original as it is (an SVG is rasterised instead: its bytes are never served);
-//! 4. a transform: read the whole original, read its headers ([`media::prepare`]), choose the
-//!    output ([`choose_output`]: `format`, `Accept`, animation, the AVIF cut-off), derive the
-//!    strong ETag, answer `304` if it matches, else render on the worker pool.
+//! 3. sniff the head, answer `304` if the validators match, else stream the original as it
+//!    is (an SVG is rasterised instead: its bytes are never served).
+//!
+//! A transform:
+//!
+//! 1. a recent 404 or undecodable original of this key (negative cache) → that error;
+//! 2. the object's metadata (HEAD): its version is part of the variant key, so a changed
+//!    original is never answered with an old variant;
+//! 3. the variant cache → the cached variant (or `304`);
+//! 4. a revalidation: decided from the original's first bytes when they suffice;
+//! 5. the render, once for every identical request meanwhile (coalescing): a place, the
+//!    whole original (one GET shared by every variant of it asked for meanwhile), its
+//!    headers ([`media::prepare`]), the output ([`choose_output`]: `format`, `Accept`,
+//!    animation, the AVIF cut-off), the strong ETag, the render on the worker pool; the
+//!    variant is kept in the cache; then `304` or `200` for each request.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use media::ops::Resize;
-use media::{Format, Output, Rendered, Transform};
+use media::{Format, Output, Transform};
 use sha2::{Digest, Sha256};
 
+use crate::cache::flight::{Flights, Role};
+use crate::cache::{CacheStatus, Caches, Fresh, Variant, VariantKey};
 use crate::error::AppError;
-use crate::request::resize::{FormatChoice, StorePlan};
-use crate::source::store::{ObjectBody, ObjectMeta, Store, StoreError};
+use crate::request::resize::{FormatChoice, StorePlan, StoreTransform};
+use crate::source::store::{ObjectBody, ObjectMeta, Store, StoreError, StoreObject};
 use crate::workers::Workers;
 
 /// What the client's headers say that matters here.
@@ -98,11 +113,11 @@ pub enum StoreReply {
         /// `None` for `HEAD`.
         body: Option<OriginalBody>,
     },
+    /// A rendered variant, fresh or cached (its `fallback` says why the output is not the
+    /// format asked for: `X-Image-Fallback`).
     Rendered {
-        rendered: Rendered,
+        variant: Arc<Variant>,
         validators: Validators,
-        /// Why the output is not the format that was asked for (`X-Image-Fallback`).
-        fallback: Option<String>,
         head_only: bool,
     },
 }
@@ -123,6 +138,9 @@ pub struct StorePipeline {
     workers: Workers,
     limits: media::Limits,
     policy: OutputPolicy,
+    caches: Caches,
+    /// Whole-original downloads in progress, by key.
+    downloads: Flights<(Bytes, ObjectMeta)>,
 }
 
 impl StorePipeline {
@@ -131,109 +149,247 @@ impl StorePipeline {
         workers: Workers,
         limits: media::Limits,
         policy: OutputPolicy,
+        caches: Caches,
     ) -> Self {
         StorePipeline {
             store,
             workers,
             limits,
             policy,
+            caches,
+            downloads: Flights::default(),
         }
     }
 
-    pub async fn run(&self, plan: StorePlan, cond: Conditions) -> Result<StoreReply, AppError> {
+    /// The answer, and for transforms how the variant cache served it.
+    pub async fn run(
+        &self,
+        plan: StorePlan,
+        cond: Conditions,
+    ) -> (Option<CacheStatus>, Result<StoreReply, AppError>) {
+        match plan.transform.clone() {
+            None => (None, self.original(plan, cond).await),
+            Some(t) => self.transformed(plan, t, cond).await,
+        }
+    }
+
+    /// No transform: the original as it is (an SVG rasterised instead). Not cached here:
+    /// originals stream straight from the store.
+    async fn original(&self, plan: StorePlan, cond: Conditions) -> Result<StoreReply, AppError> {
         // Held until the answer is decided: bounds what downloads and queued bodies hold.
         let place = self.workers.enter()?;
         let object = self.store.get(&plan.key).await?;
-        let Some(transform) = plan.transform.clone() else {
-            let mut body = object.body;
-            let (format, head, _) = super::sniff_body(&mut body).await?;
-            body.unread(head);
-            if format == Format::Svg {
-                // SVG is never served as is (it can carry script): rasterised at its size.
-                let all = body.read_all().await?;
-                let t = default_svg_transform();
-                return self
-                    .render(all, format, &t, &plan, &object.meta, &cond)
-                    .await;
-            }
-            if !format.capabilities().passthrough {
-                return Err(AppError::NotPassable(format));
-            }
-            let validators = validators(&object.meta, "original", None, &plan, false);
-            if cond.not_modified(&validators) {
-                return Ok(StoreReply::NotModified(validators));
-            }
-            drop(place);
-            return Ok(StoreReply::Original {
-                format,
-                size: object.meta.size,
-                validators,
-                body: (!plan.head_only).then(|| OriginalBody(body.into_stream().boxed())),
-            });
-        };
         let mut body = object.body;
-        if cond.is_revalidation() {
-            // A cache asking whether its copy is current: the head may be enough to know.
-            let (format, head, _) = super::sniff_body(&mut body).await?;
-            if let Some(v) =
-                self.validators_from_head(&head, format, &transform, &plan, &object.meta, &cond)
-            {
-                if cond.not_modified(&v) {
-                    return Ok(StoreReply::NotModified(v));
-                }
-            }
-            body.unread(head);
+        let (format, head, _) = super::sniff_body(&mut body).await?;
+        body.unread(head);
+        if format == Format::Svg {
+            // SVG is never served as is (it can carry script): rasterised at its size.
+            let all = body.read_all().await?;
+            let t = default_svg_transform();
+            let variant = self
+                .encode(all, format, &t, &object.meta, cond.accept)
+                .await?;
+            return Ok(reply(Arc::new(variant), &plan, &cond));
         }
-        let bytes = body.read_all().await?;
+        if !format.capabilities().passthrough {
+            return Err(AppError::NotPassable(format));
+        }
+        let mut validators = validators(&object.meta, "original", None, false);
+        validators.immutable = plan.immutable;
+        if cond.not_modified(&validators) {
+            return Ok(StoreReply::NotModified(validators));
+        }
+        drop(place);
+        Ok(StoreReply::Original {
+            format,
+            size: object.meta.size,
+            validators,
+            body: (!plan.head_only).then(|| OriginalBody(body.into_stream().boxed())),
+        })
+    }
+
+    /// A transform: the variant cache (keyed by the object's current version, from its
+    /// metadata), else a render shared with every identical request meanwhile.
+    async fn transformed(
+        &self,
+        plan: StorePlan,
+        t: StoreTransform,
+        cond: Conditions,
+    ) -> (Option<CacheStatus>, Result<StoreReply, AppError>) {
+        let source = format!("store\0{}", plan.key);
+        if let Some(e) = self.caches.remembered(&[&source]) {
+            return (Some(CacheStatus::Hit), Err(e));
+        }
+        let bucket = output_bucket(&self.policy, t.format, cond.accept);
+        let meta = match self.store.head(&plan.key).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                let e = Arc::new(AppError::from(e));
+                let key = variant_key(&plan.key, "", &t.canonical, &bucket);
+                self.caches.negative.remember(&source, &key, &e);
+                return (Some(CacheStatus::Miss), Err(AppError::Shared(e)));
+            }
+        };
+        let key = variant_key(&plan.key, &meta.version, &t.canonical, &bucket);
+        // An undecodable original is remembered by this version's key: a fixed one is a new
+        // version, served at once.
+        if let Some(e) = self.caches.remembered(&[key.as_str()]) {
+            return (Some(CacheStatus::Hit), Err(e));
+        }
+        if let Some(v) = self.caches.cached(&key).await {
+            return (Some(CacheStatus::Hit), Ok(reply(v, &plan, &cond)));
+        }
+        // A cache asking whether its copy is current: the head may be enough to know.
+        let mut opened = None;
+        if cond.is_revalidation() {
+            match self.revalidate(&plan, &t, &cond).await {
+                Ok(Revalidated::NotModified(v)) => {
+                    return (Some(CacheStatus::Miss), Ok(StoreReply::NotModified(v)));
+                }
+                Ok(Revalidated::Opened(object)) => opened = Some(object),
+                Err(e) => return (Some(CacheStatus::Miss), Err(e)),
+            }
+        }
+        let this = self.clone();
+        let accept = cond.accept;
+        let object_key = plan.key.clone();
+        let (status, variant) = self
+            .caches
+            .render_once(&source, &key, || {
+                let key = key.clone();
+                async move {
+                    this.render_object(object_key, t, accept, key, meta.version, opened)
+                        .await
+                }
+            })
+            .await;
+        (Some(status), variant.map(|v| reply(v, &plan, &cond)))
+    }
+
+    /// A revalidation decided from the first bytes of the original when they suffice (see
+    /// [`StorePipeline::validators_from_head`]); otherwise the opened original, for the
+    /// render to go on reading (one GET either way).
+    async fn revalidate(
+        &self,
+        plan: &StorePlan,
+        t: &StoreTransform,
+        cond: &Conditions,
+    ) -> Result<Revalidated, AppError> {
+        let _place = self.workers.enter()?;
+        let mut object = self.store.get(&plan.key).await?;
+        let (format, head, _) = super::sniff_body(&mut object.body).await?;
+        let fresh = self
+            .validators_from_head(&head, format, t, &object.meta, cond.accept)
+            .map(|mut v| {
+                v.immutable = plan.immutable;
+                v
+            })
+            .filter(|v| cond.not_modified(v));
+        if let Some(v) = fresh {
+            return Ok(Revalidated::NotModified(v));
+        }
+        object.body.unread(head);
+        Ok(Revalidated::Opened(object))
+    }
+
+    /// The leader's work for one variant: the original (downloaded once for every variant
+    /// asked for meanwhile), the output choice, the render. Kept under the key of the
+    /// version actually read (`looked_up` unless the object changed in between).
+    async fn render_object(
+        &self,
+        object_key: String,
+        t: StoreTransform,
+        accept: Accepted,
+        looked_up: VariantKey,
+        looked_up_version: String,
+        opened: Option<StoreObject>,
+    ) -> Result<Fresh, AppError> {
+        // Held until the render ends: bounds what downloads and queued bodies hold.
+        let _place = self.workers.enter()?;
+        let (bytes, meta) = self.download(&object_key, opened).await?;
         let format = crate::pipeline::sniff_complete(&bytes);
         if !format.capabilities().transform {
             // 422, not the remote mode's 404: here a 404 means "no such key".
             return Err(media::Error::Unsupported(format.mime()).into());
         }
-        self.render(bytes, format, &transform, &plan, &object.meta, &cond)
-            .await
+        let variant = self.encode(bytes, format, &t, &meta, accept).await?;
+        let key = if meta.version == looked_up_version {
+            looked_up
+        } else {
+            let bucket = output_bucket(&self.policy, t.format, accept);
+            variant_key(&object_key, &meta.version, &t.canonical, &bucket)
+        };
+        Ok(Fresh { key, variant })
     }
 
-    async fn render(
+    /// The whole original at `key`, read once for every render that wants it meanwhile
+    /// (`opened`: a GET already under way, used if this request starts the download).
+    async fn download(
+        &self,
+        key: &str,
+        opened: Option<StoreObject>,
+    ) -> Result<(Bytes, ObjectMeta), AppError> {
+        let (role, outcome) = self
+            .downloads
+            .run(key, || {
+                let (store, key) = (self.store.clone(), key.to_owned());
+                self.caches.metrics.source_downloads.inc();
+                async move {
+                    let object = match opened {
+                        Some(object) => object,
+                        None => store.get(&key).await?,
+                    };
+                    let bytes = object.body.read_all().await?;
+                    Ok::<_, AppError>((bytes, object.meta))
+                }
+                .map(|r| r.map_err(Arc::new))
+            })
+            .await;
+        if role == Role::Follower {
+            self.caches.metrics.source_shared.inc();
+        }
+        outcome.map_err(AppError::Shared)
+    }
+
+    /// Reads the original's headers, chooses the output, renders it on the worker pool.
+    async fn encode(
         &self,
         bytes: Bytes,
         format: Format,
-        t: &crate::request::resize::StoreTransform,
-        plan: &StorePlan,
+        t: &StoreTransform,
         meta: &ObjectMeta,
-        cond: &Conditions,
-    ) -> Result<StoreReply, AppError> {
+        accept: Accepted,
+    ) -> Result<Variant, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
         let prepared = media::prepare(&bytes, format, Transform::Resize(t.resize), &self.limits)?;
-        let (choice, validators) = self.decide(&prepared, format, t, plan, meta, cond);
-        if cond.not_modified(&validators) {
-            return Ok(StoreReply::NotModified(validators));
-        }
+        let (choice, validators) = self.decide(&prepared, format, t, meta, accept);
         let prepared = prepared.with_output(choice.output);
+        self.caches.metrics.renders.inc();
         let rendered = self
             .workers
             .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
             .await?;
-        Ok(StoreReply::Rendered {
-            rendered,
-            validators,
+        Ok(Variant {
+            bytes: Bytes::from(rendered.bytes),
+            format: rendered.format,
+            etag: Some(validators.etag),
+            last_modified: Some(validators.last_modified),
+            vary_accept: validators.vary_accept,
             fallback: choice.fallback,
-            head_only: plan.head_only,
+            name: None,
+            created: SystemTime::now(),
         })
     }
-}
 
-impl StorePipeline {
     /// The output and the validators of a prepared transform: the one place both are
     /// derived, so a `304` decided from the head and a `200` from the whole file agree.
     fn decide(
         &self,
         prepared: &media::Prepared,
         format: Format,
-        t: &crate::request::resize::StoreTransform,
-        plan: &StorePlan,
+        t: &StoreTransform,
         meta: &ObjectMeta,
-        cond: &Conditions,
+        accept: Accepted,
     ) -> (OutputChoice, Validators) {
         let (w, h) = prepared.size();
         let facts = SourceFacts {
@@ -241,14 +397,8 @@ impl StorePipeline {
             animated: prepared.animated(),
             pixels: u64::from(w) * u64::from(h) * u64::from(prepared.frames().max(1)),
         };
-        let choice = choose_output(&self.policy, t.format, t.quality, &facts, cond.accept);
-        let v = validators(
-            meta,
-            &t.canonical,
-            Some(choice.output),
-            plan,
-            choice.vary_accept,
-        );
+        let choice = choose_output(&self.policy, t.format, t.quality, &facts, accept);
+        let v = validators(meta, &t.canonical, Some(choice.output), choice.vary_accept);
         (choice, v)
     }
 
@@ -261,10 +411,9 @@ impl StorePipeline {
         &self,
         head: &[u8],
         format: Format,
-        t: &crate::request::resize::StoreTransform,
-        plan: &StorePlan,
+        t: &StoreTransform,
         meta: &ObjectMeta,
-        cond: &Conditions,
+        accept: Accepted,
     ) -> Option<Validators> {
         if !matches!(
             format,
@@ -274,8 +423,53 @@ impl StorePipeline {
         }
         let prepared =
             media::prepare(head, format, Transform::Resize(t.resize), &self.limits).ok()?;
-        Some(self.decide(&prepared, format, t, plan, meta, cond).1)
+        Some(self.decide(&prepared, format, t, meta, accept).1)
     }
+}
+
+/// What a revalidation found out from the head of the original.
+enum Revalidated {
+    NotModified(Validators),
+    /// Not decided (or not current): the original, its head put back.
+    Opened(StoreObject),
+}
+
+/// A variant as this request's answer: `304` when the client's copy is current.
+fn reply(variant: Arc<Variant>, plan: &StorePlan, cond: &Conditions) -> StoreReply {
+    let validators = Validators {
+        etag: variant.etag.clone().unwrap_or_default(),
+        last_modified: variant.last_modified.unwrap_or(SystemTime::UNIX_EPOCH),
+        immutable: plan.immutable,
+        vary_accept: variant.vary_accept,
+    };
+    if cond.not_modified(&validators) {
+        return StoreReply::NotModified(validators);
+    }
+    StoreReply::Rendered {
+        variant,
+        validators,
+        head_only: plan.head_only,
+    }
+}
+
+/// What of `Accept` the output depends on: for `format=auto`, whether AVIF (when enabled)
+/// and WebP are accepted; nothing for an explicit format. Requests in one bucket get the
+/// same output for the same original.
+fn output_bucket(policy: &OutputPolicy, choice: FormatChoice, accept: Accepted) -> String {
+    match choice {
+        FormatChoice::Auto => format!(
+            "auto:avif={},webp={}",
+            policy.avif && accept.avif,
+            accept.webp
+        ),
+        _ => "explicit".to_owned(),
+    }
+}
+
+/// The cache key of a store variant: the object key, its version, the canonical transform
+/// and the `Accept` bucket. A new version of the object is a new key.
+fn variant_key(object_key: &str, version: &str, canonical: &str, bucket: &str) -> VariantKey {
+    VariantKey::of(&["store", object_key, version, canonical, bucket])
 }
 
 /// An SVG original with no transform: rasterised at its own size (within the output cap),
@@ -343,7 +537,6 @@ fn validators(
     meta: &ObjectMeta,
     canonical: &str,
     output: Option<Output>,
-    plan: &StorePlan,
     vary_accept: bool,
 ) -> Validators {
     let mut h = Sha256::new();
@@ -361,7 +554,8 @@ fn validators(
     Validators {
         etag,
         last_modified: meta.last_modified,
-        immutable: plan.immutable,
+        // Set from the request's plan by the caller.
+        immutable: false,
         vary_accept,
     }
 }

@@ -107,13 +107,13 @@ pub fn fallback(png: Bytes) -> Response {
 pub fn build(reply: Reply) -> Response {
     match reply {
         Reply::Passthrough(p) => passthrough(p),
-        Reply::Transformed { rendered, name } => {
-            let name = disposition::with_extension(&name, rendered.format);
-            let mut response = Response::new(Body::from(rendered.bytes));
+        Reply::Transformed { variant, name } => {
+            let name = disposition::with_extension(&name, variant.format);
+            let mut response = Response::new(Body::from(variant.bytes.clone()));
             let h = response.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(rendered.format.mime()),
+                HeaderValue::from_static(variant.format.mime()),
             );
             h.insert(
                 header::CACHE_CONTROL,

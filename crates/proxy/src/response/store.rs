@@ -50,25 +50,25 @@ pub fn build(reply: StoreReply, caching: &SuccessCaching) -> Response {
             response
         }
         StoreReply::Rendered {
-            rendered,
+            variant,
             validators: v,
-            fallback,
             head_only,
         } => {
-            let len = rendered.bytes.len();
+            let len = variant.bytes.len();
             let mut response = if head_only {
                 Response::new(Body::empty())
             } else {
-                Response::new(Body::from(rendered.bytes))
+                Response::new(Body::from(variant.bytes.clone()))
             };
             let h = response.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(rendered.format.mime()),
+                HeaderValue::from_static(variant.format.mime()),
             );
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             validators(h, &v, caching);
-            if let Some(v) = fallback.and_then(|f| HeaderValue::from_str(&f).ok()) {
+            let fallback = variant.fallback.as_deref();
+            if let Some(v) = fallback.and_then(|f| HeaderValue::from_str(f).ok()) {
                 h.insert(X_IMAGE_FALLBACK, v);
             }
             response

@@ -6,16 +6,16 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use crate::app::{AppState, StoreMode};
+use crate::cache::CacheStatus;
 use crate::error::{AppError, ErrorCaching};
 use crate::pipeline::store::{Accepted, Conditions};
 use crate::request::{self, Route, StorePlan};
 use crate::response;
-use crate::source::SourceError;
 
 /// Liveness: the process answers HTTP. Not in the access log.
 pub async fn healthz() -> Response {
@@ -72,7 +72,10 @@ pub async fn handle(
             }
             Ok(Route::Hello) => response::hello(),
             Ok(Route::Store(plan)) => match state.store.as_deref() {
-                Some(store) => store_request(store, plan, &headers, &mut log).await,
+                Some(store) => {
+                    let (cache, response) = store_request(store, plan, &headers, &mut log).await;
+                    with_cache_status(response, state.cache_header.as_ref(), cache)
+                }
                 // The parser only routes here when a store is configured.
                 None => AppError::Internal("store route without a store".into()).into_response(),
             },
@@ -80,12 +83,11 @@ pub async fn handle(
                 log.origin_host = plan.url.host_str().map(str::to_owned);
                 tracing::debug!(url = %plan.url, "proxying");
                 let fallback = plan.fallback;
-                match state.pipeline.run(plan).await {
+                let (cache, result) = state.pipeline.run(plan).await;
+                let response = match result {
                     Ok(reply) => response::build(reply),
                     Err(e) => {
-                        if let AppError::Source(SourceError::Status(code)) = &e {
-                            log.origin_status = Some(*code);
-                        }
+                        log.origin_status = e.origin_status();
                         log.error = Some(e.to_string());
                         if fallback {
                             response::fallback(state.fallback_png.clone())
@@ -93,7 +95,8 @@ pub async fn handle(
                             e.into_response()
                         }
                     }
-                }
+                };
+                with_cache_status(response, state.cache_header.as_ref(), cache)
             }
         }
     };
@@ -136,7 +139,7 @@ async fn store_request(
     plan: StorePlan,
     headers: &HeaderMap,
     log: &mut AccessLog,
-) -> Response {
+) -> (Option<CacheStatus>, Response) {
     let text = |name| {
         headers
             .get(name)
@@ -151,13 +154,44 @@ async fn store_request(
             .unwrap_or_default(),
     };
     tracing::debug!(key = %plan.key, "store request");
-    match store.pipeline.run(plan, conditions).await {
+    let (cache, result) = store.pipeline.run(plan, conditions).await;
+    let response = match result {
         Ok(reply) => response::store::build(reply, &store.success),
         Err(e) => {
             log.error = Some(e.to_string());
             e.into_response_with(&store.errors)
         }
+    };
+    (cache, response)
+}
+
+/// Adds the configured `X-Cache` header to a transform's answer.
+fn with_cache_status(
+    mut response: Response,
+    name: Option<&HeaderName>,
+    cache: Option<CacheStatus>,
+) -> Response {
+    if let (Some(name), Some(cache)) = (name, cache) {
+        response
+            .headers_mut()
+            .insert(name.clone(), HeaderValue::from_static(cache.as_str()));
     }
+    response
+}
+
+/// `GET /metrics`: the counters in the Prometheus text format. Not in the access log.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// One access-log line, written on drop: after the last byte, or when the client went away.

@@ -19,7 +19,9 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, GetOptions, GetResultPayload, ObjectStore, RetryConfig};
+use object_store::{
+    ClientOptions, GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt, RetryConfig,
+};
 
 use crate::config::{StoreKind, StoreSettings};
 
@@ -104,56 +106,37 @@ impl std::fmt::Debug for ObjectBody {
 impl Store {
     /// Opens the store the settings describe; `None` when the store mode is off.
     pub fn new(settings: &StoreSettings) -> Result<Option<Store>, String> {
-        let inner: Arc<dyn ObjectStore> = match settings.kind {
+        let inner = match settings.kind {
             StoreKind::None => return Ok(None),
-            StoreKind::Local => {
-                std::fs::create_dir_all(&settings.root).map_err(|e| {
-                    format!("cannot create store.root {}: {e}", settings.root.display())
-                })?;
-                let fs = LocalFileSystem::new_with_prefix(&settings.root).map_err(|e| {
-                    format!("cannot open store.root {}: {e}", settings.root.display())
-                })?;
-                Arc::new(fs)
-            }
-            StoreKind::S3 => {
-                // The TLS stack has one crypto provider for the whole program (ring).
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(&settings.bucket)
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_allow_http(settings.allow_http)
-                            .with_connect_timeout(Duration::from_secs(5))
-                            .with_timeout(settings.timeout),
-                    )
-                    .with_retry(RetryConfig {
-                        max_retries: 2,
-                        retry_timeout: settings.timeout,
-                        ..RetryConfig::default()
-                    });
-                if !settings.endpoint.is_empty() {
-                    b = b
-                        .with_endpoint(&settings.endpoint)
-                        .with_allow_http(settings.allow_http);
-                }
-                if !settings.region.is_empty() {
-                    b = b.with_region(&settings.region);
-                }
-                Arc::new(b.build().map_err(|e| format!("cannot set up S3: {e}"))?)
-            }
-        };
-        let prefix = settings.prefix.trim_matches('/');
-        let inner = if prefix.is_empty() {
-            inner
-        } else {
-            let prefix = Path::parse(prefix).map_err(|e| format!("store.prefix: {e}"))?;
-            Arc::new(PrefixStore::new(inner, prefix))
+            StoreKind::Local => open_local(&settings.root, "store.root")?,
+            StoreKind::S3 => open_s3(&S3Location {
+                bucket: &settings.bucket,
+                endpoint: &settings.endpoint,
+                region: &settings.region,
+                allow_http: settings.allow_http,
+                timeout: settings.timeout,
+            })?,
         };
         Ok(Some(Store {
-            inner,
+            inner: with_prefix(inner, &settings.prefix, "store.prefix")?,
             max_size: settings.max_size,
             timeout: settings.timeout,
         }))
+    }
+
+    /// The metadata of `key` alone (S3: one HEAD; a directory: one `stat`). Larger than
+    /// the cap: refused here already.
+    pub async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
+        let meta = tokio::time::timeout(self.timeout, self.inner.head(&path))
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        if meta.size > self.max_size {
+            return Err(StoreError::TooLarge {
+                limit: self.max_size,
+            });
+        }
+        Ok(object_meta(&meta))
     }
 
     /// Starts reading `key`: metadata now, the body as it is read. Larger than the cap:
@@ -173,20 +156,7 @@ impl Store {
                 limit: self.max_size,
             });
         }
-        let version = match (&meta.version, &meta.e_tag) {
-            (Some(v), _) => format!("v:{v}"),
-            (None, Some(etag)) => format!("e:{etag}"),
-            (None, None) => format!(
-                "m:{}:{}",
-                meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
-                meta.size
-            ),
-        };
-        let meta = ObjectMeta {
-            version,
-            last_modified: SystemTime::from(meta.last_modified),
-            size: meta.size,
-        };
+        let meta = object_meta(meta);
         let stream = match result.payload {
             GetResultPayload::File(file, _) => file_stream(file, result.range),
             GetResultPayload::Stream(_) => result.into_stream(),
@@ -203,6 +173,89 @@ impl Store {
             },
         })
     }
+}
+
+/// Our view of the store's metadata: the version is the store's version id, else its
+/// ETag, else the modification time and size (a GET and a HEAD of one object agree).
+fn object_meta(meta: &object_store::ObjectMeta) -> ObjectMeta {
+    let version = match (&meta.version, &meta.e_tag) {
+        (Some(v), _) => format!("v:{v}"),
+        (None, Some(etag)) => format!("e:{etag}"),
+        (None, None) => format!(
+            "m:{}:{}",
+            meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+            meta.size
+        ),
+    };
+    ObjectMeta {
+        version,
+        last_modified: SystemTime::from(meta.last_modified),
+        size: meta.size,
+    }
+}
+
+/// What an S3 (or S3-compatible) bucket is opened from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct S3Location<'a> {
+    pub bucket: &'a str,
+    pub endpoint: &'a str,
+    pub region: &'a str,
+    pub allow_http: bool,
+    pub timeout: Duration,
+}
+
+/// A local directory as an object store (created if missing). `setting` names it in errors.
+pub(crate) fn open_local(
+    root: &std::path::Path,
+    setting: &str,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| format!("cannot create {setting} {}: {e}", root.display()))?;
+    let fs = LocalFileSystem::new_with_prefix(root)
+        .map_err(|e| format!("cannot open {setting} {}: {e}", root.display()))?;
+    Ok(Arc::new(fs))
+}
+
+/// An S3 bucket; credentials from the standard AWS chain.
+pub(crate) fn open_s3(at: &S3Location<'_>) -> Result<Arc<dyn ObjectStore>, String> {
+    // The TLS stack has one crypto provider for the whole program (ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(at.bucket)
+        .with_client_options(
+            ClientOptions::new()
+                .with_allow_http(at.allow_http)
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(at.timeout),
+        )
+        .with_retry(RetryConfig {
+            max_retries: 2,
+            retry_timeout: at.timeout,
+            ..RetryConfig::default()
+        });
+    if !at.endpoint.is_empty() {
+        b = b.with_endpoint(at.endpoint).with_allow_http(at.allow_http);
+    }
+    if !at.region.is_empty() {
+        b = b.with_region(at.region);
+    }
+    Ok(Arc::new(
+        b.build().map_err(|e| format!("cannot set up S3: {e}"))?,
+    ))
+}
+
+/// `inner` seen through a key prefix (none when `prefix` is empty).
+pub(crate) fn with_prefix(
+    inner: Arc<dyn ObjectStore>,
+    prefix: &str,
+    setting: &str,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(inner);
+    }
+    let prefix = Path::parse(prefix).map_err(|e| format!("{setting}: {e}"))?;
+    Ok(Arc::new(PrefixStore::new(inner, prefix)))
 }
 
 /// Read size for local files.

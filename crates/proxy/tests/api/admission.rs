@@ -22,10 +22,11 @@ fn in_background(app: &TestApp, url: String) -> tokio::task::JoinHandle<StatusCo
     tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
 }
 
-/// `n` simultaneous heavy `avatar` requests; their statuses, in order.
+/// `n` simultaneous heavy `avatar` requests for `n` different URLs (identical requests
+/// would share one render); their statuses, in order.
 async fn burst(app: &TestApp, origin: &Origin, n: usize) -> Vec<StatusCode> {
     let requests: Vec<_> = (0..n)
-        .map(|_| in_background(app, url(app, origin, HEAVY, "&avatar")))
+        .map(|i| in_background(app, url(app, origin, &format!("{HEAVY}?n={i}"), "&avatar")))
         .collect();
     let mut statuses = Vec::new();
     for r in requests {

@@ -560,14 +560,18 @@ async fn a_full_worker_queue_answers_503_with_retry_after() {
         s.workers.queue = 0;
     })
     .await;
-    // Heavy enough to overlap: the 24 MP photo, 6 at once, one worker, no queue.
-    let url = app.proxy_url(
-        "image.webp",
-        &origin.url("/corpus/jpeg/large/photo_24mp_6000x4000_baseline_q85.jpg"),
-        "&static",
-    );
-    let requests = (0..6).map(|_| {
-        let (client, url) = (app.client.clone(), url.clone());
+    // Heavy enough to overlap: the 24 MP photo, 6 at once, one worker, no queue. Six
+    // different URLs: identical requests would share one render.
+    let photo = "/corpus/jpeg/large/photo_24mp_6000x4000_baseline_q85.jpg";
+    let url = |n: usize| {
+        app.proxy_url(
+            "image.webp",
+            &origin.url(&format!("{photo}?n={n}")),
+            "&static",
+        )
+    };
+    let requests = (0..6).map(|n| {
+        let (client, url) = (app.client.clone(), url(n));
         tokio::spawn(async move { client.get(&url).send().await.unwrap() })
     });
     let mut ok = 0;
@@ -590,7 +594,7 @@ async fn a_full_worker_queue_answers_503_with_retry_after() {
         "the others were turned away rather than queued: {ok} ok"
     );
     // Once idle again, requests succeed.
-    assert_eq!(app.get(&url).await.status(), StatusCode::OK);
+    assert_eq!(app.get(&url(6)).await.status(), StatusCode::OK);
 }
 
 /// The RIFF chunk names of a WebP file, in order.

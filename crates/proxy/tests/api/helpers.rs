@@ -63,6 +63,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     // 400), and no test may create a `media/` directory in the source tree: the store mode
     // is off unless a test turns it on (tests/api/store.rs).
     settings.store.kind = media_proxy::config::StoreKind::None;
+    // Every request renders unless a test turns caching on (tests/api/caching.rs): the
+    // other tests are about what one render does. (Coalescing is always on.)
+    settings.cache.kind = media_proxy::config::CacheKind::None;
+    settings.cache.memory = 0;
+    settings.cache.negative_ttl = Duration::ZERO;
     configure(&mut settings);
     let settings = settings.validate().expect("test settings are valid");
     let app = Application::build(&settings).await.expect("app builds");
@@ -185,6 +190,8 @@ async fn record(
 struct FileOptions {
     /// Present: serve single byte ranges (otherwise `Range` is ignored, as many origins do).
     ranges: Option<String>,
+    /// Milliseconds to wait before answering (a slow origin: requests pile up meanwhile).
+    delay: Option<u64>,
     /// A lying Content-Type to send.
     #[serde(rename = "type")]
     content_type: Option<String>,
@@ -197,6 +204,9 @@ async fn corpus_file(
     Query(opts): Query<FileOptions>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(ms) = opts.delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let Ok(bytes) = std::fs::read(corpus(&rel)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -267,7 +277,10 @@ async fn gzip_file(Path(rel): Path<String>) -> Response {
         .into_response()
 }
 
-async fn status(Path(code): Path<u16>) -> Response {
+async fn status(Path(code): Path<u16>, Query(opts): Query<FileOptions>) -> Response {
+    if let Some(ms) = opts.delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     StatusCode::from_u16(code)
         .expect("status code")
         .into_response()

@@ -19,6 +19,11 @@ use crate::store::decode;
 
 const BUCKET: &str = "originals-bucket";
 
+/// A well-formed SigV4 header moto accepts without checking: unsigned requests on existing
+/// keys count as anonymous there (403).
+const FAKE_SIGNATURE: &str = "AWS4-HMAC-SHA256 \
+    Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+
 /// A plain HTTP client for loopback (no proxy from the environment; reqwest is built
 /// without a default TLS crypto provider).
 fn client() -> reqwest::Client {
@@ -99,6 +104,15 @@ async fn start_moto() -> Moto {
 }
 
 impl Moto {
+    async fn create_bucket(&self, bucket: &str) {
+        let r = client()
+            .put(format!("{}/{bucket}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "bucket created: {}", r.status());
+    }
+
     /// Uploads an object. moto does not verify signatures but treats unsigned requests on
     /// existing keys as anonymous (403), so the PUT carries a well-formed, unchecked one.
     async fn put(&self, key: &str, bytes: &[u8]) {
@@ -111,11 +125,7 @@ impl Moto {
             .collect();
         let r = client()
             .put(format!("{}/{BUCKET}/{}", self.url, encoded.join("/")))
-            .header(
-                "authorization",
-                "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
-                 SignedHeaders=host, Signature=00",
-            )
+            .header("authorization", FAKE_SIGNATURE)
             .body(bytes.to_vec())
             .send()
             .await
@@ -213,6 +223,9 @@ pub async fn start_binary(endpoint: &str, extra: &[(&str, &str)]) -> Binary {
         .env("MEDIA_PROXY__STORE__ALLOW_HTTP", "true")
         .env("MEDIA_PROXY__STORE__REGION", "us-east-1")
         .env("MEDIA_PROXY__STORE__TIMEOUT", "10s")
+        // Every request reaches the store unless a test gives the cache a bucket.
+        .env("MEDIA_PROXY__CACHE__KIND", "none")
+        .env("MEDIA_PROXY__CACHE__MEMORY", "0")
         .env("MEDIA_PROXY__LOG__FILTER", "warn")
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -230,6 +243,11 @@ pub async fn start_binary(endpoint: &str, extra: &[(&str, &str)]) -> Binary {
 }
 
 impl Binary {
+    /// `GET` without extra headers, for requests sent together.
+    async fn get_owned(&self, path: String) -> crate::store::Answer {
+        self.get(&path, &[]).await
+    }
+
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> crate::store::Answer {
         let mut req = client().get(format!("http://{}/{path}", self.addr));
         for (k, v) in headers {
@@ -244,6 +262,23 @@ impl Binary {
     }
 }
 
+/// A 1600×1200 JPEG of noise, about 2 MB: the paced pass-through takes most of a second
+/// to send it.
+fn noise_jpeg() -> Vec<u8> {
+    let mut seed = 12345u32;
+    let noise = image::RgbImage::from_fn(1600, 1200, |_, _| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let b = seed.to_be_bytes();
+        image::Rgb([b[0], b[1], b[2]])
+    });
+    let mut big = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut big, 95)
+        .encode_image(&noise)
+        .unwrap();
+    assert!(big.len() > 1_500_000, "{} bytes", big.len());
+    big
+}
+
 fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([shade, x as u8, y as u8]));
     let mut out = Vec::new();
@@ -254,7 +289,7 @@ fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn s3_originals_and_variants_with_one_get_each() {
+async fn s3_originals_with_one_get_and_variants_with_one_head_and_one_get() {
     let moto = start_moto().await;
     let (endpoint, log, _) = recording_proxy(moto.url.clone()).await;
     let app = start_binary(&endpoint, &[("MEDIA_PROXY__STORE__PREFIX", "originals")]).await;
@@ -269,7 +304,15 @@ async fn s3_originals_and_variants_with_one_get_each() {
     })
     .await;
     moto.put("elsewhere.jpg", &photo).await;
-    let gets = || log.lock().unwrap().len();
+    let count = |method: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == method)
+            .count()
+    };
+    let gets = || count("GET");
+    let heads = || count("HEAD");
 
     let r = app.get("photo%20one.jpg", &[]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -282,9 +325,9 @@ async fn s3_originals_and_variants_with_one_get_each() {
     let d = decode(&r.body);
     assert_eq!((d.format, d.width, d.height), ("jpeg", 100, 50));
     assert_eq!(
-        gets(),
-        2,
-        "one store request for a variant (no double fetch)"
+        (heads(), gets()),
+        (1, 2),
+        "a variant: one HEAD (the version, for the cache key) and one GET"
     );
     let etag = r.header("etag").to_owned();
 
@@ -295,7 +338,7 @@ async fn s3_originals_and_variants_with_one_get_each() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
-    assert_eq!(gets(), 3);
+    assert_eq!((heads(), gets()), (2, 3));
 
     for path in [
         "%E7%8C%AB%2B1.png?w=20&format=png",
@@ -324,22 +367,21 @@ async fn s3_originals_and_variants_with_one_get_each() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "a new version is sent");
     assert_ne!(r.header("etag"), etag);
+    // The revalidation's GET, opened to read the head, goes on to feed the render.
+    assert_eq!((heads(), gets()), (6, 7));
 
     let seen = log.lock().unwrap().clone();
     assert!(
-        seen.iter().all(|(method, _)| method == "GET"),
-        "only GETs reached the store: {seen:?}"
+        seen.iter()
+            .all(|(method, _)| method == "GET" || method == "HEAD"),
+        "only reads reached the store: {seen:?}"
     );
     assert!(
         seen.iter()
             .all(|(_, path)| path.starts_with(&format!("/{BUCKET}/originals/"))),
         "every key under the prefix: {seen:?}"
     );
-    assert_eq!(
-        seen.len(),
-        8,
-        "one GET for each of the 8 requests: {seen:?}"
-    );
+    assert_eq!(seen.len(), 13, "{seen:?}");
 }
 
 #[tokio::test]
@@ -359,17 +401,7 @@ async fn a_revalidation_reads_only_the_head_of_a_large_original() {
     let (endpoint, _, sent) = recording_proxy(moto.url.clone()).await;
     let app = start_binary(&endpoint, &[]).await;
     // About 2 MB of noise: far more than the 64 KiB head.
-    let mut seed = 12345u32;
-    let noise = image::RgbImage::from_fn(1600, 1200, |_, _| {
-        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        let b = seed.to_be_bytes();
-        image::Rgb([b[0], b[1], b[2]])
-    });
-    let mut big = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut big, 95)
-        .encode_image(&noise)
-        .unwrap();
-    assert!(big.len() > 1_500_000, "{} bytes", big.len());
+    let big = noise_jpeg();
     moto.put("big.jpg", &big).await;
     let read = || sent.load(std::sync::atomic::Ordering::SeqCst);
 
@@ -421,4 +453,132 @@ async fn a_revalidation_reads_only_the_head_of_a_large_original() {
         "the whole original, once: {pulled} of {} bytes",
         big.len()
     );
+}
+
+#[tokio::test]
+async fn twenty_variants_asked_together_read_the_original_once() {
+    let moto = start_moto().await;
+    let (endpoint, log, _) = recording_proxy(moto.url.clone()).await;
+    // A place for each of the twenty renders.
+    let app = start_binary(&endpoint, &[("MEDIA_PROXY__WORKERS__QUEUE", "32")]).await;
+    moto.put("big.jpg", &noise_jpeg()).await;
+    let answers = futures_util::future::join_all(
+        (100..120).map(|w| app.get_owned(format!("big.jpg?w={w}&format=jpeg"))),
+    )
+    .await;
+    for (a, w) in answers.iter().zip(100..120) {
+        assert_eq!(a.status, StatusCode::OK, "w={w}");
+        assert_eq!(decode(&a.body).width, w);
+        assert_eq!(a.header("x-cache"), "MISS", "w={w}: a render of its own");
+    }
+    let seen = log.lock().unwrap().clone();
+    let count = |method: &str| seen.iter().filter(|(m, _)| m == method).count();
+    assert_eq!(
+        count("GET"),
+        1,
+        "one download for twenty variants: {seen:?}"
+    );
+    assert_eq!(count("HEAD"), 20, "each looked up its version: {seen:?}");
+}
+
+#[tokio::test]
+async fn two_instances_share_a_variant_cache_in_a_bucket() {
+    let moto = start_moto().await;
+    moto.create_bucket("variant-cache").await;
+    let (endpoint, log, _) = recording_proxy(moto.url.clone()).await;
+    let cache: [(&str, &str); 7] = [
+        ("MEDIA_PROXY__CACHE__KIND", "s3"),
+        ("MEDIA_PROXY__CACHE__BUCKET", "variant-cache"),
+        ("MEDIA_PROXY__CACHE__PREFIX", "variants"),
+        ("MEDIA_PROXY__CACHE__ENDPOINT", &endpoint),
+        ("MEDIA_PROXY__CACHE__ALLOW_HTTP", "true"),
+        ("MEDIA_PROXY__CACHE__REGION", "us-east-1"),
+        // No memory tier: every hit below comes from the bucket.
+        ("MEDIA_PROXY__CACHE__MEMORY", "0"),
+    ];
+    let a = start_binary(&endpoint, &cache).await;
+    let b = start_binary(&endpoint, &cache).await;
+    moto.put("photo.jpg", &jpeg(400, 200, 10)).await;
+    let original_gets = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.starts_with(&format!("/{BUCKET}/")))
+            .count()
+    };
+    let first = a.get("photo.jpg?w=100", &[("accept", "*/*")]).await;
+    assert_eq!(
+        (first.status, first.header("x-cache")),
+        (StatusCode::OK, "MISS")
+    );
+    let shared = b.get("photo.jpg?w=100", &[("accept", "*/*")]).await;
+    assert_eq!(
+        shared.header("x-cache"),
+        "HIT",
+        "the other instance's render"
+    );
+    assert_eq!(shared.body, first.body);
+    assert_eq!(shared.header("etag"), first.header("etag"));
+    assert_eq!(
+        shared.header("last-modified"),
+        first.header("last-modified")
+    );
+    assert_eq!(original_gets(), 1, "the original was read once");
+
+    // The entry is an object under the prefix, with its facts as metadata.
+    let listing = client()
+        .get(format!(
+            "{}/variant-cache?list-type=2&prefix=variants/",
+            moto.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = listing
+        .split("<Key>")
+        .nth(1)
+        .and_then(|k| k.split("</Key>").next())
+        .unwrap_or_else(|| panic!("one entry under variants/: {listing}"));
+    assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
+    let head = client()
+        .head(format!("{}/variant-cache/{key}", moto.url))
+        .header("authorization", FAKE_SIGNATURE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "HEAD {key}");
+    let meta = |name: &str| {
+        head.headers()
+            .get(format!("x-amz-meta-{name}"))
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(meta("variant-content-type").as_deref(), Some("image/jpeg"));
+    assert_eq!(meta("variant-etag").as_deref(), Some(first.header("etag")));
+    let created: u64 = meta("created-at").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        created <= now && now - created < 120,
+        "created-at {created}"
+    );
+
+    // A new version of the original: a new key for both instances.
+    moto.put("photo.jpg", &jpeg(400, 200, 240)).await;
+    let fresh = b.get("photo.jpg?w=100", &[("accept", "*/*")]).await;
+    assert_eq!(
+        fresh.header("x-cache"),
+        "MISS",
+        "never the old version's variant"
+    );
+    assert_ne!(fresh.header("etag"), first.header("etag"));
+    assert!(decode(&fresh.body).rgb[0] > 200, "the new image");
+    let from_a = a.get("photo.jpg?w=100", &[("accept", "*/*")]).await;
+    assert_eq!(from_a.header("x-cache"), "HIT");
+    assert_eq!(from_a.body, fresh.body);
+    assert_eq!(original_gets(), 2);
 }

@@ -188,6 +188,10 @@ async fn start_server(client: &reqwest::Client, store_root: Option<&std::path::P
             cmd.env_remove(key);
         }
     }
+    // No cache directory in the source tree; a small memory tier, within the RSS bound
+    // checked at the end (the negative cache and coalescing work as deployed).
+    cmd.env("MEDIA_PROXY__CACHE__KIND", "none")
+        .env("MEDIA_PROXY__CACHE__MEMORY", "16777216");
     match store_root {
         Some(root) => cmd.env("MEDIA_PROXY__STORE__ROOT", root),
         // No `media/` store directory in the source tree.
