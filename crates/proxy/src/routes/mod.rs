@@ -50,6 +50,7 @@ pub async fn handle(
         started,
         head_ms: 0,
         finished: false,
+        cache: None,
     };
     let response = if method == Method::OPTIONS {
         response::preflight()
@@ -74,6 +75,7 @@ pub async fn handle(
             Ok(Route::Store(plan)) => match state.store.as_deref() {
                 Some(store) => {
                     let (cache, response) = store_request(store, plan, &headers, &mut log).await;
+                    log.cache = cache;
                     with_cache_status(response, state.cache_header.as_ref(), cache)
                 }
                 // The parser only routes here when a store is configured.
@@ -96,6 +98,7 @@ pub async fn handle(
                         }
                     }
                 };
+                log.cache = cache;
                 with_cache_status(response, state.cache_header.as_ref(), cache)
             }
         }
@@ -205,6 +208,8 @@ struct AccessLog {
     started: Instant,
     head_ms: u128,
     finished: bool,
+    /// How the variant cache served a transform.
+    cache: Option<CacheStatus>,
 }
 
 impl AccessLog {
@@ -226,6 +231,7 @@ impl Drop for AccessLog {
             head_ms = self.head_ms as u64,
             total_ms = self.started.elapsed().as_millis() as u64,
             complete = self.finished,
+            cache = self.cache.map(CacheStatus::as_str),
             error = self.error.as_deref(),
         );
     }
