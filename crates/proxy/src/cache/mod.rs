@@ -56,6 +56,16 @@ pub struct Variant {
     pub created: SystemTime,
 }
 
+/// An encoder's output as the bytes a variant keeps: a copy of exactly its length, made on
+/// the calling (async) thread. Encoders grow their buffers ahead, and the render threads'
+/// allocator arenas are where the large decode buffers come and go: kept there, small
+/// long-lived entries pin pages between freed buffers and the memory is never returned.
+/// Measured on the full corpus sweep with a 16 MiB memory tier: 76 MB of anonymous RSS
+/// afterwards when the encoder's buffer was kept (shrunk in place), 26 MB with this copy.
+pub fn exact(bytes: Vec<u8>) -> Bytes {
+    Bytes::copy_from_slice(&bytes)
+}
+
 /// A cache key: the hex SHA-256 of the parts that determine an output.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VariantKey(String);

@@ -265,7 +265,7 @@ impl Pipeline {
             .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
             .await?;
         Ok(Variant {
-            bytes: Bytes::from(rendered.bytes),
+            bytes: crate::cache::exact(rendered.bytes),
             format: rendered.format,
             etag: None,
             last_modified: None,

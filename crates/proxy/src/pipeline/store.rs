@@ -370,7 +370,7 @@ impl StorePipeline {
             .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
             .await?;
         Ok(Variant {
-            bytes: Bytes::from(rendered.bytes),
+            bytes: crate::cache::exact(rendered.bytes),
             format: rendered.format,
             etag: Some(validators.etag),
             last_modified: Some(validators.last_modified),
