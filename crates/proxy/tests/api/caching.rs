@@ -95,6 +95,37 @@ async fn a_hundred_identical_requests_cost_one_download_and_one_render() {
 }
 
 #[tokio::test]
+async fn the_first_client_leaving_does_not_cancel_the_work_for_the_others() {
+    let (app, origin) = spawn_app_and_origin(cached).await;
+    let url = app.proxy_url(
+        "e.webp",
+        &origin.url(&format!("{EMOJI}?delay=600")),
+        "&avatar",
+    );
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let leader = tokio::spawn({
+        let url = url.clone();
+        async move { impatient.get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let follower = answer(&app, &url).await;
+    assert!(leader.await.unwrap().is_err(), "the first client gave up");
+    assert_eq!(follower.status, StatusCode::OK);
+    assert_eq!(
+        follower.header("x-cache"),
+        "COALESCED",
+        "it joined the first one's work"
+    );
+    assert_eq!(decode(&follower.body).format, "webp");
+    assert_eq!(origin_requests(&origin, EMOJI), 1);
+    assert_eq!(counter(&app, "renders").await, 1);
+}
+
+#[tokio::test]
 async fn different_variants_of_one_source_share_its_download() {
     let (app, origin) = spawn_app_and_origin(cached).await;
     let source = origin.url(&format!("{EMOJI}?delay=1000"));
