@@ -105,7 +105,8 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         .layer(axum::middleware::map_response_with_state(
             common,
             response::add_common_headers,
-        )))
+        ))
+        .layer(axum::middleware::from_fn(routes::request_id::middleware)))
 }
 
 fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Caches) -> StoreMode {
@@ -115,14 +116,7 @@ fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Cache
             store,
             workers,
             settings.limits.into(),
-            OutputPolicy {
-                avif: r.avif,
-                avif_max_pixels: r.avif_max_pixels,
-                avif_speed: r.avif_speed,
-                webp_quality: r.webp_quality,
-                avif_quality: r.avif_quality,
-                jpeg_quality: r.jpeg_quality,
-            },
+            OutputPolicy::from(r),
             caches,
         ),
         rules: Rules {

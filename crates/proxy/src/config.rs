@@ -17,6 +17,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
+/// What `check-config` prints instead of a secret.
+const MASK: &str = "********";
+
 /// Prefix of the environment variables that configure the program.
 pub const ENV_PREFIX: &str = "MEDIA_PROXY__";
 
@@ -425,6 +428,24 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
         settings.validate()
+    }
+
+    /// The settings as TOML, as `check-config` prints them: signing keys and a forward
+    /// proxy's password masked.
+    pub fn to_masked_toml(&self) -> Result<String, String> {
+        let mut s = self.clone();
+        s.resize.signing_keys = s
+            .resize
+            .signing_keys
+            .iter()
+            .map(|_| MASK.to_owned())
+            .collect();
+        if let Some(proxy) = &mut s.proxy {
+            if proxy.password().is_some() {
+                let _ = proxy.set_password(Some(MASK));
+            }
+        }
+        toml::to_string_pretty(&s).map_err(|e| e.to_string())
     }
 
     /// Checks what types alone cannot say. Returns the settings unchanged when they are usable.

@@ -64,6 +64,26 @@ impl AppError {
         }
     }
 
+    /// The kind of origin failure, for the `origin_errors` metric; `None` when the origin
+    /// is not at fault.
+    pub fn origin_class(&self) -> Option<&'static str> {
+        match self {
+            AppError::Source(e) => Some(match e {
+                SourceError::InvalidUrl(_) => "invalid",
+                SourceError::Unresolvable { .. } | SourceError::Dns { .. } => "dns",
+                SourceError::Blocked { .. } => "blocked",
+                SourceError::Unreachable(_) => "connect",
+                SourceError::Redirect(_) => "redirect",
+                SourceError::Timeout(_) => "timeout",
+                SourceError::Status(_) => "status",
+                SourceError::TooLarge { .. } => "too_large",
+                SourceError::BodyBroken(_) => "body",
+            }),
+            AppError::Shared(inner) => inner.origin_class(),
+            _ => None,
+        }
+    }
+
     /// Whether the error says something lasting, and about what: the source itself (an
     /// origin's 404 or 410, a missing store key) or this input for this transform (bytes
     /// that do not decode: a first-frame `static` may still succeed where the whole

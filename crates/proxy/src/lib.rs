@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod memory;
 pub mod metrics;

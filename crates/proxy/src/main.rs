@@ -28,6 +28,60 @@ enum Command {
     /// MEDIA_PROXY__TIMEOUTS__IDLE=45s, MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=10.0.0.0/8).
     /// Invalid settings stop the program with exit code 2. See docs/configuration.md.
     Serve(ServeArgs),
+    /// Validate a configuration and print the effective settings (TOML, secrets masked).
+    ///
+    /// Reads the embedded defaults, then FILE if given, then the MEDIA_PROXY__ environment
+    /// variables, exactly as `serve` does. Exit code 0 when valid, 2 (with the reason)
+    /// when not.
+    CheckConfig {
+        /// A TOML configuration file.
+        file: Option<PathBuf>,
+    },
+    /// Run the image engine on a local file, as the server would for the same options.
+    ///
+    /// With a Misskey flag (--emoji, --avatar, --static, --preview, --badge) the output is
+    /// that transform's (WebP; PNG for the badge). Otherwise --width/--height/--fit/
+    /// --format/--quality mean the store mode's w, h, fit, format and q; without --format
+    /// the output file's extension picks it (.webp .avif .jpg .png .gif; any other: the
+    /// input's own family). Limits come from the settings (defaults, --config, env).
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConvertArgs {
+    /// The input image.
+    input: PathBuf,
+    /// Where to write the output.
+    output: PathBuf,
+    #[arg(long)]
+    emoji: bool,
+    #[arg(long)]
+    avatar: bool,
+    /// The first frame only (alone: a still WebP, as `static`).
+    #[arg(long = "static")]
+    still: bool,
+    #[arg(long)]
+    preview: bool,
+    #[arg(long)]
+    badge: bool,
+    /// Output width (store mode `w`).
+    #[arg(long)]
+    width: Option<u32>,
+    /// Output height (store mode `h`).
+    #[arg(long)]
+    height: Option<u32>,
+    /// inside, cover, fill or contain.
+    #[arg(long)]
+    fit: Option<String>,
+    /// auto, webp, avif, jpeg, png, gif or original.
+    #[arg(long)]
+    format: Option<String>,
+    /// 1–100.
+    #[arg(long)]
+    quality: Option<u8>,
+    /// A TOML configuration file (for the limits and default qualities).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -43,7 +97,92 @@ struct ServeArgs {
 fn main() -> ExitCode {
     media_proxy::memory::configure();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => check_config(file),
+        Command::Convert(args) => convert(args),
+    }
+}
+
+fn check_config(file: Option<PathBuf>) -> ExitCode {
+    match Settings::load(file.as_deref()).and_then(|s| {
+        s.to_masked_toml()
+            .map_err(|e| media_proxy::config::ConfigError::Invalid {
+                key: "(all)",
+                reason: e,
+            })
+    }) {
+        Ok(text) => {
+            print!("{text}");
+            eprintln!("media-proxy: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("media-proxy: configuration error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn convert(args: ConvertArgs) -> ExitCode {
+    let settings = match Settings::load(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("media-proxy: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let flags = [
+        (args.emoji, "emoji"),
+        (args.avatar, "avatar"),
+        (args.still, "static"),
+        (args.preview, "preview"),
+        (args.badge, "badge"),
+    ];
+    let options = media_proxy::convert::Options {
+        flags: flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| *f)
+            .collect(),
+        width: args.width,
+        height: args.height,
+        fit: args.fit,
+        format: args.format,
+        quality: args.quality,
+    };
+    let input = match std::fs::read(&args.input) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("media-proxy: cannot read {}: {e}", args.input.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = args.output.to_string_lossy();
+    match media_proxy::convert::convert(&input, &name, &options, &settings) {
+        Ok(rendered) => match std::fs::write(&args.output, &rendered.bytes) {
+            Ok(()) => {
+                eprintln!(
+                    "media-proxy: wrote {} ({}, {} bytes)",
+                    args.output.display(),
+                    rendered.format.mime(),
+                    rendered.bytes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("media-proxy: cannot write {}: {e}", args.output.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("media-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
     let mut settings = match Settings::load(args.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {

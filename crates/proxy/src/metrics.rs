@@ -4,7 +4,18 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+/// Label pairs. Values are always from small fixed sets (never a URL or a key).
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
 
 /// Every counter the service keeps.
 #[derive(Debug, Clone)]
@@ -25,6 +36,20 @@ pub struct Metrics {
     pub source_shared: Counter,
     /// Image jobs run by the media engine (decode, transform, encode).
     pub renders: Counter,
+    /// Requests answered, by `mode` (remote, store, other) and `status` class (2xx…5xx).
+    pub requests: Family<Labels, Counter>,
+    /// Time from the request to the last body byte, by `mode`.
+    pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Response body bytes sent.
+    pub bytes_sent: Counter,
+    /// Requests being answered now.
+    pub in_flight: Gauge,
+    /// Failed origin fetches by `class` (dns, connect, timeout, status, too_large,
+    /// blocked, redirect, body, invalid).
+    pub origin_errors: Family<Labels, Counter>,
+    /// The image workers' memory budget and the part of it reserved now (set when scraped).
+    pub memory_budget_bytes: Gauge,
+    pub memory_reserved_bytes: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -66,8 +91,70 @@ impl Metrics {
                 "Renders that shared a source download already running",
             ),
             renders: counter(r, "renders", "Image jobs run by the media engine"),
-            registry: Arc::new(registry),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            bytes_sent: counter(r, "sent_bytes", "Response body bytes sent"),
+            in_flight: Gauge::default(),
+            origin_errors: Family::default(),
+            memory_budget_bytes: Gauge::default(),
+            memory_reserved_bytes: Gauge::default(),
+            registry: Arc::new(Registry::default()),
         }
+        .registered(registry)
+    }
+
+    /// Registers the metrics that are not plain counters.
+    fn registered(mut self, mut registry: Registry) -> Metrics {
+        registry.register(
+            "requests",
+            "Requests answered, by mode and status class",
+            self.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request to the last body byte, by mode",
+            self.request_seconds.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Requests being answered now",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "origin_errors",
+            "Failed origin fetches, by class",
+            self.origin_errors.clone(),
+        );
+        registry.register(
+            "memory_budget_bytes",
+            "Memory the image workers may reserve",
+            self.memory_budget_bytes.clone(),
+        );
+        registry.register(
+            "memory_reserved_bytes",
+            "Memory reserved by image work now",
+            self.memory_reserved_bytes.clone(),
+        );
+        self.registry = Arc::new(registry);
+        self
+    }
+
+    /// One answered request: its mode, status, duration and body bytes.
+    pub fn request_done(&self, mode: &'static str, status: u16, seconds: f64, bytes: u64) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&vec![("mode", mode), ("status", class)])
+            .inc();
+        self.request_seconds
+            .get_or_create(&vec![("mode", mode)])
+            .observe(seconds);
+        self.bytes_sent.inc_by(bytes);
     }
 
     /// The text exposition format.

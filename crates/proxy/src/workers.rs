@@ -112,6 +112,13 @@ impl Workers {
         u64::from(self.budget_units) * UNIT
     }
 
+    /// The memory budget and the part of it reserved by running and admitted jobs, bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let free = u64::try_from(self.memory.available_permits()).unwrap_or(u64::MAX);
+        let budget = self.budget();
+        (budget, budget.saturating_sub(free.saturating_mul(UNIT)))
+    }
+
     /// Whether a new image request would be turned away now (for `/readyz`).
     pub fn saturated(&self) -> bool {
         self.places.available_permits() == 0

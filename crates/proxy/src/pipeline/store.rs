@@ -89,6 +89,19 @@ pub struct OutputPolicy {
     pub jpeg_quality: u8,
 }
 
+impl From<&crate::config::ResizeSettings> for OutputPolicy {
+    fn from(r: &crate::config::ResizeSettings) -> Self {
+        OutputPolicy {
+            avif: r.avif,
+            avif_max_pixels: r.avif_max_pixels,
+            avif_speed: r.avif_speed,
+            webp_quality: r.webp_quality,
+            avif_quality: r.avif_quality,
+            jpeg_quality: r.jpeg_quality,
+        }
+    }
+}
+
 /// The response validators and caching facts of one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validators {
@@ -391,13 +404,7 @@ impl StorePipeline {
         meta: &ObjectMeta,
         accept: Accepted,
     ) -> (OutputChoice, Validators) {
-        let (w, h) = prepared.size();
-        let facts = SourceFacts {
-            format,
-            animated: prepared.animated(),
-            pixels: u64::from(w) * u64::from(h) * u64::from(prepared.frames().max(1)),
-        };
-        let choice = choose_output(&self.policy, t.format, t.quality, &facts, accept);
+        let choice = choose_prepared(&self.policy, prepared, format, t, accept);
         let v = validators(meta, &t.canonical, Some(choice.output), choice.vary_accept);
         (choice, v)
     }
@@ -558,6 +565,23 @@ fn validators(
         immutable: false,
         vary_accept,
     }
+}
+
+/// [`choose_output`] for a prepared transform (its output size, frames, animation).
+pub fn choose_prepared(
+    policy: &OutputPolicy,
+    prepared: &media::Prepared,
+    format: Format,
+    t: &StoreTransform,
+    accept: Accepted,
+) -> OutputChoice {
+    let (w, h) = prepared.size();
+    let facts = SourceFacts {
+        format,
+        animated: prepared.animated(),
+        pixels: u64::from(w) * u64::from(h) * u64::from(prepared.frames().max(1)),
+    };
+    choose_output(policy, t.format, t.quality, &facts, accept)
 }
 
 /// What the output choice needs to know of the source.

@@ -2,6 +2,8 @@
 //! Thin on purpose; it also writes the access log line (one per request, when the body has
 //! been sent or abandoned).
 
+pub mod request_id;
+
 use std::time::Instant;
 
 use axum::body::Body;
@@ -35,12 +37,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Handles every other path: the remote mode ignores the path except for `/`.
 pub async fn handle(
     State(state): State<AppState>,
+    id: Option<axum::Extension<request_id::RequestId>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
+    state.metrics.in_flight.inc();
     let mut log = AccessLog {
+        metrics: state.metrics.clone(),
+        mode: "other",
+        request_id: id.map(|axum::Extension(id)| id),
         method: method.clone(),
         status: 0,
         origin_host: None,
@@ -74,6 +81,7 @@ pub async fn handle(
             Ok(Route::Hello) => response::hello(),
             Ok(Route::Store(plan)) => match state.store.as_deref() {
                 Some(store) => {
+                    log.mode = "store";
                     let (cache, response) = store_request(store, plan, &headers, &mut log).await;
                     log.cache = cache;
                     with_cache_status(response, state.cache_header.as_ref(), cache)
@@ -82,6 +90,7 @@ pub async fn handle(
                 None => AppError::Internal("store route without a store".into()).into_response(),
             },
             Ok(Route::Proxy(plan)) => {
+                log.mode = "remote";
                 log.origin_host = plan.url.host_str().map(str::to_owned);
                 tracing::debug!(url = %plan.url, "proxying");
                 let fallback = plan.fallback;
@@ -90,6 +99,13 @@ pub async fn handle(
                     Ok(reply) => response::build(reply),
                     Err(e) => {
                         log.origin_status = e.origin_status();
+                        if let Some(class) = e.origin_class() {
+                            state
+                                .metrics
+                                .origin_errors
+                                .get_or_create(&vec![("class", class)])
+                                .inc();
+                        }
                         log.error = Some(e.to_string());
                         if fallback {
                             response::fallback(state.fallback_png.clone())
@@ -184,6 +200,10 @@ fn with_cache_status(
 
 /// `GET /metrics`: the counters in the Prometheus text format. Not in the access log.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let (budget, reserved) = state.workers.memory();
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    state.metrics.memory_budget_bytes.set(gauge(budget));
+    state.metrics.memory_reserved_bytes.set(gauge(reserved));
     (
         [
             (
@@ -199,6 +219,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// One access-log line, written on drop: after the last byte, or when the client went away.
 struct AccessLog {
+    metrics: crate::metrics::Metrics,
+    /// `remote`, `store` or `other` (`/`, refused methods, unparsable requests).
+    mode: &'static str,
+    request_id: Option<request_id::RequestId>,
     method: Method,
     status: u16,
     origin_host: Option<String>,
@@ -221,8 +245,16 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics.request_done(
+            self.mode,
+            self.status,
+            self.started.elapsed().as_secs_f64(),
+            self.bytes,
+        );
         tracing::info!(
             target: "access",
+            request_id = self.request_id.as_ref().map(request_id::RequestId::as_str),
             method = %self.method,
             status = self.status,
             origin_host = self.origin_host.as_deref(),

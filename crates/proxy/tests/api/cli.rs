@@ -100,3 +100,129 @@ fn bad_settings_stop_the_program_with_a_message_naming_them() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_prints_the_effective_settings_with_secrets_masked() {
+    let out = media_proxy()
+        .arg("check-config")
+        .env(
+            "MEDIA_PROXY__RESIZE__SIGNING_KEYS",
+            "[\"0123456789abcdef-secret\"]",
+        )
+        .env(
+            "MEDIA_PROXY__PROXY",
+            "http://user:hunter2@egress.internal:3128",
+        )
+        .env("MEDIA_PROXY__CACHE__MEMORY", "1234")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: toml::Table = toml::from_str(&stdout).expect("the output is TOML");
+    assert_eq!(
+        parsed["cache"]["memory"].as_integer(),
+        Some(1234),
+        "env applied"
+    );
+    assert_eq!(
+        parsed["listen"].as_str(),
+        Some("127.0.0.1:3003"),
+        "defaults shown"
+    );
+    assert_eq!(parsed["timeouts"]["idle"].as_str(), Some("30s"));
+    assert!(
+        !stdout.contains("secret") && !stdout.contains("hunter2"),
+        "{stdout}"
+    );
+    assert_eq!(
+        parsed["resize"]["signing_keys"][0].as_str(),
+        Some("********")
+    );
+    assert!(stdout.contains("user:********@egress.internal"), "{stdout}");
+
+    let out = media_proxy()
+        .arg("check-config")
+        .env("MEDIA_PROXY__CACHE__KIND", "s3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache.bucket"));
+}
+
+#[test]
+fn convert_runs_the_engine_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::helpers::corpus("png-pngsuite/basn6a08.png");
+    let run = |out: &str, args: &[&str]| {
+        let path = dir.path().join(out);
+        let o = media_proxy()
+            .arg("convert")
+            .arg(&input)
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read(&path).unwrap()
+    };
+    let d = crate::store::decode(&run("a.webp", &["--emoji"]));
+    assert_eq!((d.format, d.width, d.height), ("webp", 32, 32));
+    let d = crate::store::decode(&run("b.png", &["--width", "16"]));
+    assert_eq!((d.format, d.width, d.height), ("png", 16, 16));
+    let d = crate::store::decode(&run(
+        "c.out",
+        &[
+            "--width", "20", "--height", "10", "--fit", "cover", "--format", "jpeg",
+        ],
+    ));
+    assert_eq!((d.format, d.width, d.height), ("jpeg", 20, 10));
+    let o = media_proxy()
+        .arg("convert")
+        .arg(&input)
+        .arg(dir.path().join("x.webp"))
+        .args(["--emoji", "--width", "10"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "flags and sizes do not mix");
+}
+
+/// The same flags give the same bytes offline and over HTTP.
+#[tokio::test]
+async fn convert_gives_the_bytes_the_server_sends() {
+    let (app, origin) = crate::helpers::spawn_app_and_origin(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, flags) in [
+        ("png-pngsuite/basn6a08.png", "emoji"),
+        (
+            "gif/generated/anim_transparent_dispose_bg_24_frames.gif",
+            "avatar",
+        ),
+        ("png-pngsuite/basn6a08.png", "static"),
+    ] {
+        let url = app.proxy_url(
+            "x",
+            &origin.url(&format!("/corpus/{rel}")),
+            &format!("&{flags}"),
+        );
+        let served = app.get(&url).await.bytes().await.unwrap();
+        let out = dir.path().join("out.webp");
+        let o = media_proxy()
+            .arg("convert")
+            .arg(crate::helpers::corpus(rel))
+            .arg(&out)
+            .arg(format!("--{flags}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&out).unwrap(), served, "{rel} {flags}");
+    }
+}

@@ -18,6 +18,7 @@ mod cdn;
 mod cli;
 mod engine;
 mod limits;
+mod operations;
 mod passthrough;
 mod ssrf;
 mod store;

@@ -1,0 +1,117 @@
+//! What operators read: `/metrics` after real traffic (parsed as the exposition format) and
+//! the request id.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app_and_origin, TestApp};
+
+/// `/metrics` as `name{labels}` → value (labels as written, in their order).
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let r = app.get(&format!("http://{}/metrics", app.addr)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = r.text().await.unwrap();
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("sample: {l}"));
+            (
+                name.to_owned(),
+                value.parse().unwrap_or_else(|_| panic!("value: {l}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_mode_and_status_class() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let png = origin.url("/corpus/png-pngsuite/basn6a08.png");
+    for flags in ["&emoji", "&static", ""] {
+        let r = app.get(&app.proxy_url("x", &png, flags)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap();
+    }
+    let r = app
+        .get(&app.proxy_url("x", &origin.url("/status/404"), "&emoji"))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    r.bytes().await.unwrap();
+    let r = app.get(&format!("http://{}/", app.addr)).await;
+    r.bytes().await.unwrap();
+    let m = scrape(&app).await;
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} in {m:#?}"));
+    assert_eq!(
+        get(r#"media_proxy_requests_total{mode="remote",status="2xx"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"media_proxy_requests_total{mode="remote",status="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"media_proxy_requests_total{mode="other",status="2xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"media_proxy_request_duration_seconds_count{mode="remote"}"#),
+        4.0
+    );
+    assert!(get(r#"media_proxy_request_duration_seconds_sum{mode="remote"}"#) > 0.0);
+    assert_eq!(
+        get(r#"media_proxy_request_duration_seconds_bucket{le="+Inf",mode="remote"}"#),
+        4.0
+    );
+    assert_eq!(
+        get(r#"media_proxy_origin_errors_total{class="status"}"#),
+        1.0
+    );
+    assert_eq!(get("media_proxy_renders_total"), 2.0);
+    assert!(get("media_proxy_sent_bytes_total") > 0.0);
+    assert_eq!(get("media_proxy_in_flight_requests"), 0.0, "all answered");
+    assert!(get("media_proxy_memory_budget_bytes") > 0.0);
+    assert_eq!(get("media_proxy_memory_reserved_bytes"), 0.0, "idle");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let (app, _origin) = spawn_app_and_origin(|_| {}).await;
+    let base = format!("http://{}/", app.addr);
+    let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let r = app
+        .client
+        .get(&base)
+        .header("x-request-id", "lb-7f3a:42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id(&r), "lb-7f3a:42", "the caller's id is kept");
+    let fresh = id(&app.get(&base).await);
+    assert_eq!(fresh.len(), 36, "a UUID: {fresh}");
+    assert_ne!(fresh, id(&app.get(&base).await), "one per request");
+    let r = app
+        .client
+        .get(&base)
+        .header("x-request-id", "<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id(&r).len(), 36, "an unsafe id is replaced");
+    // Errors and the health endpoints too.
+    let r = app.get(&format!("http://{}/nowhere", app.addr)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(id(&r).len(), 36);
+    assert_eq!(
+        id(&app.get(&format!("http://{}/healthz", app.addr)).await).len(),
+        36
+    );
+}
