@@ -1,6 +1,7 @@
 //! The only wiring: builds the state (fetcher, pipeline, fallback image) and the router from
 //! [`Settings`], binds the listener, and runs the server until a shutdown signal.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -143,6 +144,7 @@ fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Cache
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    shutdown_grace: std::time::Duration,
 }
 
 impl Application {
@@ -156,18 +158,40 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
-        Ok(Application { listener, router })
+        Ok(Application {
+            listener,
+            router,
+            shutdown_grace: settings.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+    /// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight requests
+    /// finish for up to `shutdown_grace`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        let (signalled, on_signal) = tokio::sync::oneshot::channel();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = signalled.send(());
+        });
+        let grace = self.shutdown_grace;
+        let deadline = async move {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                // The server ended on its own: nothing to wait for.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = serve.into_future() => served,
+            () = deadline => {
+                tracing::warn!(?grace, "shutdown grace period over: exiting with requests in flight");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -192,5 +216,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
 }

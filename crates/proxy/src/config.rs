@@ -45,6 +45,10 @@ pub struct Settings {
     pub proxy: Option<Url>,
     /// Redirects followed per request, each hop checked.
     pub max_redirects: u8,
+    /// After SIGTERM/SIGINT, how long requests in flight may take to finish before the
+    /// process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     pub timeouts: Timeouts,
     pub limits: ImageLimits,
     pub workers: WorkerSettings,
@@ -357,6 +361,7 @@ impl Default for Settings {
             ),
             proxy: None,
             max_redirects: 10,
+            shutdown_grace: Duration::from_secs(30),
             timeouts: Timeouts::default(),
             limits: ImageLimits::default(),
             workers: WorkerSettings::default(),
@@ -463,6 +468,7 @@ impl Settings {
             ("timeouts.total", self.timeouts.total),
             ("workers.queue_wait", self.workers.queue_wait),
             ("workers.deadline", self.workers.deadline),
+            ("shutdown_grace", self.shutdown_grace),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be longer than zero"));
@@ -689,6 +695,44 @@ mod tests {
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
         settings.validate()
+    }
+
+    /// Every setting, as dotted keys (`timeouts.idle`), from the serialised defaults.
+    fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let key = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(t) => keys(&format!("{key}."), t, out),
+                _ => out.push(key),
+            }
+        }
+    }
+
+    #[test]
+    fn the_configuration_reference_lists_every_key_with_its_env_name() {
+        let text = Settings::default().to_masked_toml().unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let mut all = Vec::new();
+        keys("", &table, &mut all);
+        // `proxy` is `None` by default, so not serialised; it is a key all the same.
+        all.push("proxy".into());
+        assert!(all.len() >= 60, "every table flattened: {all:?}");
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/configuration.md"
+        ))
+        .unwrap();
+        for key in all {
+            let env = format!("MEDIA_PROXY__{}", key.replace('.', "__").to_uppercase());
+            let row = format!("| `{key}` |");
+            let line = doc.lines().find(|l| l.starts_with(&row));
+            let line =
+                line.unwrap_or_else(|| panic!("docs/configuration.md has no row for `{key}`"));
+            assert!(
+                line.contains(&format!("`{env}`")),
+                "the row of `{key}` names {env}"
+            );
+        }
     }
 
     #[test]

@@ -226,3 +226,136 @@ async fn convert_gives_the_bytes_the_server_sends() {
         assert_eq!(std::fs::read(&out).unwrap(), served, "{rel} {flags}");
     }
 }
+
+/// A loopback client (no proxy from the environment).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The binary serving on a free port with the scripted origin allowed; killed on drop.
+struct Server {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start(grace: &str) -> Server {
+        let port = crate::store_s3::free_port();
+        let child = media_proxy()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
+            .env("MEDIA_PROXY__STORE__KIND", "none")
+            .env("MEDIA_PROXY__CACHE__KIND", "none")
+            .env("MEDIA_PROXY__LOG__FILTER", "error")
+            .env("MEDIA_PROXY__SHUTDOWN_GRACE", grace)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..300 {
+            if http()
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the server did not start");
+    }
+
+    fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+    }
+
+    /// The exit code, waiting at most `secs`.
+    async fn exit_code(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 50 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("still running after {secs} s");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
+    let origin = crate::helpers::spawn_origin(std::net::Ipv4Addr::new(127, 0, 0, 2)).await;
+    let mut server = Server::start("30s").await;
+    let url = format!(
+        "{}/e.webp?url={}&emoji",
+        server.base,
+        url::form_urlencoded::byte_serialize(
+            origin
+                .url("/corpus/png-pngsuite/basn6a08.png?delay=1500")
+                .as_bytes()
+        )
+        .collect::<String>()
+    );
+    let slow = tokio::spawn(async move {
+        let r = http().get(url).send().await.unwrap();
+        (r.status(), r.bytes().await.unwrap())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    server.terminate();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        http()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_err(),
+        "no new connections after SIGTERM"
+    );
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "the request in flight finished"
+    );
+    assert_eq!(crate::store::decode(&body).format, "webp");
+    assert_eq!(server.exit_code(10).await, Some(0));
+}
+
+#[tokio::test]
+async fn past_the_grace_period_the_process_exits_anyway() {
+    let origin = crate::helpers::spawn_origin(std::net::Ipv4Addr::new(127, 0, 0, 2)).await;
+    let mut server = Server::start("300ms").await;
+    let stalled = format!(
+        "{}/e.webp?url={}&emoji",
+        server.base,
+        url::form_urlencoded::byte_serialize(origin.url("/stall-head").as_bytes())
+            .collect::<String>()
+    );
+    let waiting = tokio::spawn(async move { http().get(stalled).send().await.is_err() });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let signalled = std::time::Instant::now();
+    server.terminate();
+    assert_eq!(server.exit_code(10).await, Some(0));
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(3),
+        "exited {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+    assert!(waiting.await.unwrap(), "the stalled request was cut off");
+}
