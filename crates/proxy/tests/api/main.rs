@@ -13,6 +13,7 @@ mod helpers;
 
 mod admission;
 mod basics;
+mod browser;
 mod caching;
 mod cdn;
 mod cli;
