@@ -359,3 +359,31 @@ async fn past_the_grace_period_the_process_exits_anyway() {
     );
     assert!(waiting.await.unwrap(), "the stalled request was cut off");
 }
+
+/// The systemd unit passes `systemd-analyze verify` (pointed at the binary just built).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/systemd/media-proxy.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/media-proxy serve"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("media-proxy.service");
+    std::fs::write(
+        &path,
+        unit.replace(
+            "/usr/local/bin/media-proxy",
+            env!("CARGO_BIN_EXE_media-proxy"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
