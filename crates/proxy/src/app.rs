@@ -78,8 +78,8 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     .map_err(BuildError::Setup)?;
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
-    let workers = Workers::new(&settings.workers);
     let metrics = Metrics::new();
+    let workers = Workers::new(&settings.workers, metrics.clone());
     let caches = Caches::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
     let store = Store::new(&settings.store)
         .map_err(BuildError::Setup)?

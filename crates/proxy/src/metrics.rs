@@ -40,6 +40,10 @@ pub struct Metrics {
     pub requests: Family<Labels, Counter>,
     /// Time from the request to the last body byte, by `mode`.
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Time spent in one stage of image work, by `stage`: `queue` (waiting for memory and a
+    /// worker), `fetch` (a whole source downloaded for a transform), `render` (decode,
+    /// transform and encode on a worker).
+    pub stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Response body bytes sent.
     pub bytes_sent: Counter,
     /// Requests being answered now.
@@ -93,6 +97,7 @@ impl Metrics {
             renders: counter(r, "renders", "Image jobs run by the media engine"),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
+            stage_seconds: Family::new_with_constructor(latency_histogram),
             bytes_sent: counter(r, "sent_bytes", "Response body bytes sent"),
             in_flight: Gauge::default(),
             origin_errors: Family::default(),
@@ -116,6 +121,11 @@ impl Metrics {
             self.request_seconds.clone(),
         );
         registry.register(
+            "stage_duration_seconds",
+            "Time spent in one stage of image work (queue, fetch, render)",
+            self.stage_seconds.clone(),
+        );
+        registry.register(
             "in_flight_requests",
             "Requests being answered now",
             self.in_flight.clone(),
@@ -137,6 +147,13 @@ impl Metrics {
         );
         self.registry = Arc::new(registry);
         self
+    }
+
+    /// Time spent in one stage of image work.
+    pub fn stage(&self, stage: &'static str, seconds: f64) {
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage)])
+            .observe(seconds);
     }
 
     /// One answered request: its mode, status, duration and body bytes.

@@ -32,6 +32,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::WorkerSettings;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 
 /// Memory is reserved in units of 64 KiB (a semaphore counts permits in `u32` at a time).
 const UNIT: u64 = 64 * 1024;
@@ -50,6 +51,8 @@ pub struct Workers {
     max_waiting: usize,
     queue_wait: Duration,
     deadline: Duration,
+    /// Queue and render times go to `stage_duration_seconds`.
+    metrics: Metrics,
 }
 
 /// Counts a waiting request; the count drops when the wait ends, however it ends (a client
@@ -79,7 +82,7 @@ impl Drop for CancelOnDrop {
 }
 
 impl Workers {
-    pub fn new(settings: &WorkerSettings) -> Workers {
+    pub fn new(settings: &WorkerSettings, metrics: Metrics) -> Workers {
         let threads = if settings.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -104,6 +107,7 @@ impl Workers {
             max_waiting: settings.queue,
             queue_wait: settings.queue_wait,
             deadline: settings.deadline,
+            metrics,
         }
     }
 
@@ -144,6 +148,7 @@ impl Workers {
         F: FnOnce(&media::Stop) -> Result<T, media::Error> + Send + 'static,
         T: Send + 'static,
     {
+        let asked = Instant::now();
         let units = u32::try_from(cost.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
         if units > self.budget_units {
             return Err(media::Error::TooLarge(format!(
@@ -179,13 +184,17 @@ impl Workers {
                 }
             }
         };
+        self.metrics.stage("queue", asked.elapsed().as_secs_f64());
         let stop = media::Stop::at(Instant::now() + self.deadline);
         let mut cancel = CancelOnDrop(Some(stop.clone()));
         let job_stop = stop.clone();
         let running = self.running.clone();
+        let metrics = self.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
             running.fetch_add(1, Ordering::AcqRel);
+            let started = Instant::now();
             let result = job(&job_stop);
+            metrics.stage("render", started.elapsed().as_secs_f64());
             drop((memory, slot));
             if running.fetch_sub(1, Ordering::AcqRel) == 1 {
                 crate::memory::release();

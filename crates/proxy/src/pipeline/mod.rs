@@ -157,11 +157,14 @@ impl Pipeline {
             .downloads
             .run(url.as_str(), || {
                 let (fetcher, url) = (self.fetcher.clone(), url.clone());
-                self.caches.metrics.source_downloads.inc();
+                let metrics = self.caches.metrics.clone();
+                metrics.source_downloads.inc();
                 async move {
+                    let started = std::time::Instant::now();
                     let fetched = fetcher.fetch(&url, None, None).await?;
                     let content_disposition = fetched.content_disposition;
                     let bytes = fetched.body.read_all().await?;
+                    metrics.stage("fetch", started.elapsed().as_secs_f64());
                     Ok::<_, AppError>(Downloaded {
                         bytes,
                         content_disposition,

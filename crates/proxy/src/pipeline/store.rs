@@ -346,13 +346,16 @@ impl StorePipeline {
             .downloads
             .run(key, || {
                 let (store, key) = (self.store.clone(), key.to_owned());
-                self.caches.metrics.source_downloads.inc();
+                let metrics = self.caches.metrics.clone();
+                metrics.source_downloads.inc();
                 async move {
+                    let started = std::time::Instant::now();
                     let object = match opened {
                         Some(object) => object,
                         None => store.get(&key).await?,
                     };
                     let bytes = object.body.read_all().await?;
+                    metrics.stage("fetch", started.elapsed().as_secs_f64());
                     Ok::<_, AppError>((bytes, object.meta))
                 }
                 .map(|r| r.map_err(Arc::new))

@@ -76,6 +76,10 @@ async fn metrics_count_requests_by_mode_and_status_class() {
         1.0
     );
     assert_eq!(get("media_proxy_renders_total"), 2.0);
+    for (stage, n) in [("queue", 2.0), ("fetch", 2.0), ("render", 2.0)] {
+        let count = format!(r#"media_proxy_stage_duration_seconds_count{{stage="{stage}"}}"#);
+        assert_eq!(get(&count), n, "{stage}");
+    }
     assert!(get("media_proxy_sent_bytes_total") > 0.0);
     assert_eq!(get("media_proxy_in_flight_requests"), 0.0, "all answered");
     assert!(get("media_proxy_memory_budget_bytes") > 0.0);
