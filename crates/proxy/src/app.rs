@@ -67,6 +67,7 @@ pub enum BuildError {
 /// Builds the router for `settings`: the same one serves the standalone server and (later)
 /// the Lambda runtime.
 pub fn router(settings: &Settings) -> Result<Router, BuildError> {
+    let metrics = Metrics::new();
     let fetcher = Fetcher::new(FetchSettings {
         policy: IpPolicy::new(settings.allowed_private_networks.clone()),
         max_size: settings.max_size,
@@ -74,14 +75,14 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         proxy: settings.proxy.clone(),
         max_redirects: settings.max_redirects,
         timeouts: settings.timeouts,
+        received: metrics.bytes_received.clone(),
     })
     .map_err(BuildError::Setup)?;
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
-    let metrics = Metrics::new();
     let workers = Workers::new(&settings.workers, metrics.clone());
     let caches = Caches::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
-    let store = Store::new(&settings.store)
+    let store = Store::new(&settings.store, metrics.bytes_received.clone())
         .map_err(BuildError::Setup)?
         .map(|store| Arc::new(store_mode(settings, store, workers.clone(), caches.clone())));
     let cache_header = (!settings.cache.header.is_empty())

@@ -36,7 +36,8 @@ pub struct Metrics {
     pub source_shared: Counter,
     /// Image jobs run by the media engine (decode, transform, encode).
     pub renders: Counter,
-    /// Requests answered, by `mode` (remote, store, other) and `status` class (2xx…5xx).
+    /// Requests answered, by `mode` (remote, store, other), `kind` (the remote flag or
+    /// `passthrough`; `resize` or `original`; `-`) and `status` class (2xx…5xx).
     pub requests: Family<Labels, Counter>,
     /// Time from the request to the last body byte, by `mode`.
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
@@ -46,6 +47,8 @@ pub struct Metrics {
     pub stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Response body bytes sent.
     pub bytes_sent: Counter,
+    /// Body bytes received from origins and the store.
+    pub bytes_received: Counter,
     /// Requests being answered now.
     pub in_flight: Gauge,
     /// Failed origin fetches by `class` (dns, connect, timeout, status, too_large,
@@ -99,6 +102,11 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             stage_seconds: Family::new_with_constructor(latency_histogram),
             bytes_sent: counter(r, "sent_bytes", "Response body bytes sent"),
+            bytes_received: counter(
+                r,
+                "received_bytes",
+                "Body bytes received from origins and the store",
+            ),
             in_flight: Gauge::default(),
             origin_errors: Family::default(),
             memory_budget_bytes: Gauge::default(),
@@ -112,7 +120,7 @@ impl Metrics {
     fn registered(mut self, mut registry: Registry) -> Metrics {
         registry.register(
             "requests",
-            "Requests answered, by mode and status class",
+            "Requests answered, by mode, kind and status class",
             self.requests.clone(),
         );
         registry.register(
@@ -157,7 +165,14 @@ impl Metrics {
     }
 
     /// One answered request: its mode, status, duration and body bytes.
-    pub fn request_done(&self, mode: &'static str, status: u16, seconds: f64, bytes: u64) {
+    pub fn request_done(
+        &self,
+        mode: &'static str,
+        kind: &'static str,
+        status: u16,
+        seconds: f64,
+        bytes: u64,
+    ) {
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -166,7 +181,7 @@ impl Metrics {
             _ => "5xx",
         };
         self.requests
-            .get_or_create(&vec![("mode", mode), ("status", class)])
+            .get_or_create(&vec![("mode", mode), ("kind", kind), ("status", class)])
             .inc();
         self.request_seconds
             .get_or_create(&vec![("mode", mode)])

@@ -47,6 +47,7 @@ pub async fn handle(
     let mut log = AccessLog {
         metrics: state.metrics.clone(),
         mode: "other",
+        kind: "-",
         request_id: id.map(|axum::Extension(id)| id),
         method: method.clone(),
         status: 0,
@@ -82,6 +83,11 @@ pub async fn handle(
             Ok(Route::Store(plan)) => match state.store.as_deref() {
                 Some(store) => {
                     log.mode = "store";
+                    log.kind = if plan.transform.is_some() {
+                        "resize"
+                    } else {
+                        "original"
+                    };
                     let (cache, response) = store_request(store, plan, &headers, &mut log).await;
                     log.cache = cache;
                     with_cache_status(response, state.cache_header.as_ref(), cache)
@@ -91,6 +97,15 @@ pub async fn handle(
             },
             Ok(Route::Proxy(plan)) => {
                 log.mode = "remote";
+                log.kind = match plan.transform {
+                    None => "passthrough",
+                    Some(media::Transform::Emoji { .. }) => "emoji",
+                    Some(media::Transform::Avatar { .. }) => "avatar",
+                    Some(media::Transform::Static) => "static",
+                    Some(media::Transform::Preview) => "preview",
+                    Some(media::Transform::Badge) => "badge",
+                    Some(media::Transform::SvgRaster | media::Transform::Resize(_)) => "other",
+                };
                 log.origin_host = plan.url.host_str().map(str::to_owned);
                 tracing::debug!(url = %plan.url, "proxying");
                 let fallback = plan.fallback;
@@ -222,6 +237,8 @@ struct AccessLog {
     metrics: crate::metrics::Metrics,
     /// `remote`, `store` or `other` (`/`, refused methods, unparsable requests).
     mode: &'static str,
+    /// What was asked: the remote flag (`emoji`…, `passthrough`), or `resize`/`original`.
+    kind: &'static str,
     request_id: Option<request_id::RequestId>,
     method: Method,
     status: u16,
@@ -248,6 +265,7 @@ impl Drop for AccessLog {
         self.metrics.in_flight.dec();
         self.metrics.request_done(
             self.mode,
+            self.kind,
             self.status,
             self.started.elapsed().as_secs_f64(),
             self.bytes,

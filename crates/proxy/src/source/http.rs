@@ -38,6 +38,8 @@ pub struct FetchSettings {
     pub proxy: Option<Url>,
     pub max_redirects: u8,
     pub timeouts: Timeouts,
+    /// Counts every body byte received from origins (the `received_bytes` metric).
+    pub received: prometheus_client::metrics::counter::Counter,
 }
 
 /// An absolute byte range `first..=last` (`last` open when `None`) to ask an origin for.
@@ -343,6 +345,7 @@ impl Fetcher {
                 limit,
                 deadline,
                 idle: self.settings.timeouts.idle,
+                received: self.settings.received.clone(),
             },
         })
     }
@@ -402,6 +405,7 @@ pub struct Body {
     limit: u64,
     deadline: Instant,
     idle: Duration,
+    received: prometheus_client::metrics::counter::Counter,
 }
 
 impl Body {
@@ -422,6 +426,7 @@ impl Body {
         match next {
             Some(chunk) => {
                 self.read = self.read.saturating_add(chunk.len() as u64);
+                self.received.inc_by(chunk.len() as u64);
                 if self.read > self.limit {
                     self.response = None;
                     return Err(SourceError::TooLarge { limit: self.limit });

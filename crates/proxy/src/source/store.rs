@@ -69,6 +69,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     max_size: u64,
     timeout: Duration,
+    /// Counts every body byte read from the store (the `received_bytes` metric).
+    received: prometheus_client::metrics::counter::Counter,
 }
 
 /// What identifies one version of an object, and when it changed.
@@ -95,6 +97,7 @@ pub struct ObjectBody {
     read: u64,
     limit: u64,
     deadline: Instant,
+    received: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for ObjectBody {
@@ -105,7 +108,10 @@ impl std::fmt::Debug for ObjectBody {
 
 impl Store {
     /// Opens the store the settings describe; `None` when the store mode is off.
-    pub fn new(settings: &StoreSettings) -> Result<Option<Store>, String> {
+    pub fn new(
+        settings: &StoreSettings,
+        received: prometheus_client::metrics::counter::Counter,
+    ) -> Result<Option<Store>, String> {
         let inner = match settings.kind {
             StoreKind::None => return Ok(None),
             StoreKind::Local => open_local(&settings.root, "store.root")?,
@@ -121,6 +127,7 @@ impl Store {
             inner: with_prefix(inner, &settings.prefix, "store.prefix")?,
             max_size: settings.max_size,
             timeout: settings.timeout,
+            received,
         }))
     }
 
@@ -170,6 +177,7 @@ impl Store {
                 read: 0,
                 limit: self.max_size,
                 deadline,
+                received: self.received.clone(),
             },
         })
     }
@@ -322,6 +330,7 @@ impl ObjectBody {
             Some(Err(e)) => Err(e.into()),
             Some(Ok(chunk)) => {
                 self.read += chunk.len() as u64;
+                self.received.inc_by(chunk.len() as u64);
                 // The metadata said it fits; a store that sends more is cut off.
                 if self.read > self.limit {
                     return Err(StoreError::TooLarge { limit: self.limit });

@@ -50,18 +50,16 @@ async fn metrics_count_requests_by_mode_and_status_class() {
     r.bytes().await.unwrap();
     let m = scrape(&app).await;
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} in {m:#?}"));
-    assert_eq!(
-        get(r#"media_proxy_requests_total{mode="remote",status="2xx"}"#),
-        3.0
-    );
-    assert_eq!(
-        get(r#"media_proxy_requests_total{mode="remote",status="4xx"}"#),
-        1.0
-    );
-    assert_eq!(
-        get(r#"media_proxy_requests_total{mode="other",status="2xx"}"#),
-        1.0
-    );
+    let requests = |mode: &str, kind: &str, status: &str| {
+        get(&format!(
+            r#"media_proxy_requests_total{{mode="{mode}",kind="{kind}",status="{status}"}}"#
+        ))
+    };
+    assert_eq!(requests("remote", "emoji", "2xx"), 1.0);
+    assert_eq!(requests("remote", "static", "2xx"), 1.0);
+    assert_eq!(requests("remote", "passthrough", "2xx"), 1.0);
+    assert_eq!(requests("remote", "emoji", "4xx"), 1.0);
+    assert_eq!(requests("other", "-", "2xx"), 1.0);
     assert_eq!(
         get(r#"media_proxy_request_duration_seconds_count{mode="remote"}"#),
         4.0
@@ -81,6 +79,9 @@ async fn metrics_count_requests_by_mode_and_status_class() {
         assert_eq!(get(&count), n, "{stage}");
     }
     assert!(get("media_proxy_sent_bytes_total") > 0.0);
+    // Two downloads for the transforms and one streamed: three times the file.
+    let png = crate::helpers::corpus_bytes("png-pngsuite/basn6a08.png").len() as f64;
+    assert_eq!(get("media_proxy_received_bytes_total"), 3.0 * png);
     assert_eq!(get("media_proxy_in_flight_requests"), 0.0, "all answered");
     assert!(get("media_proxy_memory_budget_bytes") > 0.0);
     assert_eq!(get("media_proxy_memory_reserved_bytes"), 0.0, "idle");
