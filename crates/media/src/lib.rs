@@ -28,6 +28,7 @@ pub mod svg;
 pub mod transform;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 pub use budget::Stop;
 pub use error::Error;
@@ -43,6 +44,26 @@ use fast_image_resize::Resizer;
 pub struct Rendered {
     pub bytes: Vec<u8>,
     pub format: Format,
+}
+
+/// Where a render's time went, summed over the frames of an animation (whose frames are
+/// decoded, transformed and encoded one at a time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Decoding (or rasterising) the source.
+    pub decode: Duration,
+    /// Resizing, cropping, orienting, colour conversion, padding.
+    pub transform: Duration,
+    /// Encoding the output.
+    pub encode: Duration,
+}
+
+/// Runs `f`, adding its time to `slot`.
+fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    *slot += started.elapsed();
+    out
 }
 
 /// The encoding a store-mode request asks for. The Misskey transforms have fixed outputs
@@ -235,11 +256,18 @@ impl Prepared {
     /// Decodes, transforms and encodes `input` (the bytes it was prepared from). Never
     /// panics: a codec panic becomes [`Error::Panicked`].
     pub fn render(self, input: &[u8], stop: &Stop) -> Result<Rendered, Error> {
-        catch_unwind(AssertUnwindSafe(|| self.render_inner(input, stop)))
-            .unwrap_or(Err(Error::Panicked))
+        self.render_timed(input, stop).map(|(rendered, _)| rendered)
     }
 
-    fn render_inner(self, input: &[u8], stop: &Stop) -> Result<Rendered, Error> {
+    /// [`Prepared::render`], also telling where the time went.
+    pub fn render_timed(self, input: &[u8], stop: &Stop) -> Result<(Rendered, Timings), Error> {
+        let mut t = Timings::default();
+        let rendered = catch_unwind(AssertUnwindSafe(|| self.render_inner(input, stop, &mut t)))
+            .unwrap_or(Err(Error::Panicked))?;
+        Ok((rendered, t))
+    }
+
+    fn render_inner(self, input: &[u8], stop: &Stop, t: &mut Timings) -> Result<Rendered, Error> {
         stop.check()?;
         let Prepared {
             format,
@@ -255,10 +283,12 @@ impl Prepared {
                 let (w, h) = doc.size();
                 let g = transform.geometry(w, h);
                 let (dw, dh) = g.decode_size(w, h);
-                let frame = doc.rasterise(dw, dh)?;
+                let frame = timed(&mut t.decode, || doc.rasterise(dw, dh))?;
                 stop.check()?;
-                let frame = shape(frame, &g, (w, h), &mut resizer)?;
-                return finish(place(frame, &g, transform), transform, output);
+                let frame = timed(&mut t.transform, || {
+                    shape(frame, &g, (w, h), &mut resizer).map(|f| place(f, &g, transform))
+                })?;
+                return timed(&mut t.encode, || finish(frame, transform, output));
             }
             Header::Raster(probe) => probe,
         };
@@ -273,7 +303,7 @@ impl Prepared {
                 transform,
                 output,
             };
-            return animate(input, format, &job, &limits, &mut resizer, stop);
+            return animate(input, format, &job, &limits, &mut resizer, stop, t);
         }
         let swap = |(w, h)| {
             if probe::swaps_axes(probe.orientation) {
@@ -282,23 +312,35 @@ impl Prepared {
                 (w, h)
             }
         };
-        let mut frame = if g.is_whole(ow, oh) {
+        let frame = if g.is_whole(ow, oh) {
             // Sized in the stored orientation: orientation is applied after resizing (cheaper).
             let (sw, sh) = swap(g.size);
-            let frame = decode::first_frame(input, format, sw, sh, &limits)?;
+            let frame = timed(&mut t.decode, || {
+                decode::first_frame(input, format, sw, sh, &limits)
+            })?;
             stop.check()?;
-            let frame = transform::resize(frame, sw, sh, &mut resizer)?;
-            transform::orient(frame, probe.orientation)?
+            timed(&mut t.transform, || {
+                let frame = transform::resize(frame, sw, sh, &mut resizer)?;
+                transform::orient(frame, probe.orientation)
+            })?
         } else {
             // A crop is defined on the oriented picture: orient the (reduced) decode first.
             let (dw, dh) = swap(g.decode_size(ow, oh));
-            let frame = decode::first_frame(input, format, dw, dh, &limits)?;
+            let frame = timed(&mut t.decode, || {
+                decode::first_frame(input, format, dw, dh, &limits)
+            })?;
             stop.check()?;
-            let frame = transform::orient(frame, probe.orientation)?;
-            shape(frame, &g, (ow, oh), &mut resizer)?
+            timed(&mut t.transform, || {
+                let frame = transform::orient(frame, probe.orientation)?;
+                shape(frame, &g, (ow, oh), &mut resizer)
+            })?
         };
-        color::to_srgb(&mut frame, probe.icc.as_deref());
-        finish(place(frame, &g, transform), transform, output)
+        let frame = timed(&mut t.transform, || {
+            let mut frame = frame;
+            color::to_srgb(&mut frame, probe.icc.as_deref());
+            place(frame, &g, transform)
+        });
+        timed(&mut t.encode, || finish(frame, transform, output))
     }
 }
 
@@ -414,10 +456,12 @@ fn animate(
     limits: &Limits,
     resizer: &mut Resizer,
     stop: &Stop,
+    t: &mut Timings,
 ) -> Result<Rendered, Error> {
     let g = &job.geometry;
-    let mut encoder = Animator::new(job.output, g.canvas)?;
-    for frame in decode::frames(input, format, limits)? {
+    let mut encoder = timed(&mut t.encode, || Animator::new(job.output, g.canvas))?;
+    let mut frames = timed(&mut t.decode, || decode::frames(input, format, limits))?;
+    while let Some(frame) = timed(&mut t.decode, || frames.next()) {
         stop.check()?;
         if encoder.frames() >= limits.max_frames {
             return Err(Error::TooLarge(format!(
@@ -425,19 +469,22 @@ fn animate(
                 limits.max_frames
             )));
         }
-        let mut frame = shape(frame?, g, job.source, resizer)?;
-        if let Some(t) = &job.to_srgb {
-            t.apply(&mut frame);
-        }
-        if frame.delay_ms < MIN_DELAY_MS {
-            frame.delay_ms = SHORT_DELAY_SHOWN_MS;
-        }
-        encoder.add(&place(frame, g, job.transform))?;
+        let frame = timed(&mut t.transform, || {
+            let mut frame = shape(frame?, g, job.source, resizer)?;
+            if let Some(to_srgb) = &job.to_srgb {
+                to_srgb.apply(&mut frame);
+            }
+            if frame.delay_ms < MIN_DELAY_MS {
+                frame.delay_ms = SHORT_DELAY_SHOWN_MS;
+            }
+            Ok::<_, Error>(place(frame, g, job.transform))
+        })?;
+        timed(&mut t.encode, || encoder.add(&frame))?;
     }
     if encoder.frames() == 0 {
         return Err(Error::Invalid("animation without frames".into()));
     }
-    encoder.finish()
+    timed(&mut t.encode, || encoder.finish())
 }
 
 /// The store mode's WebP: its quality, no sharp YUV (see `encode`).

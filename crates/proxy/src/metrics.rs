@@ -42,8 +42,8 @@ pub struct Metrics {
     /// Time from the request to the last body byte, by `mode`.
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Time spent in one stage of image work, by `stage`: `queue` (waiting for memory and a
-    /// worker), `fetch` (a whole source downloaded for a transform), `render` (decode,
-    /// transform and encode on a worker).
+    /// worker), `fetch` (a whole source downloaded for a transform), `render` (the whole job
+    /// on a worker), and within it `decode`, `transform`, `encode`.
     pub stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Response body bytes sent.
     pub bytes_sent: Counter,
@@ -130,7 +130,7 @@ impl Metrics {
         );
         registry.register(
             "stage_duration_seconds",
-            "Time spent in one stage of image work (queue, fetch, render)",
+            "Time spent in one stage of image work (queue, fetch, render; decode, transform, encode)",
             self.stage_seconds.clone(),
         );
         registry.register(

@@ -140,6 +140,28 @@ impl Workers {
             .map_err(|_| AppError::Overloaded)
     }
 
+    /// Renders `prepared` from `input` on the pool (see [`Workers::run`]); where the time
+    /// went (decode, transform, encode) goes to the stage metrics.
+    pub async fn render(
+        &self,
+        prepared: media::Prepared,
+        input: bytes::Bytes,
+    ) -> Result<media::Rendered, AppError> {
+        let (rendered, t) = self
+            .run(prepared.cost(), move |stop| {
+                prepared.render_timed(&input, stop)
+            })
+            .await?;
+        for (stage, took) in [
+            ("decode", t.decode),
+            ("transform", t.transform),
+            ("encode", t.encode),
+        ] {
+            self.metrics.stage(stage, took.as_secs_f64());
+        }
+        Ok(rendered)
+    }
+
     /// Runs `job` on a blocking thread once `cost` bytes of the budget and a CPU slot are
     /// free. The job gets a [`media::Stop`] that trips at the deadline or when the client
     /// goes away.

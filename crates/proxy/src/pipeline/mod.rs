@@ -263,10 +263,7 @@ impl Pipeline {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
         let prepared = media::prepare(&bytes, format, transform, &self.limits)?;
         self.caches.metrics.renders.inc();
-        let rendered = self
-            .workers
-            .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
-            .await?;
+        let rendered = self.workers.render(prepared, bytes).await?;
         Ok(Variant {
             bytes: crate::cache::exact(rendered.bytes),
             format: rendered.format,

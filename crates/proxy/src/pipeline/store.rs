@@ -381,10 +381,7 @@ impl StorePipeline {
         let (choice, validators) = self.decide(&prepared, format, t, meta, accept);
         let prepared = prepared.with_output(choice.output);
         self.caches.metrics.renders.inc();
-        let rendered = self
-            .workers
-            .run(prepared.cost(), move |stop| prepared.render(&bytes, stop))
-            .await?;
+        let rendered = self.workers.render(prepared, bytes).await?;
         Ok(Variant {
             bytes: crate::cache::exact(rendered.bytes),
             format: rendered.format,

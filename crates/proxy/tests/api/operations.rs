@@ -74,10 +74,28 @@ async fn metrics_count_requests_by_mode_and_status_class() {
         1.0
     );
     assert_eq!(get("media_proxy_renders_total"), 2.0);
-    for (stage, n) in [("queue", 2.0), ("fetch", 2.0), ("render", 2.0)] {
+    for (stage, n) in [
+        ("queue", 2.0),
+        ("fetch", 2.0),
+        ("render", 2.0),
+        ("decode", 2.0),
+        ("transform", 2.0),
+        ("encode", 2.0),
+    ] {
         let count = format!(r#"media_proxy_stage_duration_seconds_count{{stage="{stage}"}}"#);
         assert_eq!(get(&count), n, "{stage}");
     }
+    let sum = |stage: &str| {
+        get(&format!(
+            r#"media_proxy_stage_duration_seconds_sum{{stage="{stage}"}}"#
+        ))
+    };
+    let parts = sum("decode") + sum("transform") + sum("encode");
+    assert!(
+        parts > 0.0 && parts <= sum("render"),
+        "the parts ({parts}) lie within the renders ({})",
+        sum("render")
+    );
     assert!(get("media_proxy_sent_bytes_total") > 0.0);
     // Two downloads for the transforms and one streamed: three times the file.
     let png = crate::helpers::corpus_bytes("png-pngsuite/basn6a08.png").len() as f64;
