@@ -76,6 +76,16 @@ async fn chromium_renders_every_kind_of_answer() {
             .await
             .unwrap();
         assert!(r.status().is_success(), "{name}: {}", r.status());
+        // The headers the browser sees with it, which must not stop it from rendering.
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{name}");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'none'"),
+            "{name}"
+        );
         let d = decode(&r.bytes().await.unwrap());
         if name == "photo passthrough" {
             // The original, EXIF orientation 5 (transpose): browsers show it turned, our
