@@ -114,7 +114,9 @@ pub async fn handle(
                     Ok(reply) => response::build(reply),
                     Err(e) => {
                         log.origin_status = e.origin_status();
-                        if let Some(class) = e.origin_class() {
+                        // A remembered failure (negative cache) did not reach the origin.
+                        let asked = cache != Some(CacheStatus::Hit);
+                        if let Some(class) = e.origin_class().filter(|_| asked) {
                             state
                                 .metrics
                                 .origin_errors

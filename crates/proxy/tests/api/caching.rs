@@ -199,6 +199,16 @@ async fn lasting_failures_are_remembered_briefly() {
     }
     assert_eq!(origin_requests(&origin, "/status/404"), 1);
     assert_eq!(counter(&app, "negative_hits").await, 3);
+    let metrics = app
+        .get(&format!("http://{}/metrics", app.addr))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("media_proxy_origin_errors_total{class=\"status\"} 1\n"),
+        "one origin error, not four: {metrics}"
+    );
     // With `fallback`, a remembered failure is the placeholder, as a fresh one is.
     let a = answer(&app, &app.proxy_url("x", &gone, "&emoji&fallback")).await;
     assert_eq!(
