@@ -73,8 +73,11 @@ pub struct VariantKey(String);
 impl VariantKey {
     pub fn of(parts: &[&str]) -> VariantKey {
         let mut h = Sha256::new();
-        // The entry format's version: a change of layout starts a new key space.
+        // The entry layout and the program's version: a release may render differently (as
+        // the store mode's ETags say), so it starts a key space of its own; during a rolling
+        // upgrade, old and new replicas sharing a bucket do not overwrite each other.
         h.update(b"v1");
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
         for part in parts {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
