@@ -525,6 +525,39 @@ impl Caches {
         self.render_once(source, key, render).await
     }
 
+    /// A whole source, downloaded by `fetch` once for every render that asks for `key`
+    /// meanwhile (`downloads`: the mode's own table): counted, timed (the `fetch` stage)
+    /// and shared.
+    pub async fn download_once<V, F, Fut>(
+        &self,
+        downloads: &Flights<V>,
+        key: &str,
+        fetch: F,
+    ) -> Result<V, AppError>
+    where
+        V: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, AppError>> + Send + 'static,
+    {
+        let (role, outcome) = downloads
+            .run(key, || {
+                let metrics = self.metrics.clone();
+                metrics.source_downloads.inc();
+                let work = fetch();
+                async move {
+                    let started = std::time::Instant::now();
+                    let fetched = work.await.map_err(Arc::new)?;
+                    metrics.stage("fetch", started.elapsed().as_secs_f64());
+                    Ok(fetched)
+                }
+            })
+            .await;
+        if role == Role::Follower {
+            self.metrics.source_shared.inc();
+        }
+        outcome.map_err(AppError::Shared)
+    }
+
     /// The cached variant `key`, if any tier has it.
     pub async fn cached(&self, key: &VariantKey) -> Option<Arc<Variant>> {
         let v = self.variants.get(key).await?;

@@ -15,12 +15,12 @@ pub mod store;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use media::format::{sniff, Sniffed, SNIFF_LEN, SVG_SNIFF_LIMIT};
 use media::{Format, Transform};
 use std::sync::Arc;
 
-use crate::cache::flight::{Flights, Role};
+use crate::cache::flight::Flights;
 use crate::cache::{CacheStatus, Caches, Fresh, Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::range::Resolved;
@@ -153,30 +153,18 @@ impl Pipeline {
 
     /// The whole body of `url`, downloaded once for every render that wants it meanwhile.
     async fn download(&self, url: &url::Url) -> Result<Downloaded, AppError> {
-        let (role, outcome) = self
-            .downloads
-            .run(url.as_str(), || {
-                let (fetcher, url) = (self.fetcher.clone(), url.clone());
-                let metrics = self.caches.metrics.clone();
-                metrics.source_downloads.inc();
-                async move {
-                    let started = std::time::Instant::now();
-                    let fetched = fetcher.fetch(&url, None, None).await?;
-                    let content_disposition = fetched.content_disposition;
-                    let bytes = fetched.body.read_all().await?;
-                    metrics.stage("fetch", started.elapsed().as_secs_f64());
-                    Ok::<_, AppError>(Downloaded {
-                        bytes,
-                        content_disposition,
-                    })
-                }
-                .map(|r| r.map_err(Arc::new))
+        let (fetcher, owned) = (self.fetcher.clone(), url.clone());
+        self.caches
+            .download_once(&self.downloads, url.as_str(), || async move {
+                let fetched = fetcher.fetch(&owned, None, None).await?;
+                let content_disposition = fetched.content_disposition;
+                let bytes = fetched.body.read_all().await?;
+                Ok(Downloaded {
+                    bytes,
+                    content_disposition,
+                })
             })
-            .await;
-        if role == Role::Follower {
-            self.caches.metrics.source_shared.inc();
-        }
-        outcome.map_err(AppError::Shared)
+            .await
     }
 
     /// `HEAD` and `Range`: first ask the origin for just the head. A 206 tells us the total

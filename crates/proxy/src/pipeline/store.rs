@@ -26,12 +26,12 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use media::ops::Resize;
 use media::{Format, Output, Transform};
 use sha2::{Digest, Sha256};
 
-use crate::cache::flight::{Flights, Role};
+use crate::cache::flight::Flights;
 use crate::cache::{CacheStatus, Caches, Fresh, Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::resize::{FormatChoice, StorePlan, StoreTransform};
@@ -342,29 +342,17 @@ impl StorePipeline {
         key: &str,
         opened: Option<StoreObject>,
     ) -> Result<(Bytes, ObjectMeta), AppError> {
-        let (role, outcome) = self
-            .downloads
-            .run(key, || {
-                let (store, key) = (self.store.clone(), key.to_owned());
-                let metrics = self.caches.metrics.clone();
-                metrics.source_downloads.inc();
-                async move {
-                    let started = std::time::Instant::now();
-                    let object = match opened {
-                        Some(object) => object,
-                        None => store.get(&key).await?,
-                    };
-                    let bytes = object.body.read_all().await?;
-                    metrics.stage("fetch", started.elapsed().as_secs_f64());
-                    Ok::<_, AppError>((bytes, object.meta))
-                }
-                .map(|r| r.map_err(Arc::new))
+        let (store, owned) = (self.store.clone(), key.to_owned());
+        self.caches
+            .download_once(&self.downloads, key, || async move {
+                let object = match opened {
+                    Some(object) => object,
+                    None => store.get(&owned).await?,
+                };
+                let bytes = object.body.read_all().await?;
+                Ok((bytes, object.meta))
             })
-            .await;
-        if role == Role::Follower {
-            self.caches.metrics.source_shared.inc();
-        }
-        outcome.map_err(AppError::Shared)
+            .await
     }
 
     /// Reads the original's headers, chooses the output, renders it on the worker pool.
