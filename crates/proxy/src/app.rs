@@ -64,8 +64,8 @@ pub enum BuildError {
     Setup(String),
 }
 
-/// Builds the router for `settings`: the same one serves the standalone server and (later)
-/// the Lambda runtime.
+/// Builds the router for `settings`: the same one serves the standalone server and the
+/// Lambda runtime (`crate::lambda`).
 pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     let metrics = Metrics::new();
     let fetcher = Fetcher::new(FetchSettings {
@@ -104,6 +104,7 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         .route("/metrics", axum::routing::get(routes::metrics))
         .fallback(routes::handle)
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::lambda::enforce_deadline))
         .layer(axum::middleware::map_response_with_state(
             common,
             response::add_common_headers,

@@ -421,7 +421,19 @@ pub enum ConfigError {
 impl Settings {
     /// Reads defaults, then `file` (if given; it must exist), then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_over(file, None)
+    }
+
+    /// As [`Settings::load`], with `runtime_defaults` (TOML) between the embedded defaults
+    /// and the file: how a runtime (Lambda) changes a default without overriding the user.
+    pub fn load_over(
+        file: Option<&Path>,
+        runtime_defaults: Option<&str>,
+    ) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(text) = runtime_defaults {
+            figment = figment.merge(Toml::string(text));
+        }
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::MissingFile(path.display().to_string()));

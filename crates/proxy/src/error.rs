@@ -183,6 +183,11 @@ impl AppError {
     pub fn public_message(&self) -> Cow<'static, str> {
         match self {
             AppError::Request(RequestError::Store(e)) => Cow::Owned(e.to_string()),
+            // A hard cap names itself, so the client knows what to ask for instead.
+            AppError::Source(SourceError::TooLarge { limit })
+            | AppError::Store(StoreError::TooLarge { limit }) => {
+                Cow::Owned(format!("file too large (limit: {limit} bytes)"))
+            }
             AppError::Shared(inner) => inner.public_message(),
             other => Cow::Borrowed(other.status().1),
         }

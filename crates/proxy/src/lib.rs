@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod lambda;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

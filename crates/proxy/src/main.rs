@@ -45,6 +45,16 @@ enum Command {
     /// the output file's extension picks it (.webp .avif .jpg .png .gif; any other: the
     /// input's own family). Limits come from the settings (defaults, --config, env).
     Convert(ConvertArgs),
+    /// Serve AWS Lambda invocations (function URL events, streamed responses) instead of
+    /// listening on a port. The default when AWS_LAMBDA_RUNTIME_API is set.
+    ///
+    /// Settings as for `serve`, over Lambda's own defaults (JSON logs, the cache under /tmp,
+    /// memory from AWS_LAMBDA_FUNCTION_MEMORY_SIZE). See docs/deploy-aws.md.
+    Lambda {
+        /// A TOML configuration file (for example one packaged beside `bootstrap`).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,8 +107,14 @@ struct ServeArgs {
 fn main() -> ExitCode {
     media_proxy::memory::configure();
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    let default = if media_proxy::lambda::Environment::detected() {
+        Command::Lambda { config: None }
+    } else {
+        Command::Serve(ServeArgs::default())
+    };
+    match cli.command.unwrap_or(default) {
         Command::Serve(args) => serve(args),
+        Command::Lambda { config } => lambda(config),
         Command::CheckConfig { file } => check_config(file),
         Command::Convert(args) => convert(args),
     }
@@ -220,6 +236,51 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("server error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn lambda(config: Option<PathBuf>) -> ExitCode {
+    let environment = match media_proxy::lambda::Environment::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("media-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let defaults = environment.runtime_defaults();
+    let settings = match Settings::load_over(config.as_deref(), Some(&defaults)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("media-proxy: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    let settings = environment.impose_limits(settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("media-proxy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        tracing::info!(
+            function = %environment.function_name,
+            version = %environment.function_version,
+            memory_mib = environment.memory_mib,
+            "media-proxy serving Lambda invocations"
+        );
+        match media_proxy::lambda::run(&settings).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
                 ExitCode::FAILURE
             }
         }

@@ -151,6 +151,7 @@ pub async fn spawn_origin_on(addr: SocketAddr) -> std::io::Result<Origin> {
         .route("/svg-with-image", get(svg_with_image))
         .route("/flat.png", get(flat_png))
         .route("/generated/{spec}", get(generated))
+        .route("/padded/{size}/{*rel}", get(padded))
         .fallback(get(corpus_file_by_any_path))
         .with_state(hits.clone())
         .layer(axum::middleware::from_fn_with_state(hits.clone(), record));
@@ -211,6 +212,16 @@ async fn corpus_file(
         return StatusCode::NOT_FOUND.into_response();
     };
     serve_bytes(bytes, &opts, &headers)
+}
+
+/// `/padded/{bytes}/{rel}`: the corpus file, then zeros up to `bytes` in all (a large "video"
+/// whose head still sniffs as what it is).
+async fn padded(Path((size, rel)): Path<(usize, String)>) -> Response {
+    let Ok(mut bytes) = std::fs::read(corpus(&rel)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    bytes.resize(size.max(bytes.len()), 0);
+    serve_bytes(bytes, &FileOptions::default(), &HeaderMap::new())
 }
 
 /// `/anything/else/<rel>` is not routed: used as the proxy-mode target (absolute-form).

@@ -18,6 +18,7 @@ mod caching;
 mod cdn;
 mod cli;
 mod engine;
+mod lambda;
 mod limits;
 mod operations;
 mod passthrough;

@@ -1,0 +1,244 @@
+//! The AWS Lambda runtime: the same router as the standalone server, driven by the Lambda
+//! Runtime API through the official runtime (`lambda_http`). Function URL events come in;
+//! responses go out **streamed** (`InvokeMode: RESPONSE_STREAM`), so bodies above the 6 MB
+//! of a buffered Lambda response (video passthrough) work and the first bytes leave before
+//! the last are read.
+//!
+//! What differs from the server is only what Lambda imposes, each answered with a clear
+//! status instead of a bare 502 from the Lambda front end:
+//!
+//! - a streamed response carries at most [`STREAM_LIMIT`] bytes: `max_size` and
+//!   `store.max_size` are capped to it, so a larger file is a `413` naming the limit;
+//! - an invocation is killed at its deadline: [`enforce_deadline`] answers `504` shortly
+//!   before it when the answer is not ready;
+//! - only `/tmp` is writable and the memory is the function's: [`Environment::runtime_defaults`]
+//!   puts the local cache under `/tmp` and sizes the memory budget and tiers from
+//!   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (settings the user gives still win).
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use lambda_http::tower::ServiceExt as _;
+use lambda_http::RequestExt as _;
+
+use crate::app;
+use crate::config::Settings;
+
+/// The most a streamed function URL response may carry (AWS: 200 MB per response).
+pub const STREAM_LIMIT: u64 = 200_000_000;
+
+/// Kept back from an invocation's deadline to send the `504` before Lambda stops the function.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// The variables the Lambda service sets for a custom runtime (all four are required by the
+/// runtime library, which would panic without them: checked here first for a clear message).
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub runtime_api: String,
+    pub function_name: String,
+    pub function_version: String,
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MiB.
+    pub memory_mib: u64,
+}
+
+impl Environment {
+    /// Whether the process was started by Lambda (the Runtime API address is set).
+    pub fn detected() -> bool {
+        std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+    }
+
+    /// Reads the Lambda variables; the error names the missing or malformed one.
+    pub fn from_env() -> Result<Environment, String> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    format!("{name} is not set: `media-proxy lambda` runs only inside AWS Lambda (or a Runtime API emulator)")
+                })
+        };
+        let memory = var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?;
+        let memory_mib = memory
+            .parse::<u64>()
+            .ok()
+            .filter(|m| *m > 0 && *m <= i32::MAX as u64)
+            .ok_or_else(|| {
+                format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a size in MB: {memory:?}")
+            })?;
+        Ok(Environment {
+            runtime_api: var("AWS_LAMBDA_RUNTIME_API")?,
+            function_name: var("AWS_LAMBDA_FUNCTION_NAME")?,
+            function_version: var("AWS_LAMBDA_FUNCTION_VERSION")?,
+            memory_mib,
+        })
+    }
+
+    /// Defaults for Lambda, layered between the embedded defaults and the user's settings:
+    /// JSON logs (CloudWatch), the local variant cache under `/tmp` (the only writable
+    /// place; 256 MiB of its default 512 MB), a small memory tier, half the function's memory
+    /// for image work, and the largest body a streamed response can carry.
+    pub fn runtime_defaults(&self) -> String {
+        let memory = self.memory_mib << 20;
+        format!(
+            "max_size = {STREAM_LIMIT}\n\
+             [log]\nformat = \"json\"\n\
+             [cache]\nroot = \"/tmp/media-proxy/cache\"\nmax_size = {cache}\nmemory = {tier}\n\
+             [store]\nmax_size = {STREAM_LIMIT}\n\
+             [workers]\nmemory_budget = {budget}\n",
+            cache = 256u64 << 20,
+            tier = (memory / 16).min(64 << 20),
+            budget = memory / 2,
+        )
+    }
+
+    /// Applies what Lambda imposes whatever the settings say: bodies above [`STREAM_LIMIT`]
+    /// cannot be returned, so larger downloads are refused up front (`413`).
+    pub fn impose_limits(&self, mut settings: Settings) -> Settings {
+        for (key, value) in [
+            ("max_size", &mut settings.max_size),
+            ("store.max_size", &mut settings.store.max_size),
+        ] {
+            if *value > STREAM_LIMIT {
+                tracing::warn!(
+                    key,
+                    configured = *value,
+                    limit = STREAM_LIMIT,
+                    "lowered to the largest response Lambda can stream"
+                );
+                *value = STREAM_LIMIT;
+            }
+        }
+        settings
+    }
+}
+
+/// When the current invocation must have answered by (a request extension set by the
+/// Lambda adapter; absent under the standalone server).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub SystemTime);
+
+/// Middleware: under Lambda, answers `504` just before the invocation's deadline when the
+/// response has not started, instead of letting Lambda cut the function off. Dropping the
+/// handler cancels its work (downloads, renders nobody else waits for).
+pub async fn enforce_deadline(request: Request, next: Next) -> Response {
+    let Some(Deadline(at)) = request.extensions().get::<Deadline>().copied() else {
+        return next.run(request).await;
+    };
+    let remaining = at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(DEADLINE_MARGIN);
+    match tokio::time::timeout(remaining, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!("the Lambda invocation's time limit ran out: answering 504");
+            let mut response = (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the function's time limit ran out before the answer was ready",
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+    }
+}
+
+/// Turns a function URL request into the router's request: the body as is, the
+/// invocation's deadline as a [`Deadline`] extension.
+fn into_router_request(request: lambda_http::Request) -> Request {
+    let deadline = request
+        .lambda_context_ref()
+        .map(|c| UNIX_EPOCH + Duration::from_millis(c.deadline));
+    let (mut parts, body) = request.into_parts();
+    if let Some(at) = deadline {
+        parts.extensions.insert(Deadline(at));
+    }
+    let body = match body {
+        lambda_http::Body::Empty => Body::empty(),
+        lambda_http::Body::Text(text) => Body::from(text),
+        lambda_http::Body::Binary(bytes) => Body::from(bytes),
+        // Future variants: keep the bytes whatever they are called.
+        #[allow(unreachable_patterns)]
+        other => Body::from(other.to_vec()),
+    };
+    Request::from_parts(parts, body)
+}
+
+/// Serves invocations until the Runtime API goes away. Invocations are handled one at a time
+/// (several at once on Lambda Managed Instances, `AWS_LAMBDA_MAX_CONCURRENCY`).
+pub async fn run(settings: &Settings) -> Result<(), String> {
+    let router = app::router(settings).map_err(|e| e.to_string())?;
+    let service = lambda_http::tower::service_fn(move |request: lambda_http::Request| {
+        let router = router.clone();
+        async move {
+            let response = router
+                .oneshot(into_router_request(request))
+                .await
+                .unwrap_or_else(|never: Infallible| match never {});
+            Ok::<Response, Infallible>(response)
+        }
+    });
+    lambda_http::run_with_streaming_response_concurrent(service)
+        .await
+        .map_err(|e| format!("the Lambda runtime stopped: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(memory_mib: u64) -> Environment {
+        Environment {
+            runtime_api: "127.0.0.1:9001".into(),
+            function_name: "media-proxy".into(),
+            function_version: "$LATEST".into(),
+            memory_mib,
+        }
+    }
+
+    #[test]
+    fn runtime_defaults_fit_the_function_and_yield_to_the_user() {
+        let s = Settings::load_over(None, Some(&env(256).runtime_defaults())).unwrap();
+        assert_eq!(s.workers.memory_budget, 128 << 20);
+        assert_eq!(s.cache.memory, 16 << 20);
+        assert_eq!(
+            s.cache.root,
+            std::path::PathBuf::from("/tmp/media-proxy/cache")
+        );
+        assert_eq!(s.max_size, STREAM_LIMIT);
+        assert_eq!(s.log.format, crate::config::LogFormat::Json);
+        // A file (or the environment) still overrides a runtime default.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[workers]\nmemory_budget = 1000\n").unwrap();
+        let s = Settings::load_over(Some(&file), Some(&env(256).runtime_defaults())).unwrap();
+        assert_eq!(s.workers.memory_budget, 1000);
+    }
+
+    #[test]
+    fn limits_lambda_cannot_serve_are_lowered() {
+        let mut s = Settings {
+            max_size: 10 * STREAM_LIMIT,
+            ..Settings::default()
+        };
+        s.store.max_size = STREAM_LIMIT + 1;
+        let s = env(256).impose_limits(s);
+        assert_eq!((s.max_size, s.store.max_size), (STREAM_LIMIT, STREAM_LIMIT));
+        let s = Settings {
+            max_size: 1000,
+            ..Settings::default()
+        };
+        assert_eq!(
+            env(256).impose_limits(s).max_size,
+            1000,
+            "lower limits kept"
+        );
+    }
+}

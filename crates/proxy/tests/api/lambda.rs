@@ -1,0 +1,705 @@
+//! The binary in Lambda mode against a local implementation of the Lambda Runtime API, fed
+//! with function URL events: it must answer like the standalone server, streamed.
+//!
+//! The emulator follows the documented custom-runtime protocol
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html> and the response
+//! streaming section of <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html>):
+//! `GET /2018-06-01/runtime/invocation/next` long-polls for the next event and carries the
+//! request id and deadline as headers; the function posts to `…/{id}/response` (buffered
+//! JSON, or with `Lambda-Runtime-Function-Response-Mode: streaming` a chunked body made of a
+//! JSON prelude, eight NUL bytes and the payload, with errors in trailers), `…/{id}/error`
+//! or `/init/error`. It applies the service's size rules: 6 MB for a buffered response,
+//! 200 MB for a streamed one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::helpers::{corpus_bytes, spawn_origin, Origin};
+
+/// The largest buffered response the Lambda service accepts.
+const BUFFERED_LIMIT: usize = 6 * 1024 * 1024;
+/// The largest streamed response a function URL returns.
+const STREAMED_LIMIT: usize = 200_000_000;
+
+/// What the function sent back for one invocation.
+#[derive(Debug)]
+enum Outcome {
+    /// An HTTP response (function URL integration format).
+    Http(HttpReply),
+    /// `/error`, or a response the service refuses (`Function.ResponseSizeTooLarge`).
+    Error { kind: String, body: String },
+}
+
+#[derive(Debug)]
+struct HttpReply {
+    streamed: bool,
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+    /// Body chunks as they arrived (a streamed answer arrives in many).
+    chunks: usize,
+    /// `Lambda-Runtime-Function-Error-Type` from the trailers: the stream broke.
+    error_trailer: Option<String>,
+}
+
+struct Invocation {
+    id: String,
+    event: Value,
+    deadline_ms: u128,
+    reply: oneshot::Sender<Outcome>,
+}
+
+struct ApiState {
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    /// When the function first asked for work: its initialisation is over.
+    first_poll: OnceLock<Instant>,
+    init_errors: Mutex<Vec<String>>,
+}
+
+struct RuntimeApi {
+    addr: SocketAddr,
+    state: Arc<ApiState>,
+    queue: mpsc::UnboundedSender<Invocation>,
+    serial: Mutex<u64>,
+}
+
+impl RuntimeApi {
+    async fn start() -> RuntimeApi {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let state = Arc::new(ApiState {
+            queue: tokio::sync::Mutex::new(receiver),
+            pending: Mutex::new(HashMap::new()),
+            first_poll: OnceLock::new(),
+            init_errors: Mutex::new(Vec::new()),
+        });
+        let router = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(respond),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        RuntimeApi {
+            addr,
+            state,
+            queue,
+            serial: Mutex::new(0),
+        }
+    }
+
+    /// Delivers `event` to the function with `timeout` as the function's time limit and
+    /// waits for its answer (bounded).
+    async fn invoke(&self, event: Value, timeout: Duration) -> Outcome {
+        let id = {
+            let mut n = self.serial.lock().unwrap();
+            *n += 1;
+            format!("8476a536-e9f4-11e8-9739-{:012x}", *n)
+        };
+        let deadline_ms = (SystemTime::now() + timeout)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Invocation {
+                id,
+                event,
+                deadline_ms,
+                reply,
+            })
+            .unwrap_or_else(|_| panic!("emulator gone"));
+        // As the service does: an invocation not finished by its deadline (streaming
+        // included) is stopped and reported as a time-out; the client sees a 502.
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(outcome) => outcome.expect("the emulator records the answer"),
+            Err(_) => Outcome::Error {
+                kind: "Sandbox.Timedout".into(),
+                body: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+            },
+        }
+    }
+
+    async fn get(&self, target: &str, headers: &[(&str, &str)]) -> HttpReply {
+        match self
+            .invoke(url_event("GET", target, headers), Duration::from_secs(16))
+            .await
+        {
+            Outcome::Http(r) => r,
+            Outcome::Error { kind, body } => panic!("{target}: invocation error {kind}: {body}"),
+        }
+    }
+}
+
+async fn next(State(state): State<Arc<ApiState>>) -> Response {
+    state.first_poll.get_or_init(Instant::now);
+    let Some(invocation) = state.queue.lock().await.recv().await else {
+        return StatusCode::GONE.into_response();
+    };
+    state
+        .pending
+        .lock()
+        .unwrap()
+        .insert(invocation.id.clone(), invocation.reply);
+    (
+        [
+            ("Lambda-Runtime-Aws-Request-Id", invocation.id.clone()),
+            (
+                "Lambda-Runtime-Deadline-Ms",
+                invocation.deadline_ms.to_string(),
+            ),
+            (
+                "Lambda-Runtime-Invoked-Function-Arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:media-proxy".to_owned(),
+            ),
+            (
+                "Lambda-Runtime-Trace-Id",
+                "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"
+                    .to_owned(),
+            ),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        invocation.event.to_string(),
+    )
+        .into_response()
+}
+
+async fn respond(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(id): UrlPath<String>,
+    request: Request,
+) -> Response {
+    let Some(reply) = state.pending.lock().unwrap().remove(&id) else {
+        return (StatusCode::BAD_REQUEST, "unknown or answered invocation").into_response();
+    };
+    let streamed = request
+        .headers()
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|v| v == "streaming");
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    let mut chunks = 0;
+    let mut trailers = HeaderMap::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("the function's response body arrives whole");
+        match frame.into_data() {
+            Ok(data) => {
+                chunks += 1;
+                bytes.extend_from_slice(&data);
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.extend(t);
+                }
+            }
+        }
+    }
+    let outcome = if streamed {
+        streamed_reply(&bytes, chunks, &trailers)
+    } else {
+        buffered_reply(&bytes)
+    };
+    let _ = reply.send(outcome);
+    (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
+}
+
+/// Prelude (JSON), eight NUL bytes, payload.
+fn streamed_reply(bytes: &[u8], chunks: usize, trailers: &HeaderMap) -> Outcome {
+    let Some(split) = bytes.windows(8).position(|w| w == [0u8; 8]) else {
+        return Outcome::Error {
+            kind: "Runtime.InvalidStream".into(),
+            body: "no prelude delimiter".into(),
+        };
+    };
+    let prelude: Value = serde_json::from_slice(&bytes[..split]).expect("prelude is JSON");
+    let body = bytes[split + 8..].to_vec();
+    if body.len() > STREAMED_LIMIT {
+        return Outcome::Error {
+            kind: "Function.ResponseSizeTooLarge".into(),
+            body: format!("{} bytes streamed", body.len()),
+        };
+    }
+    Outcome::Http(HttpReply {
+        streamed: true,
+        status: prelude["statusCode"].as_u64().unwrap_or(200) as u16,
+        headers: string_map(&prelude["headers"]),
+        body,
+        chunks,
+        error_trailer: trailers
+            .get("lambda-runtime-function-error-type")
+            .map(|v| v.to_str().unwrap().to_owned()),
+    })
+}
+
+/// `{"statusCode", "headers", "body", "isBase64Encoded"}`, at most 6 MB.
+fn buffered_reply(bytes: &[u8]) -> Outcome {
+    if bytes.len() > BUFFERED_LIMIT {
+        return Outcome::Error {
+            kind: "Function.ResponseSizeTooLarge".into(),
+            body: format!("{} bytes buffered", bytes.len()),
+        };
+    }
+    let v: Value = serde_json::from_slice(bytes).expect("a buffered response is JSON");
+    let text = v["body"].as_str().unwrap_or_default();
+    let body = if v["isBase64Encoded"].as_bool().unwrap_or(false) {
+        panic!("base64 bodies are not expected from this function")
+    } else {
+        text.as_bytes().to_vec()
+    };
+    Outcome::Http(HttpReply {
+        streamed: false,
+        status: v["statusCode"].as_u64().unwrap_or(200) as u16,
+        headers: string_map(&v["headers"]),
+        body,
+        chunks: 1,
+        error_trailer: None,
+    })
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn fail(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Some(reply) = state.pending.lock().unwrap().remove(&id) {
+        let kind = headers
+            .get("lambda-runtime-function-error-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let _ = reply.send(Outcome::Error { kind, body });
+    }
+    (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
+}
+
+async fn init_error(State(state): State<Arc<ApiState>>, body: String) -> Response {
+    state.init_errors.lock().unwrap().push(body);
+    (StatusCode::ACCEPTED, "{\"status\":\"OK\"}").into_response()
+}
+
+/// A function URL event (payload format 2.0) for `method target`.
+fn url_event(method: &str, target: &str, headers: &[(&str, &str)]) -> Value {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let host = "abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws";
+    let mut map = serde_json::Map::new();
+    map.insert("host".into(), host.into());
+    map.insert("x-forwarded-proto".into(), "https".into());
+    map.insert("x-forwarded-for".into(), "198.51.100.7".into());
+    for (k, v) in headers {
+        map.insert(k.to_ascii_lowercase(), (*v).into());
+    }
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": map,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abcdefghijklmnopqrstuvwxyz012345",
+            "domainName": host,
+            "domainPrefix": "abcdefghijklmnopqrstuvwxyz012345",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "198.51.100.7",
+                "userAgent": "test"
+            },
+            "requestId": "c0ffee00-0000-4000-8000-000000000000",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "28/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1_795_867_200_000u64
+        },
+        "isBase64Encoded": false
+    })
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn media_proxy(env: &[(&str, &str)], log: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-proxy"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MEDIA_PROXY__") || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied())
+        .env("MEDIA_PROXY__LOG__FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd
+}
+
+/// The function's environment as the Lambda service sets it for a custom runtime.
+fn lambda_env(api: &RuntimeApi) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "media-proxy".into()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("_HANDLER", "bootstrap".into()),
+    ]
+}
+
+struct Function {
+    api: RuntimeApi,
+    _process: Process,
+    started: Instant,
+    dir: tempfile::TempDir,
+}
+
+impl Function {
+    /// Starts the binary the way Lambda does (no arguments, the Runtime API in the
+    /// environment) with `settings` as extra variables.
+    async fn start(settings: &[(&str, &str)]) -> Function {
+        let api = RuntimeApi::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let mut env: Vec<(&str, String)> = lambda_env(&api);
+        env.push(("MEDIA_PROXY__CACHE__ROOT", cache.display().to_string()));
+        env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let started = Instant::now();
+        let child = media_proxy(&env, &dir.path().join("stderr.log"))
+            .spawn()
+            .unwrap();
+        Function {
+            api,
+            _process: Process(child),
+            started,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+/// The same binary as a standalone server with the same settings.
+struct Server {
+    _process: Process,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_server(settings: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::store_s3::free_port();
+    let cache = dir.path().join("cache");
+    let mut env: Vec<(&str, String)> = vec![
+        ("MEDIA_PROXY__CACHE__ROOT", cache.display().to_string()),
+        ("MEDIA_PROXY__LISTEN", format!("127.0.0.1:{port}")),
+    ];
+    env.extend(settings.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let process = Process(
+        media_proxy(&env, &dir.path().join("stderr.log"))
+            .arg("serve")
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = client();
+    for _ in 0..500 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return Server {
+                _process: process,
+                base,
+                _dir: dir,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server did not start");
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Headers that differ between any two answers (dates, ids) or belong to the transport
+/// (the function URL front end frames a streamed body itself).
+const PER_ANSWER: [&str; 4] = [
+    "date",
+    "x-request-id",
+    "content-length",
+    "transfer-encoding",
+];
+
+fn comparable(headers: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(k, _)| !PER_ANSWER.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+async fn server_get(server: &Server, target: &str) -> (u16, BTreeMap<String, String>, Vec<u8>) {
+    let r = client()
+        .get(format!("{}{target}", server.base))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+fn proxied(origin: &Origin, name: &str, path: &str, flags: &str) -> String {
+    let url: String = form_urlencoded::byte_serialize(origin.url(path).as_bytes()).collect();
+    format!("/{name}?url={url}{flags}")
+}
+
+const ORIGIN_ALLOWED: (&str, &str) = ("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32");
+
+#[tokio::test]
+async fn lambda_mode_answers_like_the_server_and_streams() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let settings = [ORIGIN_ALLOWED];
+    let function = Function::start(&settings).await;
+    let server = start_server(&settings).await;
+
+    // The seed's check of a fresh deployment, and the cold start it costs.
+    let hello = function.api.get("/", &[]).await;
+    let answered = function.started.elapsed();
+    let ready = *function
+        .api
+        .state
+        .first_poll
+        .get()
+        .expect("the function polled for work")
+        - function.started;
+    eprintln!(
+        "lambda cold start: first poll of the Runtime API after {ready:?}, first answer after {answered:?}"
+    );
+    assert_eq!(
+        (hello.status, hello.body.as_slice()),
+        (200, &b"Hello World!"[..])
+    );
+    assert!(hello.streamed, "answers use the streaming response mode");
+    assert!(function.api.state.init_errors.lock().unwrap().is_empty());
+
+    let big = 9_000_000;
+    let cases = [
+        ("/".to_owned(), "hello"),
+        (
+            proxied(
+                &origin,
+                "photo.jpg",
+                "/corpus/jpeg/exif-orientation-pillow/hopper_orientation_1_none.jpg",
+                "",
+            ),
+            "passthrough",
+        ),
+        (
+            proxied(
+                &origin,
+                "anim.webp",
+                "/corpus/gif/image-gif/anim-gr.gif",
+                "&emoji=1",
+            ),
+            "emoji",
+        ),
+        (
+            proxied(
+                &origin,
+                "clip.mp4",
+                &format!("/padded/{big}/video/h264_640x360_2s.mp4"),
+                "",
+            ),
+            "video",
+        ),
+        (
+            proxied(&origin, "gone.png", "/status/404", "&static=1"),
+            "origin 404",
+        ),
+        (
+            "/?url=ftp%3A%2F%2Fexample.com%2Fa.png".to_owned(),
+            "bad url",
+        ),
+    ];
+    for (target, what) in &cases {
+        let lambda = function
+            .api
+            .get(target, &[("accept", "image/webp,*/*")])
+            .await;
+        let (status, headers, body) = server_get(&server, target).await;
+        assert!(lambda.streamed, "{what}: streamed");
+        assert_eq!(lambda.error_trailer, None, "{what}: stream complete");
+        assert_eq!(lambda.status, status, "{what}: status");
+        assert_eq!(
+            comparable(&lambda.headers),
+            comparable(&headers),
+            "{what}: headers"
+        );
+        assert!(
+            lambda.headers.contains_key("x-request-id"),
+            "{what}: request id"
+        );
+        assert_eq!(lambda.body.len(), body.len(), "{what}: body length");
+        assert!(lambda.body == body, "{what}: body bytes");
+        match *what {
+            "passthrough" => assert_eq!(
+                lambda.body,
+                corpus_bytes("jpeg/exif-orientation-pillow/hopper_orientation_1_none.jpg")
+            ),
+            "emoji" => {
+                let d = image_webp::WebPDecoder::new(Cursor::new(&lambda.body)).unwrap();
+                assert!(d.is_animated(), "emoji of an animated GIF stays animated");
+                // 100×50: inside the emoji box (height 128), never enlarged.
+                assert_eq!(d.dimensions(), (100, 50));
+                assert_eq!(lambda.headers["content-type"], "image/webp");
+            }
+            "video" => {
+                // Above the 6 MB a buffered Lambda response may carry, and it left the
+                // function in pieces, not as one buffered blob.
+                assert_eq!(lambda.body.len(), big);
+                assert!(lambda.body.len() > BUFFERED_LIMIT);
+                let mut expected = corpus_bytes("video/h264_640x360_2s.mp4");
+                expected.resize(big, 0);
+                assert!(lambda.body == expected, "video bytes intact");
+                assert!(
+                    lambda.chunks > 10,
+                    "streamed in chunks, got {}",
+                    lambda.chunks
+                );
+                assert_eq!(lambda.headers["content-type"], "video/mp4");
+            }
+            _ => {}
+        }
+    }
+    let log = function.log();
+    assert!(!log.contains("panicked"), "no panic in the function: {log}");
+}
+
+#[tokio::test]
+async fn an_invocation_near_its_deadline_gets_a_clear_504() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let function = Function::start(&[ORIGIN_ALLOWED]).await;
+    let target = proxied(
+        &origin,
+        "slow.webp",
+        "/corpus/gif/image-gif/anim-gr.gif?delay=6000",
+        "&emoji=1",
+    );
+    let started = Instant::now();
+    let outcome = function
+        .api
+        .invoke(url_event("GET", &target, &[]), Duration::from_millis(2000))
+        .await;
+    let took = started.elapsed();
+    let Outcome::Http(reply) = outcome else {
+        panic!("an HTTP answer, not an invocation error: {outcome:?}")
+    };
+    assert_eq!(reply.status, 504);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "the function's time limit ran out before the answer was ready"
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    assert!(reply.headers.contains_key("x-request-id"));
+    assert!(
+        took < Duration::from_millis(2000),
+        "answered before the deadline ({took:?})"
+    );
+    // The function is still healthy: the next invocation is answered.
+    let hello = function.api.get("/", &[]).await;
+    assert_eq!(hello.status, 200);
+}
+
+#[tokio::test]
+async fn files_larger_than_a_streamed_response_get_413_naming_the_limit() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    // Even when the settings allow more than Lambda can return.
+    let function =
+        Function::start(&[ORIGIN_ALLOWED, ("MEDIA_PROXY__MAX_SIZE", "100000000000")]).await;
+    let reply = function
+        .api
+        .get(&proxied(&origin, "huge.gif", "/huge-length", ""), &[])
+        .await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        "file too large (limit: 200000000 bytes)"
+    );
+    assert!(function
+        .log()
+        .contains("lowered to the largest response Lambda can stream"));
+}
+
+#[test]
+fn lambda_mode_outside_lambda_stops_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let status = media_proxy(&[], &log).arg("lambda").status().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not set")
+            || text.contains("AWS_LAMBDA_RUNTIME_API is not set"),
+        "{text}"
+    );
+    let status = media_proxy(
+        &[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"),
+        ],
+        &log,
+    )
+    .status()
+    .unwrap();
+    assert_eq!(status.code(), Some(2), "detected from the environment");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a size"),
+        "{text}"
+    );
+}
