@@ -81,14 +81,16 @@ impl Environment {
     /// Defaults for Lambda, layered between the embedded defaults and the user's settings:
     /// JSON logs (CloudWatch), the local variant cache under `/tmp` (the only writable
     /// place; 256 MiB of its default 512 MB), a small memory tier, half the function's memory
-    /// for image work, and the largest body a streamed response can carry.
+    /// for image work, the largest body a streamed response can carry, and no store (a local
+    /// directory of originals makes no sense in a function: `store.kind = "s3"` turns the
+    /// store mode on).
     pub fn runtime_defaults(&self) -> String {
         let memory = self.memory_mib << 20;
         format!(
             "max_size = {STREAM_LIMIT}\n\
              [log]\nformat = \"json\"\n\
              [cache]\nroot = \"/tmp/media-proxy/cache\"\nmax_size = {cache}\nmemory = {tier}\n\
-             [store]\nmax_size = {STREAM_LIMIT}\n\
+             [store]\nkind = \"none\"\nmax_size = {STREAM_LIMIT}\n\
              [workers]\nmemory_budget = {budget}\n",
             cache = 256u64 << 20,
             tier = (memory / 16).min(64 << 20),
@@ -213,6 +215,7 @@ mod tests {
             std::path::PathBuf::from("/tmp/media-proxy/cache")
         );
         assert_eq!(s.max_size, STREAM_LIMIT);
+        assert_eq!(s.store.kind, crate::config::StoreKind::None);
         assert_eq!(s.log.format, crate::config::LogFormat::Json);
         // A file (or the environment) still overrides a runtime default.
         let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ mod browser;
 mod caching;
 mod cdn;
 mod cli;
+mod deploy;
 mod engine;
 mod lambda;
 mod limits;
