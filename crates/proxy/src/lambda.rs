@@ -35,6 +35,17 @@ pub const STREAM_LIMIT: u64 = 200_000_000;
 /// Kept back from an invocation's deadline to send the `504` before Lambda stops the function.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
+/// A streamed response's first 6 MB leave at full speed; the rest at most 2 MB/s (AWS's
+/// documented bandwidth cap for response streaming). Decimal megabytes: the safe reading.
+const UNCAPPED_BYTES: u64 = 6_000_000;
+const CAPPED_BYTES_PER_SEC: u64 = 2_000_000;
+
+/// The most a streamed body can carry when `time` is left before the deadline.
+pub fn streamable_bytes(time: Duration) -> u64 {
+    let capped = CAPPED_BYTES_PER_SEC.saturating_mul(time.as_millis() as u64) / 1000;
+    UNCAPPED_BYTES.saturating_add(capped).min(STREAM_LIMIT)
+}
+
 /// The variables the Lambda service sets for a custom runtime (all four are required by the
 /// runtime library, which would panic without them: checked here first for a clear message).
 #[derive(Debug, Clone)]
@@ -125,18 +136,51 @@ impl Environment {
 pub struct Deadline(pub SystemTime);
 
 /// Middleware: under Lambda, answers `504` just before the invocation's deadline when the
-/// response has not started, instead of letting Lambda cut the function off. Dropping the
-/// handler cancels its work (downloads, renders nobody else waits for).
+/// response has not started, instead of letting Lambda cut the function off; and `413` when
+/// a body of known length could not be streamed before the deadline at Lambda's bandwidth
+/// (a truncated video is worse than a clear refusal). Dropping the handler's response
+/// cancels its work (downloads, renders nobody else waits for).
 pub async fn enforce_deadline(request: Request, next: Next) -> Response {
     let Some(Deadline(at)) = request.extensions().get::<Deadline>().copied() else {
         return next.run(request).await;
     };
-    let remaining = at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(DEADLINE_MARGIN);
-    match tokio::time::timeout(remaining, next.run(request)).await {
-        Ok(response) => response,
+    let head = request.method() == axum::http::Method::HEAD;
+    let left = || {
+        at.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(DEADLINE_MARGIN)
+    };
+    match tokio::time::timeout(left(), next.run(request)).await {
+        Ok(response) => {
+            let length = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let can = streamable_bytes(left());
+            match length {
+                Some(length) if length > can && !head => {
+                    tracing::warn!(
+                        length,
+                        can,
+                        "body too large to stream before the Lambda invocation's deadline: answering 413"
+                    );
+                    drop(response);
+                    let mut refused = (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "file too large to stream within the function's time limit (limit: {can} bytes)"
+                        ),
+                    )
+                        .into_response();
+                    refused
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    refused
+                }
+                _ => response,
+            }
+        }
         Err(_) => {
             tracing::warn!("the Lambda invocation's time limit ran out: answering 504");
             let mut response = (
@@ -223,6 +267,13 @@ mod tests {
         std::fs::write(&file, "[workers]\nmemory_budget = 1000\n").unwrap();
         let s = Settings::load_over(Some(&file), Some(&env(256).runtime_defaults())).unwrap();
         assert_eq!(s.workers.memory_budget, 1000);
+    }
+
+    #[test]
+    fn streamable_bytes_follow_the_bandwidth_cap() {
+        assert_eq!(streamable_bytes(Duration::ZERO), 6_000_000);
+        assert_eq!(streamable_bytes(Duration::from_millis(15_500)), 37_000_000);
+        assert_eq!(streamable_bytes(Duration::from_secs(900)), STREAM_LIMIT);
     }
 
     #[test]

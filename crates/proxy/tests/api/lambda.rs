@@ -34,6 +34,9 @@ use crate::helpers::{corpus_bytes, spawn_origin, Origin};
 const BUFFERED_LIMIT: usize = 6 * 1024 * 1024;
 /// The largest streamed response a function URL returns.
 const STREAMED_LIMIT: usize = 200_000_000;
+/// A streamed response's first 6 MB are uncapped; the rest goes at most 2 MB/s.
+const UNCAPPED: usize = 6 * 1024 * 1024;
+const CAPPED_PER_SEC: usize = 2 * 1024 * 1024;
 
 /// What the function sent back for one invocation.
 #[derive(Debug)]
@@ -199,12 +202,24 @@ async fn respond(
     let mut bytes = Vec::new();
     let mut chunks = 0;
     let mut trailers = HeaderMap::new();
+    let mut capped_since: Option<Instant> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.expect("the function's response body arrives whole");
         match frame.into_data() {
             Ok(data) => {
                 chunks += 1;
                 bytes.extend_from_slice(&data);
+                // The service's bandwidth cap: past the first 6 MB, at most 2 MB/s (read
+                // no faster, so the function feels the back-pressure).
+                if streamed && bytes.len() > UNCAPPED {
+                    let since = *capped_since.get_or_insert_with(Instant::now);
+                    let due = Duration::from_secs_f64(
+                        (bytes.len() - UNCAPPED) as f64 / CAPPED_PER_SEC as f64,
+                    );
+                    if let Some(wait) = due.checked_sub(since.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
             }
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {
@@ -673,6 +688,52 @@ async fn files_larger_than_a_streamed_response_get_413_naming_the_limit() {
         .contains("lowered to the largest response Lambda can stream"));
 }
 
+#[tokio::test]
+async fn a_body_too_large_to_stream_in_time_gets_413_not_a_truncated_answer() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let function = Function::start(&[ORIGIN_ALLOWED]).await;
+    // 20 MB with 3 s left: 6 MB uncapped + 2 MB/s × ~2.5 s cannot carry it.
+    let target = proxied(
+        &origin,
+        "long.mp4",
+        "/padded/20000000/video/h264_640x360_2s.mp4",
+        "",
+    );
+    let outcome = function
+        .api
+        .invoke(url_event("GET", &target, &[]), Duration::from_secs(3))
+        .await;
+    let Outcome::Http(reply) = outcome else {
+        panic!("an HTTP answer, not a cut-off invocation: {outcome:?}")
+    };
+    assert_eq!(reply.status, 413);
+    let text = String::from_utf8_lossy(&reply.body);
+    assert!(
+        text.starts_with("file too large to stream within the function's time limit (limit: "),
+        "{text}"
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    // A HEAD streams no body: answered as usual.
+    let outcome = function
+        .api
+        .invoke(url_event("HEAD", &target, &[]), Duration::from_secs(3))
+        .await;
+    let Outcome::Http(head) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"], "20000000");
+    // With the seed's 16 s the same file streams whole (in ~7 s at the capped rate).
+    let outcome = function
+        .api
+        .invoke(url_event("GET", &target, &[]), Duration::from_secs(16))
+        .await;
+    let Outcome::Http(full) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((full.status, full.body.len()), (200, 20_000_000));
+}
+
 #[test]
 fn lambda_mode_outside_lambda_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -701,5 +762,72 @@ fn lambda_mode_outside_lambda_stops_with_a_clear_message() {
     assert!(
         text.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a size"),
         "{text}"
+    );
+}
+
+/// Peak resident memory of a process (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// Figures for docs/deploy-aws.md, not assertions of speed: `bash bench/lambda-figures.sh`
+/// (a release build). Cold start = process start to the first answered invocation; peak RSS
+/// of a 12 MP JPEG `preview` in a 256 MB function.
+#[tokio::test]
+#[ignore = "figures: run by bench/lambda-figures.sh"]
+async fn figures() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let mut polls = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..15 {
+        let function = Function::start(&[ORIGIN_ALLOWED]).await;
+        let hello = function.api.get("/", &[]).await;
+        assert_eq!(hello.status, 200);
+        answers.push(function.started.elapsed().as_secs_f64() * 1000.0);
+        polls.push(
+            (*function.api.state.first_poll.get().unwrap() - function.started).as_secs_f64()
+                * 1000.0,
+        );
+    }
+    polls.sort_by(f64::total_cmp);
+    answers.sort_by(f64::total_cmp);
+    let med = |v: &[f64]| v[v.len() / 2];
+    println!(
+        "cold start (15 runs): first Runtime API poll median {:.1} ms (min {:.1}, max {:.1}); first answered invocation median {:.1} ms (min {:.1}, max {:.1})",
+        med(&polls), polls[0], polls[polls.len() - 1],
+        med(&answers), answers[0], answers[answers.len() - 1]
+    );
+
+    let function = Function::start(&[ORIGIN_ALLOWED]).await;
+    let pid = function._process.0.id();
+    let idle = {
+        let hello = function.api.get("/", &[]).await;
+        assert_eq!(hello.status, 200);
+        peak_rss_mib(pid)
+    };
+    let target = proxied(
+        &origin,
+        "photo.webp",
+        "/generated/4000x3000.jpg",
+        "&preview=1",
+    );
+    let started = Instant::now();
+    let reply = function.api.get(&target, &[]).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 200);
+    let d = image_webp::WebPDecoder::new(Cursor::new(&reply.body)).unwrap();
+    println!(
+        "12 MP JPEG preview under the Lambda runtime: {}x{} WebP in {:?} (includes the origin encoding the JPEG); peak RSS {:.1} MiB (idle {:.1} MiB), function memory 256 MB",
+        d.dimensions().0,
+        d.dimensions().1,
+        took,
+        peak_rss_mib(pid),
+        idle
     );
 }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Lambda figures for docs/deploy-aws.md: cold start (process start → first answered
+# invocation, 15 runs) and peak RSS of a 12 MP JPEG `preview`, with the release binary in
+# Lambda mode against the in-test Runtime API emulator (tests/api/lambda.rs). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --release --locked -p media-proxy --test api lambda::figures \
+  -- --ignored --nocapture --test-threads 1 2>&1 | grep -E "cold start|12 MP|test result"
