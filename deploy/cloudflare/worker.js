@@ -5,6 +5,7 @@
 //
 // Set the Worker variable ORIGIN to the origin's host name, e.g.
 //   abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws
+// (HTTPS), or to a full origin URL such as http://media-proxy.internal:3003.
 // and give the Worker a custom domain (e.g. mediaproxy.example.com). See docs/cdn.md.
 //
 // Note: on the Workers Free plan a Worker handles at most 100,000 requests a day, cache hits
@@ -34,7 +35,8 @@ export function acceptBucket(accept) {
 export default {
   async fetch(request, env, ctx) {
     const url = new URL(request.url);
-    const upstream = new URL(url.pathname + url.search, `https://${env.ORIGIN}`);
+    const base = env.ORIGIN.includes("://") ? env.ORIGIN : `https://${env.ORIGIN}`;
+    const upstream = new URL(url.pathname + url.search, base);
     const bucket = acceptBucket(request.headers.get("Accept"));
     const headers = new Headers({ Accept: bucket });
     for (const name of ["If-None-Match", "If-Modified-Since", "Range", "User-Agent"]) {
@@ -58,7 +60,15 @@ export default {
         return request.method === "HEAD" ? new Response(null, hit) : hit;
       }
     }
-    const response = await fetch(upstream, { method: "GET", headers });
+    let response;
+    try {
+      response = await fetch(upstream, { method: "GET", headers });
+    } catch (e) {
+      return new Response("origin unreachable", {
+        status: 502,
+        headers: { "Cache-Control": "no-store", "Content-Type": "text/plain" },
+      });
+    }
     // The Cache API follows the answer's Cache-Control (a year for images, minutes for
     // errors, never for `no-store`); partial and not-modified answers are not stored.
     if (response.status !== 206 && response.status !== 304) {

@@ -12,6 +12,8 @@ fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(rel)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 #[test]
@@ -148,4 +150,150 @@ fn the_cloudflare_worker_keeps_what_the_store_mode_reads_from_accept() {
         inputs = inputs_json()
     );
     check_buckets("Cloudflare Worker", &node(&script));
+}
+
+/// The Worker running in Miniflare (Cloudflare's workerd runtime and its local Cache API,
+/// installed from npm by `./dev tools test`), in front of the app; killed on drop.
+struct Worker {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_worker(origin: &str) -> Worker {
+    let port = crate::store_s3::free_port();
+    let child = Command::new("node")
+        .current_dir(repo("deploy/cloudflare"))
+        .arg("local.mjs")
+        .args([origin, &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("node runs");
+    let worker = Worker {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..300 {
+        if client.get(&worker.base).send().await.is_ok() {
+            return worker;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the Worker (Miniflare) did not start; run `npm ci` in deploy/cloudflare");
+}
+
+async fn through(worker: &Worker, target: &str, accept: &str) -> (u16, String, Vec<u8>) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .get(format!("{}{target}", worker.base))
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = r.bytes().await.unwrap().to_vec();
+    // The Worker stores in the background (waitUntil): let it land before the next request.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    (status, kind, body)
+}
+
+const CHROME: &str = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+const FIREFOX: &str = "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5";
+const OLD_SAFARI: &str = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5";
+
+#[tokio::test]
+async fn the_cloudflare_worker_caches_answers_in_workerd() {
+    use crate::caching::counter;
+    use crate::helpers::spawn_app_and_origin;
+
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let worker = start_worker(&format!("http://{}", app.addr)).await;
+    let gif: String = url::form_urlencoded::byte_serialize(
+        origin.url("/corpus/gif/image-gif/anim-gr.gif").as_bytes(),
+    )
+    .collect();
+    let emoji = format!("/e.webp?url={gif}&emoji=1");
+
+    let (status, kind, first) = through(&worker, &emoji, CHROME).await;
+    assert_eq!((status, kind.as_str()), (200, "image/webp"));
+    let d = image_webp::WebPDecoder::new(std::io::Cursor::new(&first)).unwrap();
+    assert!(d.is_animated());
+    assert_eq!(d.dimensions(), (100, 50));
+    assert_eq!(counter(&app, "renders").await, 1);
+
+    // Again, from another browser: Cloudflare's cache answers, the proxy is not asked.
+    let (status, _, again) = through(&worker, &emoji, FIREFOX).await;
+    assert_eq!(status, 200);
+    assert!(again == first, "the cached bytes");
+    assert_eq!(counter(&app, "renders").await, 1);
+    assert_eq!(origin.hits().len(), 1);
+
+    // Another flag is another entry.
+    let (status, _, _) = through(&worker, &format!("/e.webp?url={gif}&static=1"), CHROME).await;
+    assert_eq!(status, 200);
+    assert_eq!(counter(&app, "renders").await, 2);
+
+    // An origin 404 is kept its 5 minutes: asked once.
+    let missing: String =
+        url::form_urlencoded::byte_serialize(origin.url("/status/404").as_bytes()).collect();
+    for _ in 0..2 {
+        let (status, _, _) =
+            through(&worker, &format!("/x.webp?url={missing}&emoji=1"), CHROME).await;
+        assert_eq!(status, 404);
+    }
+    let asked = origin
+        .hits()
+        .iter()
+        .filter(|h| h.target.starts_with("/status/404"))
+        .count();
+    assert_eq!(
+        asked, 1,
+        "the 404 came from the Worker's cache the second time"
+    );
+}
+
+#[tokio::test]
+async fn the_cloudflare_worker_keeps_one_entry_per_accept_bucket() {
+    use crate::caching::counter;
+    use crate::store::{decode, spawn_store_app};
+
+    let store = spawn_store_app(|_| {}).await;
+    std::fs::copy(
+        crate::helpers::corpus("jpeg/exif-orientation-pillow/hopper_orientation_1_none.jpg"),
+        store.root.path().join("p.jpg"),
+    )
+    .unwrap();
+    let worker = start_worker(&format!("http://{}", store.app.addr)).await;
+    let renders = || counter(&store.app, "renders");
+
+    let (status, kind, avif) = through(&worker, "/p.jpg?w=64", CHROME).await;
+    assert_eq!((status, kind.as_str()), (200, "image/avif"));
+    assert_eq!(decode(&avif).format, "avif");
+    assert_eq!(renders().await, 1);
+    // Firefox is in Chrome's bucket: the same entry.
+    let (_, kind, again) = through(&worker, "/p.jpg?w=64", FIREFOX).await;
+    assert_eq!(kind, "image/avif");
+    assert!(again == avif);
+    assert_eq!(renders().await, 1);
+    // An old Safari is another bucket: its own entry, in the source's format.
+    let (_, kind, jpeg) = through(&worker, "/p.jpg?w=64", OLD_SAFARI).await;
+    assert_eq!(kind, "image/jpeg");
+    assert_eq!(decode(&jpeg).width, 64);
+    assert_eq!(renders().await, 2);
+    let (_, kind, _) = through(&worker, "/p.jpg?w=64", "*/*").await;
+    assert_eq!(kind, "image/jpeg");
+    assert_eq!(renders().await, 2, "*/* shares the old Safari's entry");
 }
