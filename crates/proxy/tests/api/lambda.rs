@@ -370,8 +370,19 @@ impl Drop for Process {
     }
 }
 
+/// The binary under test: this build's, or `MEDIA_PROXY_LAMBDA_BIN` (a command line, e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu target/lambda/media-proxy/bootstrap` to run
+/// these tests against the arm64 Lambda build).
 fn media_proxy(env: &[(&str, &str)], log: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-proxy"));
+    let mut cmd = match std::env::var("MEDIA_PROXY_LAMBDA_BIN") {
+        Ok(line) if !line.trim().is_empty() => {
+            let mut words = line.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words);
+            cmd
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_media-proxy")),
+    };
     for (key, _) in std::env::vars() {
         if key.starts_with("MEDIA_PROXY__") || key.starts_with("AWS_") {
             cmd.env_remove(key);
