@@ -4,5 +4,7 @@
 # Lambda mode against the in-test Runtime API emulator (tests/api/lambda.rs). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/setup.sh   # the release build and the deterministic inputs
+export MEDIA_PROXY_BENCH_INPUTS="$PWD/$inputs"
 cargo test --release --locked -p media-proxy --test api lambda::figures \
-  -- --ignored --nocapture --test-threads 1 2>&1 | grep -E "cold start|12 MP|test result"
+  -- --ignored --nocapture --test-threads 1 2>&1 | grep -E "cold start|warm|12 MP|test result"
