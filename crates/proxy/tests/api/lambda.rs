@@ -48,11 +48,11 @@ enum Outcome {
 }
 
 #[derive(Debug)]
-struct HttpReply {
-    streamed: bool,
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+pub(crate) struct HttpReply {
+    pub(crate) streamed: bool,
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
     /// Body chunks as they arrived (a streamed answer arrives in many).
     chunks: usize,
     /// `Lambda-Runtime-Function-Error-Type` from the trailers: the stream broke.
@@ -74,7 +74,7 @@ struct ApiState {
     init_errors: Mutex<Vec<String>>,
 }
 
-struct RuntimeApi {
+pub(crate) struct RuntimeApi {
     addr: SocketAddr,
     state: Arc<ApiState>,
     queue: mpsc::UnboundedSender<Invocation>,
@@ -147,7 +147,7 @@ impl RuntimeApi {
         }
     }
 
-    async fn get(&self, target: &str, headers: &[(&str, &str)]) -> HttpReply {
+    pub(crate) async fn get(&self, target: &str, headers: &[(&str, &str)]) -> HttpReply {
         match self
             .invoke(url_event("GET", target, headers), Duration::from_secs(16))
             .await
@@ -412,8 +412,8 @@ fn lambda_env(api: &RuntimeApi) -> Vec<(&'static str, String)> {
     ]
 }
 
-struct Function {
-    api: RuntimeApi,
+pub(crate) struct Function {
+    pub(crate) api: RuntimeApi,
     _process: Process,
     started: Instant,
     dir: tempfile::TempDir,
@@ -422,7 +422,7 @@ struct Function {
 impl Function {
     /// Starts the binary the way Lambda does (no arguments, the Runtime API in the
     /// environment) with `settings` as extra variables.
-    async fn start(settings: &[(&str, &str)]) -> Function {
+    pub(crate) async fn start(settings: &[(&str, &str)]) -> Function {
         let api = RuntimeApi::start().await;
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");

@@ -582,3 +582,80 @@ async fn two_instances_share_a_variant_cache_in_a_bucket() {
     assert_eq!(from_a.body, fresh.body);
     assert_eq!(original_gets(), 2);
 }
+
+/// The store mode and the shared S3 variant cache under the Lambda runtime: the function
+/// renders from the bucket, its variant lands in the cache bucket, and a server instance
+/// sharing that bucket gets it as a hit (same bytes, same ETag).
+#[tokio::test]
+async fn the_store_mode_and_the_s3_cache_work_the_same_under_lambda() {
+    let moto = start_moto().await;
+    moto.create_bucket("variant-cache").await;
+    moto.put("photo.jpg", &jpeg(400, 200, 10)).await;
+    let settings: Vec<(&str, &str)> = vec![
+        ("MEDIA_PROXY__STORE__KIND", "s3"),
+        ("MEDIA_PROXY__STORE__BUCKET", BUCKET),
+        ("MEDIA_PROXY__STORE__ENDPOINT", &moto.url),
+        ("MEDIA_PROXY__STORE__ALLOW_HTTP", "true"),
+        ("MEDIA_PROXY__STORE__REGION", "us-east-1"),
+        ("MEDIA_PROXY__CACHE__KIND", "s3"),
+        ("MEDIA_PROXY__CACHE__BUCKET", "variant-cache"),
+        ("MEDIA_PROXY__CACHE__PREFIX", "variants"),
+        ("MEDIA_PROXY__CACHE__ENDPOINT", &moto.url),
+        ("MEDIA_PROXY__CACHE__ALLOW_HTTP", "true"),
+        ("MEDIA_PROXY__CACHE__REGION", "us-east-1"),
+        ("MEDIA_PROXY__CACHE__MEMORY", "0"),
+        // What Lambda gives a function with an execution role.
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+    ];
+    let function = crate::lambda::Function::start(&settings).await;
+    let first = function
+        .api
+        .get("/photo.jpg?w=100", &[("accept", "image/webp,*/*")])
+        .await;
+    assert_eq!(
+        first.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.headers["content-type"], "image/webp");
+    assert_eq!(first.headers["x-cache"], "MISS");
+    let decoded = crate::store::decode(&first.body);
+    assert_eq!((decoded.width, decoded.height), (100, 50));
+    let again = function
+        .api
+        .get("/photo.jpg?w=100", &[("accept", "image/webp,*/*")])
+        .await;
+    assert_eq!(again.headers["x-cache"], "HIT", "from the cache bucket");
+    assert!(again.body == first.body);
+
+    // A server instance sharing the bucket: the function's render is its hit.
+    let server = start_binary(
+        &moto.url,
+        &settings
+            .iter()
+            .filter(|(k, _)| k.starts_with("MEDIA_PROXY__CACHE__"))
+            .copied()
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let shared = server
+        .get("photo.jpg?w=100", &[("accept", "image/webp,*/*")])
+        .await;
+    assert_eq!(shared.header("x-cache"), "HIT");
+    assert!(shared.body == first.body);
+    assert_eq!(shared.header("etag"), first.headers["etag"]);
+    assert_eq!(
+        shared.header("cache-control"),
+        first.headers["cache-control"]
+    );
+    // A missing key is the same 404 in both runtimes.
+    let missing = function.api.get("/nothing.jpg?w=100", &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        server.get("nothing.jpg?w=100", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
