@@ -210,15 +210,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         settings.listen = listen;
     }
     telemetry::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("media-proxy: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let app = match Application::build(&settings).await {
@@ -260,15 +254,9 @@ fn lambda(config: Option<PathBuf>) -> ExitCode {
     };
     telemetry::init(&settings.log);
     let settings = environment.impose_limits(settings);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match async_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("media-proxy: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         tracing::info!(
@@ -285,4 +273,15 @@ fn lambda(config: Option<PathBuf>) -> ExitCode {
             }
         }
     })
+}
+
+/// The multi-threaded async runtime both `serve` and `lambda` run on.
+fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("media-proxy: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }

@@ -147,6 +147,15 @@ impl RuntimeApi {
         }
     }
 
+    /// `method target` with `timeout` as the function's limit; an HTTP answer is expected
+    /// (an invocation error or time-out fails the test).
+    async fn invoke_http(&self, method: &str, target: &str, timeout: Duration) -> HttpReply {
+        match self.invoke(url_event(method, target, &[]), timeout).await {
+            Outcome::Http(r) => r,
+            other => panic!("{method} {target}: an HTTP answer, not {other:?}"),
+        }
+    }
+
     pub(crate) async fn get(&self, target: &str, headers: &[(&str, &str)]) -> HttpReply {
         match self
             .invoke(url_event("GET", target, headers), Duration::from_secs(16))
@@ -660,14 +669,11 @@ async fn an_invocation_near_its_deadline_gets_a_clear_504() {
         "&emoji=1",
     );
     let started = Instant::now();
-    let outcome = function
+    let reply = function
         .api
-        .invoke(url_event("GET", &target, &[]), Duration::from_millis(2000))
+        .invoke_http("GET", &target, Duration::from_millis(2000))
         .await;
     let took = started.elapsed();
-    let Outcome::Http(reply) = outcome else {
-        panic!("an HTTP answer, not an invocation error: {outcome:?}")
-    };
     assert_eq!(reply.status, 504);
     assert_eq!(
         String::from_utf8_lossy(&reply.body),
@@ -715,13 +721,10 @@ async fn a_body_too_large_to_stream_in_time_gets_413_not_a_truncated_answer() {
         "/padded/20000000/video/h264_640x360_2s.mp4",
         "",
     );
-    let outcome = function
+    let reply = function
         .api
-        .invoke(url_event("GET", &target, &[]), Duration::from_secs(3))
+        .invoke_http("GET", &target, Duration::from_secs(3))
         .await;
-    let Outcome::Http(reply) = outcome else {
-        panic!("an HTTP answer, not a cut-off invocation: {outcome:?}")
-    };
     assert_eq!(reply.status, 413);
     let text = String::from_utf8_lossy(&reply.body);
     assert!(
@@ -730,23 +733,17 @@ async fn a_body_too_large_to_stream_in_time_gets_413_not_a_truncated_answer() {
     );
     assert_eq!(reply.headers["cache-control"], "no-store");
     // A HEAD streams no body: answered as usual.
-    let outcome = function
+    let head = function
         .api
-        .invoke(url_event("HEAD", &target, &[]), Duration::from_secs(3))
+        .invoke_http("HEAD", &target, Duration::from_secs(3))
         .await;
-    let Outcome::Http(head) = outcome else {
-        panic!("{outcome:?}")
-    };
     assert_eq!(head.status, 200);
     assert_eq!(head.headers["content-length"], "20000000");
     // With the seed's 16 s the same file streams whole (in ~7 s at the capped rate).
-    let outcome = function
+    let full = function
         .api
-        .invoke(url_event("GET", &target, &[]), Duration::from_secs(16))
+        .invoke_http("GET", &target, Duration::from_secs(16))
         .await;
-    let Outcome::Http(full) = outcome else {
-        panic!("{outcome:?}")
-    };
     assert_eq!((full.status, full.body.len()), (200, 20_000_000));
 }
 
