@@ -33,8 +33,8 @@ def parse(args, out):
     scenario, server, cpu_ticks, clk_tck, hwm_kb, ttfb = args
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = duration_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = duration_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = duration_ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))
+    p99 = duration_ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))
     mb_s = size_mb(re.search(r"Transfer/sec:\s+(\S+)", out).group(1))
     errors = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
