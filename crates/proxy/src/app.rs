@@ -27,9 +27,21 @@ use crate::source::store::Store;
 use crate::source::Fetcher;
 use crate::workers::Workers;
 
-/// What every request handler shares. Cheap to clone (everything inside is shared).
+/// What every request handler shares, behind one shared pointer: axum clones the state for
+/// every request, so that is one reference-count increment instead of one per field.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub pipeline: Pipeline,
     /// The image pool, for `/readyz`.
     pub workers: Workers,
@@ -89,14 +101,14 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         .then(|| HeaderName::from_bytes(settings.cache.header.as_bytes()))
         .transpose()
         .map_err(|e| BuildError::Setup(format!("cache.header: {e}")))?;
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         pipeline: Pipeline::new(fetcher, workers.clone(), settings.limits.into(), caches),
         workers,
         fallback_png: Bytes::from(fallback_png),
         store,
         metrics,
         cache_header,
-    };
+    }));
     let common = Arc::new(CommonHeaders::new(&settings.headers));
     Ok(Router::new()
         .route("/healthz", axum::routing::get(routes::healthz))

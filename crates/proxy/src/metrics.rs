@@ -1,5 +1,5 @@
 //! The service's counters, in the Prometheus / OpenMetrics text format at `GET /metrics`.
-//! Cheap to clone: every counter is shared.
+//! Cheap to clone: one shared pointer to all the counters.
 
 use std::sync::Arc;
 
@@ -17,9 +17,29 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
-/// Every counter the service keeps.
+/// Every counter the service keeps, behind one shared pointer: the router state (and so
+/// this) is cloned for every request, and one reference-count increment is much cheaper
+/// than one per counter (measured: cloning and dropping the counters one by one was ~20% of
+/// the CPU of answering `/`).
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics(Arc::new(MetricSet::new()))
+    }
+}
+
+/// The counters themselves (see [`Metrics`]).
+#[derive(Debug)]
+pub struct MetricSet {
     /// Answers taken from the variant cache (memory, directory or bucket).
     pub cache_hits: Counter,
     /// Requests that found no cached variant and led its render.
@@ -60,8 +80,8 @@ pub struct Metrics {
     registry: Arc<Registry>,
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
+impl MetricSet {
+    fn new() -> MetricSet {
         let mut registry = Registry::with_prefix("media_proxy");
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
@@ -69,7 +89,7 @@ impl Metrics {
             c
         };
         let r = &mut registry;
-        Metrics {
+        MetricSet {
             cache_hits: counter(r, "cache_hits", "Answers taken from the variant cache"),
             cache_misses: counter(r, "cache_misses", "Variant cache misses that led a render"),
             coalesced: counter(
@@ -117,7 +137,7 @@ impl Metrics {
     }
 
     /// Registers the metrics that are not plain counters.
-    fn registered(mut self, mut registry: Registry) -> Metrics {
+    fn registered(mut self, mut registry: Registry) -> MetricSet {
         registry.register(
             "requests",
             "Requests answered, by mode, kind and status class",
