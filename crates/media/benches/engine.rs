@@ -2,8 +2,14 @@
 //! benchmark measures, on inputs generated here (deterministic, nothing to download).
 //!
 //!     cargo bench -p media --bench engine
+//!     MEDIA_BENCH_INPUTS=$PWD/bench/.work/engine/in cargo bench -p media --bench engine
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use media::{render, Format, Limits, Transform};
@@ -83,12 +89,23 @@ fn gif_anim(side: u16, frames: u16) -> Vec<u8> {
     out
 }
 
+/// `MEDIA_BENCH_INPUTS=<dir>`: the service benchmark's own files (bench/make-inputs.py,
+/// as `bash bench/run.sh` leaves them in bench/.work/engine/in), so the two compare on the
+/// same bytes; otherwise inputs of the same kind generated here.
+fn input(name: &str, generate: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    match std::env::var_os("MEDIA_BENCH_INPUTS") {
+        Some(dir) => std::fs::read(std::path::Path::new(&dir).join(name))
+            .unwrap_or_else(|e| panic!("{name} in MEDIA_BENCH_INPUTS: {e}")),
+        None => generate(),
+    }
+}
+
 fn engine(c: &mut Criterion) {
     let limits = Limits::default();
-    let baseline = jpeg(4000, 3000, false);
-    let progressive = jpeg(4000, 3000, true);
-    let png = rgba_png(500);
-    let gif = gif_anim(320, 30);
+    let baseline = input("photo12_baseline.jpg", || jpeg(4000, 3000, false));
+    let progressive = input("photo12_progressive.jpg", || jpeg(4000, 3000, true));
+    let png = input("rgba500.png", || rgba_png(500));
+    let gif = input("anim30.gif", || gif_anim(320, 30));
     let mut g = c.benchmark_group("engine");
     g.sample_size(20);
     g.bench_function("12MP baseline JPEG preview", |b| {

@@ -12,7 +12,8 @@
 //! When the last running image job ends, [`release`] asks glibc to return the free pages
 //! inside its heaps (`malloc_trim`): a heap only shrinks from its top, and one long-lived
 //! allocation above a freed 30 MB canvas would otherwise pin it (measured: 54 → 36 MB after
-//! a burst of previews). Doing it only when the pool goes idle keeps it off the busy path.
+//! a burst of previews). Doing it only when the pool has been idle for a second keeps it off
+//! the busy path, sequential traffic included (`workers::release_when_idle`).
 
 /// Limits glibc's malloc arenas. Call first thing in `main`, before any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
