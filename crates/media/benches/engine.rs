@@ -1,5 +1,6 @@
 //! The engine without the HTTP stack: decode + resize + encode for the workloads the service
-//! benchmark measures, on inputs generated here (deterministic, nothing to download).
+//! benchmark measures (group `engine`), and each stage on its own (group `stages`), on inputs
+//! generated here (deterministic, nothing to download) or the service benchmark's files.
 //!
 //!     cargo bench -p media --bench engine
 //!     MEDIA_BENCH_INPUTS=$PWD/bench/.work/engine/in cargo bench -p media --bench engine
@@ -12,7 +13,9 @@
 )]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use media::{render, Format, Limits, Transform};
+use std::time::Duration;
+
+use media::{prepare, render, Format, Limits, Stop, Timings, Transform};
 
 /// A photo-like RGB picture: smooth gradients plus seeded grain (realistic entropy).
 fn photo(w: usize, h: usize) -> Vec<u8> {
@@ -139,5 +142,64 @@ fn engine(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine);
+/// Picks one stage's time out of a render's timings.
+type Stage = fn(&Timings) -> Duration;
+
+/// Each stage of the same renders on its own: decode, resize (every transform step) and
+/// encode, from the engine's own timings (`Prepared::render_timed`), so a regression points at
+/// its stage. Each iteration runs the whole render and counts only its stage's time.
+fn stages(c: &mut Criterion) {
+    let limits = Limits::default();
+    let workloads = [
+        (
+            "12MP baseline JPEG preview",
+            input("photo12_baseline.jpg", || jpeg(4000, 3000, false)),
+            Format::Jpeg,
+            Transform::Preview,
+        ),
+        (
+            "12MP progressive JPEG preview",
+            input("photo12_progressive.jpg", || jpeg(4000, 3000, true)),
+            Format::Jpeg,
+            Transform::Preview,
+        ),
+        (
+            "500x500 RGBA PNG emoji",
+            input("rgba500.png", || rgba_png(500)),
+            Format::Png,
+            Transform::Emoji { still: false },
+        ),
+        (
+            "30-frame 320x320 GIF emoji",
+            input("anim30.gif", || gif_anim(320, 30)),
+            Format::Gif,
+            Transform::Emoji { still: false },
+        ),
+    ];
+    let picks: [(&str, Stage); 3] = [
+        ("decode", |t| t.decode),
+        ("resize", |t| t.transform),
+        ("encode", |t| t.encode),
+    ];
+    let mut g = c.benchmark_group("stages");
+    g.sample_size(10);
+    for (name, bytes, format, transform) in &workloads {
+        for (stage, pick) in picks {
+            g.bench_function(format!("{name} / {stage}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let prepared = prepare(bytes, *format, *transform, &limits).unwrap();
+                        let (_, timings) = prepared.render_timed(bytes, &Stop::default()).unwrap();
+                        total += pick(&timings);
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engine, stages);
 criterion_main!(benches);
