@@ -166,34 +166,33 @@ pub async fn enforce_deadline(request: Request, next: Next) -> Response {
                         "body too large to stream before the Lambda invocation's deadline: answering 413"
                     );
                     drop(response);
-                    let mut refused = (
+                    uncacheable(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         format!(
                             "file too large to stream within the function's time limit (limit: {can} bytes)"
                         ),
                     )
-                        .into_response();
-                    refused
-                        .headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    refused
                 }
                 _ => response,
             }
         }
         Err(_) => {
             tracing::warn!("the Lambda invocation's time limit ran out: answering 504");
-            let mut response = (
+            uncacheable(
                 StatusCode::GATEWAY_TIMEOUT,
-                "the function's time limit ran out before the answer was ready",
+                "the function's time limit ran out before the answer was ready".to_owned(),
             )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
         }
     }
+}
+
+/// An answer that depends on this invocation's time left: never kept by a cache.
+fn uncacheable(status: StatusCode, message: String) -> Response {
+    let mut response = (status, message).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Turns a function URL request into the router's request: the body as is, the
@@ -210,8 +209,7 @@ fn into_router_request(request: lambda_http::Request) -> Request {
         lambda_http::Body::Empty => Body::empty(),
         lambda_http::Body::Text(text) => Body::from(text),
         lambda_http::Body::Binary(bytes) => Body::from(bytes),
-        // Future variants: keep the bytes whatever they are called.
-        #[allow(unreachable_patterns)]
+        // The enum is non-exhaustive: a later variant's bytes, as they are.
         other => Body::from(other.to_vec()),
     };
     Request::from_parts(parts, body)
