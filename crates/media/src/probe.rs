@@ -94,11 +94,14 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
             let header = crate::jpeg::read_header(bytes)?;
             let w = u32::try_from(header.width).map_err(|_| Error::TooLarge("width".into()))?;
             let h = u32::try_from(header.height).map_err(|_| Error::TooLarge("height".into()))?;
+            let segments = crate::jpeg::header_segments(bytes);
             (
                 w,
                 h,
-                jpeg_orientation(bytes),
-                crate::jpeg::icc_profile(bytes),
+                segments
+                    .exif
+                    .map_or(Orientation::NoTransforms, exif_orientation),
+                segments.icc,
             )
         }
         Format::Svg => {
@@ -152,9 +155,9 @@ pub(crate) fn image_decoder(
     Ok(decoder)
 }
 
-/// EXIF orientation of a JPEG (1 when absent or unreadable).
-fn jpeg_orientation(bytes: &[u8]) -> Orientation {
-    let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(bytes)) else {
+/// The orientation in a JPEG's EXIF data (1 when absent or unreadable).
+fn exif_orientation(tiff: &[u8]) -> Orientation {
+    let Ok(exif) = exif::Reader::new().read_raw(tiff.to_vec()) else {
         return Orientation::NoTransforms;
     };
     exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
@@ -327,6 +330,39 @@ mod tests {
             let p = probe(&corpus(rel), format).expect(rel);
             assert_eq!((p.width, p.height, p.frames), (w, h, n), "{rel}");
         }
+    }
+
+    /// EXIF is read from the header segments: found behind another APP1 (XMP), independent
+    /// of what the scan data holds, and a broken segment is no orientation rather than an error.
+    #[test]
+    fn jpeg_orientation_from_the_header_segments() {
+        let six = corpus("jpeg/exif-orientation-recurser/Landscape_6.jpg");
+        assert_eq!(
+            probe(&six, Format::Jpeg).unwrap().orientation,
+            Orientation::Rotate90
+        );
+        let xmp: &[u8] = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>";
+        let len = u16::try_from(xmp.len() + 2).unwrap().to_be_bytes();
+        let mut behind_xmp = vec![0xFF, 0xD8, 0xFF, 0xE1, len[0], len[1]];
+        behind_xmp.extend_from_slice(xmp);
+        behind_xmp.extend_from_slice(&six[2..]);
+        let p = probe(&behind_xmp, Format::Jpeg).unwrap();
+        assert_eq!(p.orientation, Orientation::Rotate90);
+        assert_eq!((p.width, p.height), (1200, 1800)); // stored sideways
+
+        let none = corpus("jpeg/exif-orientation-recurser/Landscape_0.jpg");
+        assert_eq!(
+            probe(&none, Format::Jpeg).unwrap().orientation,
+            Orientation::NoTransforms
+        );
+        // The EXIF segment's TIFF header cut short: no orientation, no error.
+        let exif_at = six.windows(6).position(|w| w == b"Exif\0\0").unwrap();
+        let mut broken = six.clone();
+        broken[exif_at + 6..exif_at + 14].fill(0);
+        assert_eq!(
+            probe(&broken, Format::Jpeg).unwrap().orientation,
+            Orientation::NoTransforms
+        );
     }
 
     #[test]

@@ -472,9 +472,21 @@ impl Body {
         Ok((head.freeze(), ended))
     }
 
-    /// Reads everything that is left (bounded by the size cap).
+    /// Reads everything that is left (bounded by the size cap). Room for the announced
+    /// length is taken up front (never more than the cap allows): growing the buffer by
+    /// doubling copied a 2 MB photo several times over, ~2 % of the CPU of a preview.
     pub async fn read_all(mut self) -> Result<Bytes, SourceError> {
-        let mut all = bytes::BytesMut::new();
+        let announced = self
+            .response
+            .as_ref()
+            .and_then(reqwest::Response::content_length);
+        let room = self.limit.saturating_sub(self.read);
+        let expected = announced.unwrap_or(0).min(room);
+        let mut all = bytes::BytesMut::with_capacity(
+            self.pending
+                .len()
+                .saturating_add(usize::try_from(expected).unwrap_or(0)),
+        );
         while let Some(chunk) = self.chunk().await? {
             all.extend_from_slice(&chunk);
         }
