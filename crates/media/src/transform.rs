@@ -2,7 +2,7 @@
 //! premultiplied) and orientation. One function per operation.
 
 use fast_image_resize::images::Image;
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{FilterType, MulDiv, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
 
 use crate::pixels::{Channels, Frame};
@@ -30,18 +30,34 @@ pub fn resize_part(
         Channels::Rgba => PixelType::U8x4,
     };
     let err = |e: &dyn std::fmt::Display| Error::Invalid(format!("resize: {e}"));
-    let src = Image::from_vec_u8(frame.width, frame.height, frame.data, pixel_type)
+    let mut src = Image::from_vec_u8(frame.width, frame.height, frame.data, pixel_type)
         .map_err(|e| err(&e))?;
     let mut dst = Image::new(w.max(1), h.max(1), pixel_type);
+    // Colours are filtered premultiplied by alpha, so transparent pixels lend none of their
+    // colour to their neighbours. The frame is ours, so it is premultiplied in place:
+    // `use_alpha(true)` would make a premultiplied copy of the whole source instead (a fresh
+    // zeroed buffer of the source's size: 0.1 ms of a 500×500 emoji).
+    let alpha = frame.channels == Channels::Rgba;
+    let mul_div = MulDiv::default();
+    if alpha {
+        mul_div
+            .multiply_alpha_inplace(&mut src)
+            .map_err(|e| err(&e))?;
+    }
     let mut options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-        .use_alpha(true);
+        .use_alpha(false);
     if let Some((left, top, cw, ch)) = crop {
         options = options.crop(left, top, cw, ch);
     }
     resizer
         .resize(&src, &mut dst, &options)
         .map_err(|e| err(&e))?;
+    if alpha {
+        mul_div
+            .divide_alpha_inplace(&mut dst)
+            .map_err(|e| err(&e))?;
+    }
     Ok(Frame {
         width: dst.width(),
         height: dst.height(),
@@ -64,4 +80,56 @@ pub fn orient(frame: Frame, orientation: Orientation) -> Result<Frame, Error> {
     let mut out = Frame::from_dynamic(img);
     out.delay_ms = delay_ms;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opaque red beside fully transparent green: filtered premultiplied, no green may reach
+    /// a pixel that shows (a straight filter gives the edge a green-brown fringe), and
+    /// the red stays red where it is partly transparent.
+    #[test]
+    fn transparent_colour_does_not_bleed() {
+        let (w, h) = (64u32, 64u32);
+        let mut data = Vec::with_capacity((w * h * 4) as usize);
+        for _ in 0..h {
+            for x in 0..w {
+                data.extend_from_slice(if x < 32 {
+                    &[255, 0, 0, 255]
+                } else {
+                    &[0, 255, 0, 0]
+                });
+            }
+        }
+        let frame = Frame {
+            width: w,
+            height: h,
+            channels: Channels::Rgba,
+            data,
+            delay_ms: 0,
+        };
+        let out = resize(frame, 13, 13, &mut Resizer::new()).unwrap();
+        assert_eq!(
+            (out.width, out.height, out.data.len()),
+            (13, 13, 13 * 13 * 4)
+        );
+        let mut edge = 0;
+        for px in out.data.chunks_exact(4) {
+            let [r, g, _, a] = [px[0], px[1], px[2], px[3]];
+            if a > 0 {
+                assert_eq!(g, 0, "green bled into {px:?}");
+            }
+            if a > 16 {
+                assert!(r >= 240, "red lost in {px:?}");
+            }
+            if a > 0 && a < 255 {
+                edge += 1;
+            }
+        }
+        assert!(
+            edge > 0,
+            "no partly transparent pixels: the edge was not filtered"
+        );
+    }
 }
