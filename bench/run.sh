@@ -46,6 +46,8 @@ http { access_log off; sendfile on; keepalive_requests 100000;
   types { image/gif gif; image/png png; image/jpeg jpg; }
   server { listen 127.0.0.2:18091; root $PWD/$work/www; } }
 NGX
+# A leftover origin from an interrupted run would hold the port.
+[ -s "$work/nginx.pid" ] && nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null && sleep 0.5
 nginx -c "$PWD/$work/nginx.conf"
 pid=
 trap 'nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null || true; [ -n "$pid" ] && kill $pid 2>/dev/null || true' EXIT
