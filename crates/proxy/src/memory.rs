@@ -1,22 +1,28 @@
-//! How the process allocates: few malloc arenas, and freed memory handed back when idle.
+//! How the process allocates: few malloc arenas, freed memory reused while busy and handed
+//! back when idle.
 //!
 //! Image work allocates and frees tens of megabytes per request on several threads. glibc
 //! gives each thread that contends for the heap an arena of its own (up to 8 per core) and
 //! keeps what those arenas freed: after a burst of concurrent renders the process stayed at
 //! ~115 MB RSS (measured: the corpus sample at 4 concurrent requests), and `malloc_trim`
-//! gave almost nothing back (the arenas are fragmented, not free). Two arenas per four cores
-//! (at least two) brought the same burst down to ~37 MB with no measurable CPU cost: the
-//! work is dominated by decoding, and small allocations still come from per-thread caches.
+//! gave almost nothing back (the arenas are fragmented, not free). One arena per two cores
+//! brought the same burst down to ~37 MB with no measurable CPU cost: the work is dominated
+//! by decoding, and small allocations still come from per-thread caches. On two cores that
+//! is a single arena, which also did best under the side-by-side benchmark (progressive
+//! `preview` 15.7 → 13.1 CPU-ms, peak RSS 170 → 123 MB; the other scenarios unchanged).
 //! An operator's `MALLOC_ARENA_MAX` wins.
 //!
-//! Freed memory also stays in the heaps while work goes on: glibc's defaults map every large
+//! Freed memory stays in the heaps while work goes on: glibc's defaults map every large
 //! block afresh (`mmap` above a threshold that starts at 128 KiB) and cut a heap's free top
 //! as soon as it passes twice that, so each request paid page faults and the kernel zeroing
 //! the same few megabytes again (a fixed 1 MiB hash table in libwebp's alpha encoder, the
 //! decoded canvas): 15 % of the CPU of a PNG `emoji` under load, measured with perf. Blocks
-//! up to 32 MiB now come from the heaps (glibc's ceiling for the setting) and a heap's top is
-//! only cut past 64 MiB free: 6.4 → 5.4 CPU-ms per PNG `emoji`, peak RSS 28 → 31 MB
-//! (`docs/benchmarks.md`). Nothing is kept for good: the idle release below returns it all.
+//! up to 32 MiB now come from the heaps (glibc's ceiling for the setting): 6.4 → 5.3 CPU-ms
+//! per PNG `emoji` (`docs/benchmarks.md`). How much free top a heap keeps depends on the
+//! arenas: `malloc_trim` shrinks only the main arena's top, never another arena's, so with
+//! one arena the top may grow to 64 MiB (the idle release takes it back), and with several
+//! it is cut past 8 MiB, which bounds what each of them holds when idle (64 MiB there left
+//! 69 MB behind after the corpus sweep, 8 MiB 13 MB; 64 MiB with one arena, 9 MB).
 //! An operator's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or `GLIBC_TUNABLES` wins.
 //!
 //! When the last running image job ends, [`release`] asks glibc to return the free pages
@@ -28,30 +34,47 @@
 /// Blocks this large and larger are mapped on their own (glibc's maximum for the setting).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-/// A heap's free top is handed back while working only past this.
+/// A heap's free top is handed back while working only past this: with the main arena
+/// alone (trimmed whole when idle) …
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+const TRIM_THRESHOLD_ONE_ARENA: libc::c_int = 64 << 20;
+/// … and with several (the others keep up to this much each when idle).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD_ARENAS: libc::c_int = 8 << 20;
 
 /// Limits glibc's malloc arenas and keeps freed memory for reuse while busy. Call first
 /// thing in `main`, before any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn configure() {
-    let set = |name: &str| std::env::var_os(name).is_some();
-    if !set("MALLOC_ARENA_MAX") {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = libc::c_int::try_from((cores / 2).clamp(2, 8)).unwrap_or(2);
-        // SAFETY: mallopt only sets a glibc tunable; it is called before any other thread
-        // exists, and an unsupported parameter is reported by its return value, not UB.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
+    let arenas = match std::env::var_os("MALLOC_ARENA_MAX") {
+        // glibc reads it itself; 0 or nonsense means its default (many).
+        Some(value) => value
+            .to_str()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        None => {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let arenas = libc::c_int::try_from((cores / 2).clamp(1, 8)).unwrap_or(1);
+            // SAFETY: mallopt only sets a glibc tunable; it is called before any other
+            // thread exists, and an unsupported parameter is reported by its return value.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, arenas);
+            }
+            arenas
         }
-    }
+    };
+    let set = |name: &str| std::env::var_os(name).is_some();
     if !set("MALLOC_MMAP_THRESHOLD_") && !set("MALLOC_TRIM_THRESHOLD_") && !set("GLIBC_TUNABLES") {
+        let trim = if arenas == 1 {
+            TRIM_THRESHOLD_ONE_ARENA
+        } else {
+            TRIM_THRESHOLD_ARENAS
+        };
         // SAFETY: as above.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, trim);
         }
     }
 }
