@@ -15,18 +15,11 @@ work=bench/.work/cache
 rm -rf "$work" && mkdir -p "$work/www" "$work/logs" "$work/cache"
 # The origin's files: a 30-frame 320×320 GIF (an animated custom emoji) and a 500×500 PNG.
 cp "$inputs/anim30.gif" "$inputs/rgba500.png" "$work/www/"
-cat > "$work/nginx.conf" <<NGX
-worker_processes 1;
-error_log $PWD/$work/logs/error.log;
-pid $PWD/$work/nginx.pid;
-events { worker_connections 256; }
-http { access_log off; types { image/gif gif; image/png png; }
-  server { listen 127.0.0.2:18090; root $PWD/$work/www; } }
-NGX
-nginx -c "$PWD/$work/nginx.conf"
+. bench/origin.sh
+origin_start "$work" 18090
 pid=
 stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
-trap 'stop; nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null || true' EXIT
+trap 'stop; origin_stop "$work"' EXIT
 
 port=13007
 start() { # env assignments for the server

@@ -37,20 +37,10 @@ for f in "$inputs"/*; do ln -sf "$PWD/$f" "$work/www/"; done
 if [ ! -s "$work/www/big50.gif" ]; then
   { printf 'GIF89a'; head -c 49999994 /dev/zero | tr '\0' 'x'; } > "$work/www/big50.gif"
 fi
-cat > "$work/nginx.conf" <<NGX
-worker_processes 1;
-error_log $PWD/$work/logs/error.log;
-pid $PWD/$work/nginx.pid;
-events { worker_connections 512; }
-http { access_log off; sendfile on; keepalive_requests 100000;
-  types { image/gif gif; image/png png; image/jpeg jpg; }
-  server { listen 127.0.0.2:18091; root $PWD/$work/www; } }
-NGX
-# A leftover origin from an interrupted run would hold the port.
-[ -s "$work/nginx.pid" ] && nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null && sleep 0.5
-nginx -c "$PWD/$work/nginx.conf"
+. bench/origin.sh
+origin_start "$work" 18091
 pid=
-trap 'nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null || true; [ -n "$pid" ] && kill $pid 2>/dev/null || true' EXIT
+trap 'origin_stop "$work"; [ -n "$pid" ] && kill $pid 2>/dev/null || true' EXIT
 until curl -sf -o /dev/null http://127.0.0.2:18091/anim30.gif; do sleep 0.05; done
 
 # Every request its own URL: `?n=<thread>-<i>` on the origin's URL, which nginx ignores.

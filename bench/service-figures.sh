@@ -17,16 +17,9 @@ command -v nginx >/dev/null || { echo "nginx is needed (apt-get install nginx-li
 if [ ! -s "$work/www/big.gif" ]; then
   { printf 'GIF89a'; head -c 99999994 /dev/zero | tr '\0' 'x'; } > "$work/www/big.gif"
 fi
-cat > "$work/nginx.conf" <<NGX
-worker_processes 1;
-error_log $PWD/$work/logs/error.log;
-pid $PWD/$work/nginx.pid;
-events { worker_connections 256; }
-http { access_log off; sendfile on; types { image/gif gif; }
-  server { listen 127.0.0.2:18089; root $PWD/$work/www; } }
-NGX
-nginx -c "$PWD/$work/nginx.conf"
-trap 'nginx -c "$PWD/$work/nginx.conf" -s stop 2>/dev/null || true; kill $pid 2>/dev/null || true' EXIT
+. bench/origin.sh
+origin_start "$work" 18089
+trap 'origin_stop "$work"; kill $pid 2>/dev/null || true' EXIT
 
 port=13003
 # Start-up to the first 200 on /, 7 times (median; the first run after a build also pays
