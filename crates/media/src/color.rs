@@ -142,7 +142,7 @@ mod tests {
         let icc = moxcms::ColorProfile::new_display_p3().encode().unwrap();
         let jpeg = tagged_jpeg(p3, &icc);
         assert_eq!(
-            crate::jpeg::icc_profile(&jpeg).as_deref(),
+            crate::jpeg::header_segments(&jpeg).icc.as_deref(),
             Some(&icc[..]),
             "profile reassembled"
         );
