@@ -95,6 +95,8 @@ pub struct ObjectBody {
     stream: BoxStream<'static, object_store::Result<Bytes>>,
     pending: Bytes,
     read: u64,
+    /// The object's size, as the store announced it.
+    announced: u64,
     limit: u64,
     deadline: Instant,
     received: prometheus_client::metrics::counter::Counter,
@@ -163,6 +165,7 @@ impl Store {
                 limit: self.max_size,
             });
         }
+        let announced = result.range.end.saturating_sub(result.range.start);
         let meta = object_meta(meta);
         let stream = match result.payload {
             GetResultPayload::File(file, _) => file_stream(file, result.range),
@@ -175,6 +178,7 @@ impl Store {
                 stream: stream.fuse().boxed(),
                 pending: Bytes::new(),
                 read: 0,
+                announced,
                 limit: self.max_size,
                 deadline,
                 received: self.received.clone(),
@@ -357,9 +361,15 @@ impl ObjectBody {
         Ok((head.freeze(), false))
     }
 
-    /// The whole body.
+    /// The whole body, in a buffer sized from the announced length (as the remote
+    /// source's [`crate::source::http::Body::read_all`] does).
     pub async fn read_all(mut self) -> Result<Bytes, StoreError> {
-        let mut all = BytesMut::new();
+        let left = self.announced.min(self.limit).saturating_sub(self.read);
+        let mut all = BytesMut::with_capacity(
+            self.pending
+                .len()
+                .saturating_add(usize::try_from(left).unwrap_or(0)),
+        );
         while let Some(chunk) = self.chunk().await? {
             all.extend_from_slice(&chunk);
         }
