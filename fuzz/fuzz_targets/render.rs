@@ -52,6 +52,8 @@ fuzz_target!(|data: &[u8]| {
         max_frames: 50,
         max_total_pixels: 8_000_000,
         max_alloc: 64 << 20,
+        max_svg_elements: 10_000,
+        max_svg_work: 50_000_000,
     };
     if let Ok(prepared) = media::prepare(bytes, format, transform, &limits) {
         let prepared = match output {

@@ -27,10 +27,15 @@ fn rgba(w: u32, h: u32) -> u64 {
     u64::from(w) * u64::from(h) * 4
 }
 
-/// An SVG rendered to `tw`×`th`: the parsed tree (a few times the text), the raster and the
-/// encoder's copy.
-pub(crate) fn svg_cost(input_len: u64, tw: u32, th: u32) -> u64 {
-    FIXED_OVERHEAD + input_len * 8 + rgba(tw, th) * 3
+/// An SVG drawn at `drawn` and shown at `shown`: the text and the parsed tree (its nodes,
+/// and outlines a few times the text), the raster, the layers groups with opacity, masks or
+/// filters draw into (as much again), and the resized and encoded copies.
+pub(crate) fn svg_cost(input_len: u64, tree: u64, drawn: (u32, u32), shown: (u32, u32)) -> u64 {
+    FIXED_OVERHEAD
+        .saturating_add(input_len.saturating_mul(4))
+        .saturating_add(tree)
+        .saturating_add(rgba(drawn.0, drawn.1).saturating_mul(4))
+        .saturating_add(rgba(shown.0, shown.1).saturating_mul(3))
 }
 
 /// A raster input whose header says `probe`, rendered with `transform` (`animated`: every

@@ -172,14 +172,15 @@ fn prepare_inner(
     }
     let input_len = input.len() as u64;
     let (header, cost) = if format == Format::Svg {
-        let doc = svg::Svg::parse(input)?;
+        let doc = svg::Svg::parse(input, limits)?;
         let (w, h) = doc.size();
         probe::Probe::still(w, h).check(limits)?;
-        let (tw, th) = transform.target(w, h);
-        (
-            Header::Svg(Box::new(doc)),
-            budget::svg_cost(input_len, tw, th),
-        )
+        // Drawn at the size it is shown at (never the document's own when smaller), and
+        // priced there: an over-budget render is refused before it can start.
+        let drawn = transform.geometry(w, h).decode_size(w, h);
+        doc.work(drawn.0, drawn.1)?;
+        let cost = budget::svg_cost(input_len, doc.tree_bytes(), drawn, transform.target(w, h));
+        (Header::Svg(Box::new(doc)), cost)
     } else {
         let probe = probe::probe(input, format)?;
         probe.check(limits)?;

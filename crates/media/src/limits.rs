@@ -1,4 +1,5 @@
-//! Resource limits checked from the header, before any pixel is decoded.
+//! Resource limits checked from the header (an SVG: its parsed tree), before any pixel is
+//! decoded.
 
 /// What one input may cost. Defaults: 50 MP per frame, 1000 frames, 200 MP over all frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +12,11 @@ pub struct Limits {
     pub max_total_pixels: u64,
     /// Largest single allocation a decoder may make, in bytes.
     pub max_alloc: u64,
+    /// Elements of an SVG once every `<use>` is expanded (usvg copies what each refers to).
+    pub max_svg_elements: u64,
+    /// Pixel operations an SVG render may need at its output size (painted areas, layers,
+    /// filters; see `svg::cost`). resvg cannot be interrupted, so this is what bounds its CPU.
+    pub max_svg_work: u64,
 }
 
 impl Default for Limits {
@@ -20,6 +26,8 @@ impl Default for Limits {
             max_frames: 1000,
             max_total_pixels: 200_000_000,
             max_alloc: 512 * 1024 * 1024,
+            max_svg_elements: 100_000,
+            max_svg_work: 300_000_000,
         }
     }
 }

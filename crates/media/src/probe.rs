@@ -105,7 +105,7 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
             )
         }
         Format::Svg => {
-            let (w, h) = crate::svg::Svg::parse(bytes)?.size();
+            let (w, h) = crate::svg::Svg::parse(bytes, &crate::Limits::default())?.size();
             (w, h, Orientation::NoTransforms, None)
         }
         Format::Avif => return crate::avif::probe(bytes),

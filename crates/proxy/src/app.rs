@@ -1,7 +1,7 @@
 //! The only wiring: builds the state (fetcher, pipeline, fallback image) and the router from
-//! [`Settings`], binds the listener, and runs the server until a shutdown signal.
+//! [`Settings`], binds the listener, and runs the server (`listener.rs`) until a shutdown
+//! signal.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -159,6 +159,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     shutdown_grace: std::time::Duration,
+    server: crate::config::ServerSettings,
 }
 
 impl Application {
@@ -176,6 +177,7 @@ impl Application {
             listener,
             router,
             shutdown_grace: settings.shutdown_grace,
+            server: settings.server,
         })
     }
 
@@ -187,7 +189,7 @@ impl Application {
     /// finish for up to `shutdown_grace`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (signalled, on_signal) = tokio::sync::oneshot::channel();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let serve = crate::listener::serve(self.listener, self.router, self.server, async move {
             shutdown_signal().await;
             let _ = signalled.send(());
         });
@@ -200,7 +202,7 @@ impl Application {
             }
         };
         tokio::select! {
-            served = serve.into_future() => served,
+            () = serve => Ok(()),
             () = deadline => {
                 tracing::warn!(?grace, "shutdown grace period over: exiting with requests in flight");
                 Ok(())

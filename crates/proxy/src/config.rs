@@ -50,6 +50,8 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub timeouts: Timeouts,
+    /// The standalone server's listener: client time-outs and the connection cap.
+    pub server: ServerSettings,
     pub limits: ImageLimits,
     pub workers: WorkerSettings,
     pub headers: HeaderSettings,
@@ -248,6 +250,11 @@ pub struct ImageLimits {
     pub max_total_pixels: u64,
     /// Largest single decoder allocation, in bytes.
     pub max_alloc: u64,
+    /// Elements of an SVG once every `<use>` is expanded.
+    pub max_svg_elements: u64,
+    /// Pixel operations an SVG render may need at its output size (what bounds its CPU:
+    /// the renderer cannot be interrupted).
+    pub max_svg_work: u64,
 }
 
 /// The pool that runs image work (never on the async workers), and its admission rules.
@@ -279,6 +286,8 @@ impl Default for ImageLimits {
             max_frames: d.max_frames,
             max_total_pixels: d.max_total_pixels,
             max_alloc: d.max_alloc,
+            max_svg_elements: d.max_svg_elements,
+            max_svg_work: d.max_svg_work,
         }
     }
 }
@@ -290,6 +299,8 @@ impl From<ImageLimits> for media::Limits {
             max_frames: l.max_frames,
             max_total_pixels: l.max_total_pixels,
             max_alloc: l.max_alloc,
+            max_svg_elements: l.max_svg_elements,
+            max_svg_work: l.max_svg_work,
         }
     }
 }
@@ -302,6 +313,34 @@ impl Default for WorkerSettings {
             queue_wait: Duration::from_secs(5),
             deadline: Duration::from_secs(10),
             memory_budget: 0,
+        }
+    }
+}
+
+/// What the standalone server's listener allows a client (see `listener.rs`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Longest a client may take to send a request head (also while a keep-alive
+    /// connection waits for its next request); then the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is closed (idle
+    /// keep-alive, idle HTTP/2, a client that stopped reading). Keep it above
+    /// `workers.deadline` and the origin time-outs.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Open client connections at most; a new one beyond gets `503` and is closed. Keep it
+    /// below the process's file-descriptor limit.
+    pub max_connections: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
         }
     }
 }
@@ -363,6 +402,7 @@ impl Default for Settings {
             max_redirects: 10,
             shutdown_grace: Duration::from_secs(30),
             timeouts: Timeouts::default(),
+            server: ServerSettings::default(),
             limits: ImageLimits::default(),
             workers: WorkerSettings::default(),
             headers: HeaderSettings::default(),
@@ -486,8 +526,28 @@ impl Settings {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        for (key, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         let l = &self.limits;
-        if l.max_pixels == 0 || l.max_frames == 0 || l.max_total_pixels == 0 || l.max_alloc == 0 {
+        if l.max_pixels == 0
+            || l.max_frames == 0
+            || l.max_total_pixels == 0
+            || l.max_alloc == 0
+            || l.max_svg_elements == 0
+            || l.max_svg_work == 0
+        {
             return Err(invalid("limits", "every limit must be at least 1"));
         }
         if self.user_agent.trim().is_empty() {

@@ -5,8 +5,9 @@
 //! mode's parameter errors, whose one-line reason is our own text about their own URL.
 //!
 //! Caching of errors differs by mode ([`ErrorCaching`]): the remote mode keeps the Misskey
-//! reference's five minutes for everything; the store mode keeps a 404 and other client
-//! errors briefly and never stores a 5xx.
+//! reference's five minutes for client errors; the store mode keeps a 404 and other client
+//! errors briefly. Neither ever lets a 5xx be stored: an induced overload or an origin's
+//! outage must not be kept by a CDN for a popular avatar.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use media::Format;
 use crate::request::{RequestError, ResizeError};
 use crate::response::CACHE_SHORT;
 use crate::source::store::StoreError;
-use crate::source::SourceError;
+use crate::source::{NoRoom, SourceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -78,6 +79,7 @@ impl AppError {
                 SourceError::Status(_) => "status",
                 SourceError::TooLarge { .. } => "too_large",
                 SourceError::BodyBroken(_) => "body",
+                SourceError::NoRoom(_) => return None,
             }),
             AppError::Shared(inner) => inner.origin_class(),
             _ => None,
@@ -87,14 +89,21 @@ impl AppError {
     /// Whether the error says something lasting, and about what: the source itself (an
     /// origin's 404 or 410, a missing store key) or this input for this transform (bytes
     /// that do not decode: a first-frame `static` may still succeed where the whole
-    /// animation fails). `None` for what depends on the moment: load, time-outs, the
-    /// network. The negative cache keeps only the lasting ones.
+    /// animation fails), over-limit inputs included, and a render that ran past its
+    /// deadline: an attacker's costly file must not be rendered again at will (a heavy
+    /// image on a loaded machine is refused for `cache.negative_ttl` too, the price of
+    /// that). `None` for what depends on the moment: load, origin time-outs, the network.
+    /// The negative cache keeps only the lasting ones.
     pub fn lasting(&self) -> Option<Lasting> {
         match self {
             AppError::Source(SourceError::Status(404 | 410))
             | AppError::Store(StoreError::NotFound) => Some(Lasting::Source),
             AppError::Media(
-                media::Error::Unsupported(_) | media::Error::Invalid(_) | media::Error::Panicked,
+                media::Error::Unsupported(_)
+                | media::Error::Invalid(_)
+                | media::Error::Panicked
+                | media::Error::TooLarge(_)
+                | media::Error::TimedOut,
             )
             | AppError::NotConvertible(_) => Some(Lasting::Input),
             AppError::Shared(inner) => inner.lasting(),
@@ -139,6 +148,7 @@ impl AppError {
                 StoreError::Timeout => (S::GATEWAY_TIMEOUT, "store timed out"),
                 StoreError::Denied(_) => (S::BAD_GATEWAY, "store refused access"),
                 StoreError::Unavailable(_) => (S::BAD_GATEWAY, "store unavailable"),
+                StoreError::NoRoom(n) => no_room(*n),
             },
             AppError::Source(e) => match e {
                 SourceError::InvalidUrl(_) => (S::BAD_REQUEST, "invalid url"),
@@ -154,6 +164,7 @@ impl AppError {
                 },
                 SourceError::TooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "file too large"),
                 SourceError::BodyBroken(_) => (S::BAD_GATEWAY, "origin body broken"),
+                SourceError::NoRoom(n) => no_room(*n),
             },
             AppError::Media(e) => match e {
                 media::Error::Unsupported(_) => (S::UNPROCESSABLE_ENTITY, "cannot decode image"),
@@ -178,6 +189,15 @@ impl AppError {
     }
 }
 
+/// A download the memory budget has no room for: busy now (503, like a full queue), or
+/// larger than the whole budget (413: it can never be taken).
+fn no_room(n: NoRoom) -> (StatusCode, &'static str) {
+    match n {
+        NoRoom::Busy => (StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry shortly"),
+        NoRoom::OverBudget { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file too large"),
+    }
+}
+
 impl AppError {
     /// The body sent to the client: the fixed message, or a store parameter error's reason.
     pub fn public_message(&self) -> Cow<'static, str> {
@@ -185,7 +205,9 @@ impl AppError {
             AppError::Request(RequestError::Store(e)) => Cow::Owned(e.to_string()),
             // A hard cap names itself, so the client knows what to ask for instead.
             AppError::Source(SourceError::TooLarge { limit })
-            | AppError::Store(StoreError::TooLarge { limit }) => {
+            | AppError::Store(StoreError::TooLarge { limit })
+            | AppError::Source(SourceError::NoRoom(NoRoom::OverBudget { budget: limit }))
+            | AppError::Store(StoreError::NoRoom(NoRoom::OverBudget { budget: limit })) => {
                 Cow::Owned(format!("file too large (limit: {limit} bytes)"))
             }
             AppError::Shared(inner) => inner.public_message(),
@@ -208,7 +230,8 @@ impl AppError {
 /// How long error answers may be kept by browsers and CDNs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCaching {
-    /// The remote mode: five minutes for every error (the Misskey reference's behaviour).
+    /// The remote mode: five minutes for client errors (the Misskey reference's
+    /// behaviour), `no-store` for server errors.
     Remote,
     /// The store mode: a 404 for `not_found`, other client errors for `client_error`,
     /// server errors (5xx, including 503 overload) never.
@@ -221,6 +244,7 @@ pub enum ErrorCaching {
 impl ErrorCaching {
     pub fn cache_control(&self, status: StatusCode) -> String {
         match self {
+            ErrorCaching::Remote if status.is_server_error() => "no-store".to_owned(),
             ErrorCaching::Remote => CACHE_SHORT.to_owned(),
             ErrorCaching::Store {
                 not_found,
@@ -243,8 +267,10 @@ impl IntoResponse for AppError {
         let (status, _) = self.status();
         let mut response = (status, self.public_message()).into_response();
         let h = response.headers_mut();
-        // Errors are never cached for long, and never as immutable.
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_SHORT));
+        // Errors are never cached for long, and never as immutable; 5xx not at all.
+        if let Ok(v) = HeaderValue::from_str(&ErrorCaching::Remote.cache_control(status)) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
         self.special_headers(h);
         response
     }
@@ -265,7 +291,9 @@ impl AppError {
                     HeaderValue::from_static("GET, HEAD, OPTIONS"),
                 );
             }
-            AppError::Overloaded => {
+            AppError::Overloaded
+            | AppError::Source(SourceError::NoRoom(NoRoom::Busy))
+            | AppError::Store(StoreError::NoRoom(NoRoom::Busy)) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             AppError::Shared(inner) => inner.special_headers(h),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod lambda;
+pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

@@ -6,7 +6,9 @@
 //!    the media engine on the bounded worker pool;
 //! 4. otherwise pass the original through as a stream: the sniffed head first, then the rest
 //!    as it arrives; no whole-body buffer, no temporary file. `Range` is answered from the
-//!    origin's own range support when it has it, else cut out of the stream.
+//!    origin's own range support when it has it, else cut out of the stream when it starts
+//!    within the head already read, else with the whole body as a 200 (never by reading
+//!    up to a far offset: that made us download 200 MB to send one byte).
 //!
 //! Everything that can fail becomes an [`AppError`]; the mapping to statuses lives in
 //! `error.rs`. The store mode's steps are in [`store`].
@@ -28,7 +30,7 @@ use crate::request::Plan;
 use crate::response::disposition;
 use crate::source::http::OriginRange;
 use crate::source::{Body, Fetched, Fetcher, SourceError};
-use crate::workers::Workers;
+use crate::workers::{Reservation, Workers};
 
 /// What to answer, before it becomes an HTTP response.
 #[derive(Debug)]
@@ -82,11 +84,13 @@ pub struct Pipeline {
     downloads: Flights<Downloaded>,
 }
 
-/// A remote source read whole, shared by the renders that asked for it together.
+/// A remote source read whole, shared by the renders that asked for it together; its
+/// bytes stay counted in the memory budget until the last of them lets go.
 #[derive(Debug, Clone)]
 struct Downloaded {
     bytes: Bytes,
     content_disposition: Option<String>,
+    memory: Arc<Reservation>,
 }
 
 impl Pipeline {
@@ -147,21 +151,27 @@ impl Pipeline {
         if !format.capabilities().transform {
             return Err(AppError::NotConvertible(format));
         }
-        let variant = self.render(source.bytes, format, transform, name).await?;
+        let held = source.memory.bytes().min(source.bytes.len() as u64);
+        let variant = self
+            .render(source.bytes.clone(), format, transform, name, held)
+            .await?;
+        drop(source);
         Ok(Fresh { key, variant })
     }
 
     /// The whole body of `url`, downloaded once for every render that wants it meanwhile.
     async fn download(&self, url: &url::Url) -> Result<Downloaded, AppError> {
         let (fetcher, owned) = (self.fetcher.clone(), url.clone());
+        let mut memory = self.workers.reservation();
         self.caches
             .download_once(&self.downloads, url.as_str(), || async move {
                 let fetched = fetcher.fetch(&owned, None, None).await?;
                 let content_disposition = fetched.content_disposition;
-                let bytes = fetched.body.read_all().await?;
+                let bytes = fetched.body.read_all(&mut memory).await?;
                 Ok(Downloaded {
                     bytes,
                     content_disposition,
+                    memory: Arc::new(memory),
                 })
             })
             .await
@@ -247,11 +257,12 @@ impl Pipeline {
         format: Format,
         transform: Transform,
         name: String,
+        held: u64,
     ) -> Result<Variant, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
         let prepared = media::prepare(&bytes, format, transform, &self.limits)?;
         self.caches.metrics.renders.inc();
-        let rendered = self.workers.render(prepared, bytes).await?;
+        let rendered = self.workers.render(prepared, bytes, held).await?;
         Ok(Variant {
             bytes: crate::cache::exact(rendered.bytes),
             format: rendered.format,
@@ -285,12 +296,30 @@ impl Pipeline {
         let name = disposition::source_name(&plan.url_filename, &content_disposition);
         let (format, head, ended) = sniff_body(&mut body).await?;
         if format == Format::Svg {
-            // sniff only says Svg for a complete document, so `head` is all of it.
-            let variant = self
-                .render(head, Format::Svg, Transform::SvgRaster, name.clone())
-                .await?;
+            // sniff only says Svg for a complete document, so `head` is all of it. Its
+            // raster is a variant like any transform: cached, coalesced, and a refusal
+            // (too costly, past the deadline) remembered, so it cannot be repeated at will.
+            let source = format!("remote\0{}", plan.url);
+            let key = VariantKey::of(&[
+                "remote",
+                plan.url.as_str(),
+                &format!("{:?}", Transform::SvgRaster),
+            ]);
+            let this = self.clone();
+            let (_, variant) = self
+                .caches
+                .variant(&source, &key, || {
+                    let (key, name) = (key.clone(), name.clone());
+                    async move {
+                        let variant = this
+                            .render(head, Format::Svg, Transform::SvgRaster, name, 0)
+                            .await?;
+                        Ok(Fresh { key, variant })
+                    }
+                })
+                .await;
             return Ok(Reply::Transformed {
-                variant: Arc::new(variant),
+                variant: variant?,
                 name,
             });
         }
@@ -302,7 +331,6 @@ impl Pipeline {
         } else {
             content_length
         };
-        body.unread(head);
         let mut pass = Passthrough {
             format,
             name,
@@ -313,11 +341,21 @@ impl Pipeline {
         if plan.head_only {
             return Ok(Reply::Passthrough(pass));
         }
+        let in_head = head.len() as u64;
+        body.unread(head);
         match (plan.range, total) {
             (Some(spec), Some(total_len)) => {
                 let wanted = spec
                     .resolve(total_len)
                     .ok_or(AppError::RangeNotSatisfiable { total })?;
+                if wanted.first > in_head {
+                    // The origin ignored the range and the bytes before it are not read
+                    // yet: reading 200 MB to send one byte is an amplifier. The whole body
+                    // as a 200 is what the origin itself offers (RFC 9110 allows ignoring
+                    // Range), and costs no more than the client receives.
+                    pass.payload = Payload::Stream(body.into_stream(None).boxed());
+                    return Ok(Reply::Passthrough(pass));
+                }
                 if !body.skip(wanted.first).await? {
                     return Err(SourceError::BodyBroken("shorter than announced".into()).into());
                 }

@@ -36,7 +36,7 @@ use crate::cache::{CacheStatus, Caches, Fresh, Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::resize::{FormatChoice, StorePlan, StoreTransform};
 use crate::source::store::{ObjectBody, ObjectMeta, Store, StoreError, StoreObject};
-use crate::workers::Workers;
+use crate::workers::{Reservation, Workers};
 
 /// What the client's headers say that matters here.
 #[derive(Debug, Clone, Default)]
@@ -153,7 +153,7 @@ pub struct StorePipeline {
     policy: OutputPolicy,
     caches: Caches,
     /// Whole-original downloads in progress, by key.
-    downloads: Flights<(Bytes, ObjectMeta)>,
+    downloads: Flights<(Bytes, ObjectMeta, Arc<Reservation>)>,
 }
 
 impl StorePipeline {
@@ -197,10 +197,12 @@ impl StorePipeline {
         body.unread(head);
         if format == Format::Svg {
             // SVG is never served as is (it can carry script): rasterised at its size.
-            let all = body.read_all().await?;
+            let mut memory = self.workers.reservation();
+            let all = body.read_all(&mut memory).await?;
             let t = default_svg_transform();
+            let held = memory.bytes().min(all.len() as u64);
             let variant = self
-                .encode(all, format, &t, &object.meta, cond.accept)
+                .encode(all, format, &t, &object.meta, cond.accept, held)
                 .await?;
             return Ok(reply(Arc::new(variant), &plan, &cond));
         }
@@ -319,13 +321,15 @@ impl StorePipeline {
     ) -> Result<Fresh, AppError> {
         // Held until the render ends: bounds what downloads and queued bodies hold.
         let _place = self.workers.enter()?;
-        let (bytes, meta) = self.download(&object_key, opened).await?;
+        let (bytes, meta, memory) = self.download(&object_key, opened).await?;
         let format = crate::pipeline::sniff_complete(&bytes);
         if !format.capabilities().transform {
             // 422, not the remote mode's 404: here a 404 means "no such key".
             return Err(media::Error::Unsupported(format.mime()).into());
         }
-        let variant = self.encode(bytes, format, &t, &meta, accept).await?;
+        let held = memory.bytes().min(bytes.len() as u64);
+        let variant = self.encode(bytes, format, &t, &meta, accept, held).await?;
+        drop(memory);
         let key = if meta.version == looked_up_version {
             looked_up
         } else {
@@ -341,16 +345,17 @@ impl StorePipeline {
         &self,
         key: &str,
         opened: Option<StoreObject>,
-    ) -> Result<(Bytes, ObjectMeta), AppError> {
+    ) -> Result<(Bytes, ObjectMeta, Arc<Reservation>), AppError> {
         let (store, owned) = (self.store.clone(), key.to_owned());
+        let mut memory = self.workers.reservation();
         self.caches
             .download_once(&self.downloads, key, || async move {
                 let object = match opened {
                     Some(object) => object,
                     None => store.get(&owned).await?,
                 };
-                let bytes = object.body.read_all().await?;
-                Ok((bytes, object.meta))
+                let bytes = object.body.read_all(&mut memory).await?;
+                Ok((bytes, object.meta, Arc::new(memory)))
             })
             .await
     }
@@ -363,13 +368,14 @@ impl StorePipeline {
         t: &StoreTransform,
         meta: &ObjectMeta,
         accept: Accepted,
+        held: u64,
     ) -> Result<Variant, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
         let prepared = media::prepare(&bytes, format, Transform::Resize(t.resize), &self.limits)?;
         let (choice, validators) = self.decide(&prepared, format, t, meta, accept);
         let prepared = prepared.with_output(choice.output);
         self.caches.metrics.renders.inc();
-        let rendered = self.workers.render(prepared, bytes).await?;
+        let rendered = self.workers.render(prepared, bytes, held).await?;
         Ok(Variant {
             bytes: crate::cache::exact(rendered.bytes),
             format: rendered.format,

@@ -27,12 +27,35 @@ const ATTR_CHAR_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'|')
     .remove(b'~');
 
-/// The name before the extension rule: the origin's, when it gave one that parses.
+/// Longest download name kept, in characters (before the extension rule). An origin's
+/// 8 KB `filename` was echoed whole: every answer then carried 16 KB of its text (the name
+/// twice, plain and encoded), enough to break CDNs' and proxies' header limits.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// The name before the extension rule: the origin's, when it gave one that parses, cut to
+/// [`MAX_NAME_CHARS`] (keeping a short extension at the end).
 pub fn source_name(url_filename: &str, content_disposition: &Option<String>) -> String {
-    content_disposition
+    let name = content_disposition
         .as_deref()
         .and_then(parse_filename)
-        .unwrap_or_else(|| url_filename.to_owned())
+        .unwrap_or_else(|| url_filename.to_owned());
+    shorten(name)
+}
+
+/// `name` cut to [`MAX_NAME_CHARS`] characters; an extension of up to 10 characters stays.
+fn shorten(name: String) -> String {
+    if name.chars().count() <= MAX_NAME_CHARS {
+        return name;
+    }
+    let ext = name
+        .rfind('.')
+        .map(|dot| name.get(dot..).unwrap_or_default())
+        .filter(|ext| ext.chars().count() <= 10)
+        .unwrap_or_default();
+    let keep = MAX_NAME_CHARS - ext.chars().count();
+    let mut short: String = name.chars().take(keep).collect();
+    short.push_str(ext);
+    short
 }
 
 /// Appends `.ext` for `format` unless `name` already ends with it (or an alias).
@@ -151,6 +174,19 @@ fn params(value: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origins_huge_filename_is_cut_keeping_its_extension() {
+        let huge = format!("attachment; filename=\"{}.png\"", "a".repeat(8192));
+        let name = source_name("x", &Some(huge));
+        assert_eq!(name.chars().count(), MAX_NAME_CHARS);
+        assert!(name.ends_with("a.png"), "{name}");
+        let wide = "é".repeat(4000);
+        let name = source_name(&wide, &None);
+        assert_eq!(name.chars().count(), MAX_NAME_CHARS, "cut on characters");
+        assert!(header_value(&name).len() < 2048);
+        assert_eq!(source_name("short.gif", &None), "short.gif");
+    }
 
     #[test]
     fn extension_rule_matches_the_spec_examples() {

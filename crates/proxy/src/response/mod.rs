@@ -91,12 +91,19 @@ pub fn preflight() -> Response {
     response
 }
 
-/// The placeholder answered instead of an error when the request had `fallback`.
-pub fn fallback(png: Bytes) -> Response {
+/// The placeholder answered instead of an error when the request had `fallback`. It is
+/// kept as briefly as the error it stands for: five minutes for the origin's or the
+/// client's fault, not at all for ours (`failed` a 5xx: overload, outage, time-out).
+pub fn fallback(png: Bytes, failed: StatusCode) -> Response {
+    let cache = if failed.is_server_error() {
+        "no-store"
+    } else {
+        CACHE_SHORT
+    };
     (
         [
             (header::CONTENT_TYPE, "image/png"),
-            (header::CACHE_CONTROL, CACHE_SHORT),
+            (header::CACHE_CONTROL, cache),
         ],
         png,
     )

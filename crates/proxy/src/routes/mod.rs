@@ -125,7 +125,7 @@ pub async fn handle(
                         }
                         log.error = Some(e.to_string());
                         if fallback {
-                            response::fallback(state.fallback_png.clone())
+                            response::fallback(state.fallback_png.clone(), e.status().0)
                         } else {
                             e.into_response()
                         }

@@ -47,6 +47,15 @@ pub enum StoreError {
     /// Any other store failure: connection, protocol, I/O (upstream; 502).
     #[error("store failed: {0}")]
     Unavailable(String),
+    /// The memory budget has no room for the object now (503) or ever (413).
+    #[error("no room in the memory budget: {0}")]
+    NoRoom(super::NoRoom),
+}
+
+impl From<super::NoRoom> for StoreError {
+    fn from(n: super::NoRoom) -> Self {
+        StoreError::NoRoom(n)
+    }
 }
 
 impl From<object_store::Error> for StoreError {
@@ -67,6 +76,9 @@ impl From<object_store::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// A local directory's canonical root (with the prefix): every key is resolved on disk
+    /// and must stay inside it. `None` for S3.
+    jail: Option<Arc<std::path::PathBuf>>,
     max_size: u64,
     timeout: Duration,
     /// Counts every body byte read from the store (the `received_bytes` metric).
@@ -114,9 +126,18 @@ impl Store {
         settings: &StoreSettings,
         received: prometheus_client::metrics::counter::Counter,
     ) -> Result<Option<Store>, String> {
+        let mut jail = None;
         let inner = match settings.kind {
             StoreKind::None => return Ok(None),
-            StoreKind::Local => open_local(&settings.root, "store.root")?,
+            StoreKind::Local => {
+                let store = open_local(&settings.root, "store.root")?;
+                let root = settings.root.join(settings.prefix.trim_matches('/'));
+                let _ = std::fs::create_dir_all(&root);
+                let canonical = std::fs::canonicalize(&root)
+                    .map_err(|e| format!("cannot open store.root {}: {e}", root.display()))?;
+                jail = Some(Arc::new(canonical));
+                store
+            }
             StoreKind::S3 => open_s3(&S3Location {
                 bucket: &settings.bucket,
                 endpoint: &settings.endpoint,
@@ -127,6 +148,7 @@ impl Store {
         };
         Ok(Some(Store {
             inner: with_prefix(inner, &settings.prefix, "store.prefix")?,
+            jail,
             max_size: settings.max_size,
             timeout: settings.timeout,
             received,
@@ -137,6 +159,7 @@ impl Store {
     /// the cap: refused here already.
     pub async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
+        self.stay_inside(&path).await?;
         let meta = tokio::time::timeout(self.timeout, self.inner.head(&path))
             .await
             .map_err(|_| StoreError::Timeout)??;
@@ -152,6 +175,7 @@ impl Store {
     /// refused from the metadata, before any body byte is read.
     pub async fn get(&self, key: &str) -> Result<StoreObject, StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
+        self.stay_inside(&path).await?;
         let deadline = Instant::now() + self.timeout;
         let result = tokio::time::timeout(
             self.timeout,
@@ -184,6 +208,41 @@ impl Store {
                 received: self.received.clone(),
             },
         })
+    }
+}
+
+impl Store {
+    /// A local directory: resolves `path` on disk, symbolic links included, and refuses
+    /// (as not found: whether something exists outside is not the client's business) what
+    /// ends outside the root. `object_store` follows links anywhere, so `media/link.png` →
+    /// `/etc/…` was served. A name the file system cannot hold (a segment over 255 bytes)
+    /// is not found either, rather than a store failure (it was a 502). A link swapped
+    /// between this check and the open is not caught: the root is the operator's, and only
+    /// someone who can write there could race it.
+    async fn stay_inside(&self, path: &Path) -> Result<(), StoreError> {
+        let Some(jail) = self.jail.clone() else {
+            return Ok(());
+        };
+        let on_disk = path
+            .parts()
+            .fold(jail.as_ref().clone(), |dir, part| dir.join(part.as_ref()));
+        let resolved = tokio::task::spawn_blocking(move || std::fs::canonicalize(on_disk))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match resolved {
+            Ok(real) if real.starts_with(jail.as_ref()) => Ok(()),
+            Ok(_) => Err(StoreError::NotFound),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENAMETOOLONG | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+            {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
     }
 }
 
@@ -363,17 +422,14 @@ impl ObjectBody {
 
     /// The whole body, in a buffer sized from the announced length (as the remote
     /// source's [`crate::source::http::Body::read_all`] does).
-    pub async fn read_all(mut self) -> Result<Bytes, StoreError> {
+    pub async fn read_all(mut self, room: &mut dyn super::Room) -> Result<Bytes, StoreError> {
         let left = self.announced.min(self.limit).saturating_sub(self.read);
-        let mut all = BytesMut::with_capacity(
-            self.pending
-                .len()
-                .saturating_add(usize::try_from(left).unwrap_or(0)),
-        );
+        let hint = (self.pending.len() as u64).saturating_add(left);
+        let mut all = super::Collector::new(hint, room)?;
         while let Some(chunk) = self.chunk().await? {
-            all.extend_from_slice(&chunk);
+            all.push(&chunk)?;
         }
-        Ok(all.freeze())
+        Ok(all.finish())
     }
 
     /// The rest of the body as a stream, for a passthrough answer.

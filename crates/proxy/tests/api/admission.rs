@@ -81,18 +81,28 @@ async fn health_endpoints_answer_and_readyz_follows_saturation() {
     let r = app.get(&url(&app, &origin, LIGHT, "&static")).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-store",
+        "an overload is not cached"
+    );
     assert_eq!(heavy.await.unwrap(), StatusCode::OK);
     wait_until_ready(&app, true).await;
 }
 
 #[tokio::test]
 async fn work_over_the_whole_memory_budget_is_refused_before_decoding() {
-    // A 24 MP photo → static decodes at 1/8 scale (750×500): the estimate (with fixed codec
-    // overhead) is several MB, over a 1 MB budget, so it is refused without decoding.
-    let (app, origin) = spawn_app_and_origin(|s| s.workers.memory_budget = 1 << 20).await;
+    // A 24 MP photo (7.4 MB) → static decodes at 1/8 scale (750×500): the estimate (the
+    // input, fixed codec overhead, the canvases) is ~13 MB, over a 10 MiB budget that the
+    // download alone fits in, so it is refused without decoding.
+    let (app, origin) = spawn_app_and_origin(|s| s.workers.memory_budget = 10 << 20).await;
     let r = app.get(&url(&app, &origin, PHOTO, "&static")).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.text().await.unwrap(), "image too large");
+    // With a budget smaller than the download itself, the download is refused: 413.
+    let (app, origin) = spawn_app_and_origin(|s| s.workers.memory_budget = 1 << 20).await;
+    let r = app.get(&url(&app, &origin, PHOTO, "&static")).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let (app, origin) = spawn_app_and_origin(|s| s.workers.memory_budget = 64 << 20).await;
     let r = app.get(&url(&app, &origin, PHOTO, "&static")).await;
     assert_eq!(r.status(), StatusCode::OK, "fits a 64 MB budget");

@@ -150,6 +150,7 @@ pub async fn spawn_origin_on(addr: SocketAddr) -> std::io::Result<Origin> {
         .route("/gzip/{*rel}", get(gzip_file))
         .route("/svg-with-image", get(svg_with_image))
         .route("/flat.png", get(flat_png))
+        .route("/echo", get(echo))
         .route("/generated/{spec}", get(generated))
         .route("/padded/{size}/{*rel}", get(padded))
         .fallback(get(corpus_file_by_any_path))
@@ -467,6 +468,18 @@ async fn generated(Path(spec): Path<String>) -> Response {
         .write_to(&mut out, format)
         .expect("encode");
     out.into_inner().into_response()
+}
+
+#[derive(Deserialize)]
+struct Echo {
+    #[serde(rename = "type")]
+    content_type: String,
+    body: String,
+}
+
+/// `/echo?type=T&body=B`: the body the test wrote, with that Content-Type.
+async fn echo(Query(e): Query<Echo>) -> Response {
+    ([(header::CONTENT_TYPE, e.content_type)], e.body).into_response()
 }
 
 /// A 64×64 PNG of one flat colour.

@@ -30,9 +30,15 @@ async fn origin_statuses_are_relayed_or_mapped() {
             let url = origin.url(&format!("/status/{origin_status}"));
             let r = app.get(&app.proxy_url("image.webp", &url, flags)).await;
             assert_eq!(r.status().as_u16(), want, "origin {origin_status}{flags}");
+            // A 4xx is the origin's lasting word; a 5xx (an outage) must not be stored.
+            let cache = if want >= 500 {
+                "no-store"
+            } else {
+                "max-age=300"
+            };
             assert_eq!(
                 r.headers()["cache-control"],
-                "max-age=300",
+                cache,
                 "origin {origin_status}"
             );
         }
@@ -74,6 +80,7 @@ async fn stalled_origins_time_out_with_504() {
             let started = Instant::now();
             let r = app.get(&app.proxy_url("a", &origin.url(path), flags)).await;
             assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT, "{path}{flags}");
+            assert_eq!(r.headers()["cache-control"], "no-store", "{path}{flags}");
             assert!(
                 started.elapsed() < Duration::from_secs(4),
                 "{path}{flags}: answered after the idle timeout, not the origin's minute"

@@ -254,6 +254,17 @@ async fn ranges_are_served_with_and_without_origin_support() {
                 .await
                 .unwrap();
             let what = format!("{range} (origin ranges: {ranges})");
+            if !ranges && first >= 64 * 1024 {
+                // Beyond the sniffed head of an origin that ignores ranges: the whole body
+                // as a 200, never a download up to the offset to send the tail.
+                assert_eq!(r.status(), StatusCode::OK, "{what}");
+                assert!(r.headers().get(header::CONTENT_RANGE).is_none(), "{what}");
+                assert!(
+                    r.bytes().await.unwrap()[..] == bytes[..],
+                    "{what}: all of it"
+                );
+                continue;
+            }
             assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{what}");
             assert_eq!(
                 r.headers()[header::CONTENT_RANGE],

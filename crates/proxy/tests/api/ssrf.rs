@@ -162,3 +162,41 @@ async fn the_policy_also_holds_through_a_forward_proxy() {
         "the origin itself was reached only via the proxy"
     );
 }
+
+/// Red-team finding: with `proxy = "http://localhost:P"`, a *target* on the proxy's host name
+/// (`http://localhost:6379/`, any port) skipped the address check and was forwarded.
+#[tokio::test]
+async fn a_target_on_the_proxys_own_host_name_is_checked_like_any_other() {
+    let proxy = spawn_origin(Ipv4Addr::LOCALHOST).await;
+    let internal = spawn_origin(Ipv4Addr::LOCALHOST).await;
+    let allowed = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let proxy_url = format!("http://localhost:{}", proxy.addr.port());
+    let app = spawn_app_with(|s| {
+        s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()];
+        s.proxy = Some(proxy_url.parse().unwrap());
+    })
+    .await;
+    for port in [internal.addr.port(), proxy.addr.port()] {
+        let url = format!("http://localhost:{port}/corpus/gif/image-gif/anim-gr.gif");
+        let r = app.get(&app.proxy_url("image.webp", &url, "")).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{url} through the proxy");
+    }
+    assert!(
+        proxy.hits().is_empty(),
+        "the proxy was asked for a target on its own host: {:?}",
+        proxy.hits()
+    );
+    assert!(
+        internal.hits().is_empty(),
+        "the internal service was reached"
+    );
+    // The proxy itself is still used for allowed targets.
+    let target = allowed.url("/some/thing.gif");
+    let r = app.get(&app.proxy_url("image.webp", &target, "")).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "allowed target through the proxy"
+    );
+    assert_eq!(proxy.hits().len(), 1, "one request through the proxy");
+}

@@ -1,0 +1,374 @@
+//! The red-team findings of issue 18, one test each, against the real binary's router: what
+//! a hostile origin or client did, and what must happen instead. Each test failed before its
+//! fix (the finding's number is in the test's comment).
+
+use std::time::{Duration, Instant};
+
+use reqwest::header;
+use reqwest::StatusCode;
+
+use crate::helpers::{corpus_bytes, spawn_app_and_origin};
+use crate::store::spawn_store_app;
+
+/// 6. `Range: bytes=209715199-` on an origin that ignores ranges made us download 200 MB to
+/// send one byte. Now the whole body comes back as a 200 (RFC 9110 lets a server ignore
+/// Range): what the client receives is what we read.
+#[tokio::test]
+async fn a_far_range_on_an_origin_without_ranges_is_not_read_up_to() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let size = 20_000_000;
+    let url = origin.url(&format!("/padded/{size}/gif/image-gif/anim-gr.gif"));
+    let r = app
+        .client
+        .get(app.proxy_url("video.mp4", &url, ""))
+        .header(header::RANGE, format!("bytes={}-", size - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the whole body, not a 206");
+    assert!(r.headers().get(header::CONTENT_RANGE).is_none());
+    assert_eq!(
+        r.headers()[header::CONTENT_LENGTH],
+        size.to_string().as_str()
+    );
+    let head = corpus_bytes("gif/image-gif/anim-gr.gif");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), size, "all of it");
+    assert!(body.starts_with(&head), "from its first byte");
+}
+
+/// 8. An origin's 8 KB `Content-Disposition` filename was echoed whole.
+#[tokio::test]
+async fn an_origins_huge_filename_is_not_echoed() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let cd = format!("attachment; filename=\"{}.gif\"", "a".repeat(8192));
+    let cd: String = url::form_urlencoded::byte_serialize(cd.as_bytes()).collect();
+    let url = origin.url(&format!("/corpus/gif/image-gif/anim-gr.gif?cd={cd}"));
+    for flags in ["", "&static"] {
+        let r = app.get(&app.proxy_url("a.gif", &url, flags)).await;
+        assert_eq!(r.status(), StatusCode::OK, "{flags}");
+        let value = r.headers()[header::CONTENT_DISPOSITION].to_str().unwrap();
+        assert!(value.len() < 400, "{flags}: {} bytes: {value}", value.len());
+        assert!(
+            value.contains("aaaa"),
+            "{flags}: still the origin's name: {value}"
+        );
+    }
+}
+
+/// 7. A symbolic link in a local store that points outside its root was followed and the
+/// file served; a key too long for the file system was a 502.
+#[tokio::test]
+async fn store_links_cannot_leave_the_root_and_long_keys_are_not_5xx() {
+    let s = spawn_store_app(|_| {}).await;
+    let gif = corpus_bytes("gif/image-gif/anim-gr.gif");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.gif"), &gif).unwrap();
+    s.put("inside.gif", &gif);
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.gif"),
+        s.root.path().join("link.gif"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), s.root.path().join("dir")).unwrap();
+    // A link that stays inside the root is the operator's business: it works.
+    std::os::unix::fs::symlink(
+        s.root.path().join("inside.gif"),
+        s.root.path().join("alias.gif"),
+    )
+    .unwrap();
+    for (key, want) in [
+        ("link.gif", StatusCode::NOT_FOUND),
+        ("dir/secret.gif", StatusCode::NOT_FOUND),
+        ("alias.gif", StatusCode::OK),
+        ("inside.gif", StatusCode::OK),
+    ] {
+        for query in ["", "w=16"] {
+            let r = s.get(key, query, &[]).await;
+            assert_eq!(r.status, want, "{key}?{query}");
+        }
+    }
+    let long = "a".repeat(300);
+    for key in [format!("{long}.gif"), format!("{long}/x.gif")] {
+        for query in ["", "w=16"] {
+            let r = s.get(&key, query, &[]).await;
+            assert_eq!(
+                r.status,
+                StatusCode::NOT_FOUND,
+                "a {}-byte key?{query}",
+                key.len()
+            );
+        }
+    }
+    drop(outside);
+}
+
+/// `levels` nested groups of ten `<use>` of one large translucent circle on a 2048² canvas.
+fn nested_uses(levels: usize) -> String {
+    let mut defs = String::from(
+        r##"<circle id="l0" cx="1024" cy="1024" r="1000" fill="red" fill-opacity="0.5"/>"##,
+    );
+    for level in 1..=levels {
+        let uses = format!(r##"<use href="#l{}"/>"##, level - 1).repeat(10);
+        defs.push_str(&format!(r#"<g id="l{level}">{uses}</g>"#));
+    }
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="2048" height="2048"><defs>{defs}</defs><use href="#l{levels}"/></svg>"##
+    )
+}
+
+/// 1. A 725-byte SVG (1,000 circles via nested `<use>`) burned ~23 CPU-seconds with no
+/// flags, past the deadline (resvg cannot be interrupted), and could be repeated at will.
+/// Now it is priced from its parsed tree at the output size and refused before rendering;
+/// the refusal is remembered; the same document as an emoji (128 px) is cheap and served.
+#[tokio::test]
+async fn a_costly_svg_is_refused_before_it_is_rendered_and_the_refusal_is_remembered() {
+    let (app, origin) = spawn_app_and_origin(|s| {
+        s.cache.negative_ttl = Duration::from_secs(60);
+        s.workers.deadline = Duration::from_secs(60);
+    })
+    .await;
+    let svg = nested_uses(3);
+    let encoded: String = url::form_urlencoded::byte_serialize(svg.as_bytes()).collect();
+    let url = origin.url(&format!("/echo?type=image/svg%2Bxml&body={encoded}"));
+    for attempt in 0..3 {
+        let started = Instant::now();
+        let r = app.get(&app.proxy_url("a.webp", &url, "")).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "attempt {attempt}"
+        );
+        assert_eq!(r.text().await.unwrap(), "image too large");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refused from its estimate, not after rendering: {:?}",
+            started.elapsed()
+        );
+    }
+    let m = app
+        .get(&format!("http://{}/metrics", app.addr))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("media_proxy_negative_hits_total 2\n"),
+        "the refusal was remembered: {m}"
+    );
+    // Ten million circles in 1.3 KB: refused before usvg builds the tree.
+    let bomb: String = url::form_urlencoded::byte_serialize(nested_uses(7).as_bytes()).collect();
+    let started = Instant::now();
+    let r = app
+        .get(&app.proxy_url(
+            "a.webp",
+            &origin.url(&format!("/echo?type=image/svg%2Bxml&body={bomb}")),
+            "&emoji",
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // At 128 px the same 1,000 circles are cheap: rendered, decoded, red in the middle.
+    let r = app.get(&app.proxy_url("a.webp", &url, "&emoji")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let webp = r.bytes().await.unwrap();
+    let img = image::load_from_memory_with_format(&webp, image::ImageFormat::WebP)
+        .unwrap()
+        .to_rgba8();
+    assert_eq!(img.dimensions(), (128, 128));
+    let px = img.get_pixel(64, 64).0;
+    assert!(
+        px[0] > 200 && px[1] < 40 && px[2] < 40 && px[3] > 200,
+        "{px:?}"
+    );
+}
+
+/// 3. Downloads for transforms were buffered before the memory budget was consulted: 8
+/// `emoji` requests for a 100 MB body took RSS from 17 to 881 MB. Now the bytes count as
+/// they arrive: a body larger than the whole budget is a 413 naming it, and two bodies that
+/// do not fit together leave one of them a 503 while the other is served.
+#[tokio::test]
+async fn download_bytes_count_against_the_memory_budget_as_they_arrive() {
+    let budget = 32u64 << 20;
+    let (app, origin) = spawn_app_and_origin(|s| {
+        s.workers.memory_budget = budget;
+        s.max_size = 100 << 20;
+    })
+    .await;
+    let big = origin.url("/chunked?size=1048576&count=40");
+    let r = app.get(&app.proxy_url("a.webp", &big, "&emoji")).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("file too large (limit: {budget} bytes)")
+    );
+    // 16 MiB each (a buffer of ~20 MiB at its peak): two do not fit in 32 at once. The
+    // first arrives slowly.
+    let slow = origin.url("/chunked?size=1048576&count=16&delay_ms=100");
+    let first = {
+        let (client, url) = (app.client.clone(), app.proxy_url("a.webp", &slow, "&emoji"));
+        tokio::spawn(async move { client.get(&url).send().await.unwrap().status() })
+    };
+    let reserved = || async {
+        let m = app
+            .get(&format!("http://{}/metrics", app.addr))
+            .await
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("media_proxy_memory_reserved_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Observed, not slept for: the first download has grown past 8 MiB.
+    let started = Instant::now();
+    while reserved().await < (8u64 << 20) as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first download holds memory"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The second arrives fast: all of it while the first is still downloading.
+    let fast = origin.url("/chunked?size=1048576&count=17");
+    let second = app
+        .get(&app.proxy_url("a.webp", &fast, "&emoji"))
+        .await
+        .status();
+    let first = first.await.unwrap();
+    let mut statuses = [first, second];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
+        "one fits, the other is turned away (first {first}, second {second})"
+    );
+    // Everything reserved is given back.
+    let started = Instant::now();
+    while reserved().await > 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "memory handed back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads from `tcp` until the server closes it (EOF or reset), at most `within`.
+async fn closed_within(
+    tcp: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut buf)).await {
+            Err(_) => return Err(format!("still open after {within:?}; read {seen:?}")),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(seen),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// 4. There was no header-read or idle timeout on our listener: 300 slow-header connections
+/// and idle keep-alives stayed open indefinitely.
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.server.header_read_timeout = Duration::from_millis(500);
+        s.server.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // A head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut slow, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // A connection that never says anything.
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    closed_within(&mut silent, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // Idle keep-alive, with the head timeout out of the way.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.server.header_read_timeout = Duration::from_secs(60);
+        s.server.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut kept = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = closed_within(&mut kept, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "answered, then closed when idle: {text}"
+    );
+}
+
+/// 4. No cap on connections: file descriptors could be exhausted. Beyond
+/// `server.max_connections` a connection gets a 503 at once and is closed; one freed place
+/// serves the next.
+#[tokio::test]
+async fn connections_over_the_cap_get_503_and_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.server.max_connections = 2;
+        s.server.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        // A served request proves the connection holds a place.
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(tcp);
+    }
+    let mut third = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let seen = closed_within(&mut third, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("Retry-After: 1") && text.contains("no-store"),
+        "{text}"
+    );
+    drop(held.pop());
+    // The freed place is taken again (observed, the server notices the close on its own).
+    let started = Instant::now();
+    loop {
+        let r = app
+            .client
+            .get(format!("http://{}/healthz", app.addr))
+            .send()
+            .await;
+        if r.as_ref().is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a freed place serves again: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
