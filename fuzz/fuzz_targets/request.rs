@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
             Vec::new()
         },
     };
-    let _ = media_proxy::request::parse(path, query, head, range, None);
-    let _ = media_proxy::request::parse(path, query, head, range, Some(&rules));
+    let _ = media_proxy::request::parse(path, query, head, range, None, &[]);
+    let _ = media_proxy::request::parse(path, query, head, range, Some(&rules), &[]);
+    // Remote URLs signed (remote.signing_keys): a bad or missing `sig` is an error, never a
+    // panic.
+    let _ = media_proxy::request::parse(path, query, head, range, None, &[b"key".to_vec()]);
 });

@@ -12,11 +12,12 @@ use tokio::net::TcpListener;
 use axum::http::HeaderName;
 
 use crate::cache::Caches;
-use crate::config::Settings;
+use crate::config::{MetricsListener, Settings};
 use crate::error::ErrorCaching;
 use crate::metrics::Metrics;
 use crate::pipeline::store::{OutputPolicy, StorePipeline};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, RelayControls};
+use crate::relay::{ClientAddress, FetchLimiter, HostRules};
 use crate::request::resize::Rules;
 use crate::response::store::SuccessCaching;
 use crate::response::{self, CommonHeaders};
@@ -53,6 +54,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The header that says `HIT`, `MISS` or `COALESCED`; `None`: not sent.
     pub cache_header: Option<HeaderName>,
+    /// `remote.signing_keys`: when any, remote URLs must be signed.
+    pub remote_keys: Vec<Vec<u8>>,
+    /// Where a client's address is read from (`remote.client_address`).
+    pub client_address: ClientAddress,
 }
 
 /// Everything the store mode needs besides the shared pool.
@@ -76,9 +81,8 @@ pub enum BuildError {
     Setup(String),
 }
 
-/// Builds the router for `settings`: the same one serves the standalone server and the
-/// Lambda runtime (`crate::lambda`).
-pub fn router(settings: &Settings) -> Result<Router, BuildError> {
+/// The main router and one with `/metrics` alone (for its own listener), over one state.
+fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
     let metrics = Metrics::new();
     let fetcher = Fetcher::new(FetchSettings {
         policy: IpPolicy::new(settings.allowed_private_networks.clone()),
@@ -87,6 +91,7 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         proxy: settings.proxy.clone(),
         max_redirects: settings.max_redirects,
         timeouts: settings.timeouts,
+        hosts: HostRules::new(&settings.remote.allow_hosts, &settings.remote.deny_hosts),
         received: metrics.bytes_received.clone(),
     })
     .map_err(BuildError::Setup)?;
@@ -101,8 +106,27 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         .then(|| HeaderName::from_bytes(settings.cache.header.as_bytes()))
         .transpose()
         .map_err(|e| BuildError::Setup(format!("cache.header: {e}")))?;
+    let r = &settings.remote;
+    let relay = RelayControls {
+        limiter: FetchLimiter::new(r.rate_limit, r.rate_burst).map(Arc::new),
+        passthrough: (r.passthrough_max_concurrent > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(r.passthrough_max_concurrent))),
+        passthrough_max_size: r.passthrough_max_size,
+    };
     let state = AppState(Arc::new(Shared {
-        pipeline: Pipeline::new(fetcher, workers.clone(), settings.limits.into(), caches),
+        pipeline: Pipeline::new(
+            fetcher,
+            workers.clone(),
+            settings.limits.into(),
+            caches,
+            relay,
+        ),
+        remote_keys: r
+            .signing_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect(),
+        client_address: r.client_address(),
         workers,
         fallback_png: Bytes::from(fallback_png),
         store,
@@ -110,18 +134,35 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
         cache_header,
     }));
     let common = Arc::new(CommonHeaders::new(&settings.headers));
-    Ok(Router::new()
+    let metrics_here = matches!(
+        settings.server.metrics_listener(),
+        Ok(MetricsListener::Public)
+    );
+    let mut routes = Router::new()
         .route("/healthz", axum::routing::get(routes::healthz))
-        .route("/readyz", axum::routing::get(routes::readyz))
-        .route("/metrics", axum::routing::get(routes::metrics))
+        .route("/readyz", axum::routing::get(routes::readyz));
+    if metrics_here {
+        routes = routes.route("/metrics", axum::routing::get(routes::metrics));
+    }
+    let main = routes
         .fallback(routes::handle)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::middleware::from_fn(crate::lambda::enforce_deadline))
         .layer(axum::middleware::map_response_with_state(
             common,
             response::add_common_headers,
         ))
-        .layer(axum::middleware::from_fn(routes::request_id::middleware)))
+        .layer(axum::middleware::from_fn(routes::request_id::middleware));
+    let metrics_only = Router::new()
+        .route("/metrics", axum::routing::get(routes::metrics))
+        .with_state(state);
+    Ok((main, metrics_only))
+}
+
+/// Builds the router for `settings`: the same one serves the standalone server and the
+/// Lambda runtime (`crate::lambda`). `/metrics` is on it when `server.metrics = "public"`.
+pub fn router(settings: &Settings) -> Result<Router, BuildError> {
+    routers(settings).map(|(main, _)| main)
 }
 
 fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Caches) -> StoreMode {
@@ -158,6 +199,8 @@ fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Cache
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// `/metrics` on a listener of its own (`server.metrics` = an address).
+    metrics: Option<(TcpListener, Router)>,
     shutdown_grace: std::time::Duration,
     server: crate::config::ServerSettings,
 }
@@ -165,7 +208,16 @@ pub struct Application {
 impl Application {
     /// Binds `settings.listen` (port 0 picks a free port) and builds the router.
     pub async fn build(settings: &Settings) -> Result<Application, BuildError> {
-        let router = router(settings)?;
+        let (router, metrics_router) = routers(settings)?;
+        let metrics = match settings.server.metrics_listener() {
+            Ok(MetricsListener::Own(addr)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BuildError::Bind { addr, source })?;
+                Some((listener, metrics_router))
+            }
+            _ => None,
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -176,8 +228,9 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            metrics,
             shutdown_grace: settings.shutdown_grace,
-            server: settings.server,
+            server: settings.server.clone(),
         })
     }
 
@@ -185,9 +238,24 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// The address of the `/metrics` listener, when it has its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until SIGINT or SIGTERM, then stops accepting and lets in-flight requests
     /// finish for up to `shutdown_grace`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if let Some((listener, router)) = self.metrics {
+            // Internal: no client bounds of its own beyond the defaults; ends with the process.
+            let settings = self.server.clone();
+            tokio::spawn(crate::listener::serve(
+                listener,
+                router,
+                settings,
+                std::future::pending(),
+            ));
+        }
         let (signalled, on_signal) = tokio::sync::oneshot::channel();
         let serve = crate::listener::serve(self.listener, self.router, self.server, async move {
             shutdown_signal().await;

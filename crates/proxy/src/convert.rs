@@ -50,7 +50,7 @@ pub fn convert(
             return Err("the Misskey flags take no size, fit, format or quality".into());
         }
         let query = format!("url=http%3A%2F%2Flocalhost%2F&{}", options.flags.join("&"));
-        let transform = match misskey::parse("/", Some(&query), false, None) {
+        let transform = match misskey::parse("/", Some(&query), false, None, &[]) {
             Ok(misskey::Route::Proxy(plan)) => plan.transform,
             Ok(misskey::Route::Hello) => None,
             Err(e) => return Err(e.to_string()),

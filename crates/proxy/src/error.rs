@@ -43,6 +43,14 @@ pub enum AppError {
     /// Every image worker is busy and the queue is full (503, Retry-After).
     #[error("overloaded: the image queue is full")]
     Overloaded,
+    /// Every passthrough place (`remote.passthrough_max_concurrent`) is taken (503,
+    /// Retry-After).
+    #[error("overloaded: too many passthrough streams")]
+    PassthroughFull,
+    /// This client caused more origin fetches than `remote.rate_limit` allows (429,
+    /// Retry-After, never cached: a CDN keys by URL, not by client).
+    #[error("rate limited: retry after {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     /// A method other than GET, HEAD and OPTIONS (405).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -72,7 +80,7 @@ impl AppError {
             AppError::Source(e) => Some(match e {
                 SourceError::InvalidUrl(_) => "invalid",
                 SourceError::Unresolvable { .. } | SourceError::Dns { .. } => "dns",
-                SourceError::Blocked { .. } => "blocked",
+                SourceError::Blocked { .. } | SourceError::HostNotAllowed { .. } => "blocked",
                 SourceError::Unreachable(_) => "connect",
                 SourceError::Redirect(_) => "redirect",
                 SourceError::Timeout(_) => "timeout",
@@ -131,6 +139,7 @@ impl AppError {
                 RequestError::EmptyUrl => (S::BAD_REQUEST, "url parameter is empty"),
                 RequestError::RepeatedUrl => (S::BAD_REQUEST, "url parameter given twice"),
                 RequestError::InvalidUrl(_) => (S::BAD_REQUEST, "invalid url"),
+                RequestError::Signature(_) => (S::FORBIDDEN, "invalid signature"),
                 RequestError::Store(e) => match e {
                     ResizeError::Signature(_) => (S::FORBIDDEN, "invalid signature"),
                     ResizeError::Key(_)
@@ -155,6 +164,7 @@ impl AppError {
                 SourceError::Unresolvable { .. } => (S::BAD_REQUEST, "cannot resolve host"),
                 SourceError::Dns { .. } => (S::BAD_GATEWAY, "DNS lookup failed"),
                 SourceError::Blocked { .. } => (S::FORBIDDEN, "destination not allowed"),
+                SourceError::HostNotAllowed { .. } => (S::FORBIDDEN, "origin not allowed"),
                 SourceError::Unreachable(_) => (S::BAD_GATEWAY, "origin unreachable"),
                 SourceError::Redirect(_) => (S::BAD_GATEWAY, "bad redirect"),
                 SourceError::Timeout(_) => (S::GATEWAY_TIMEOUT, "origin timed out"),
@@ -176,7 +186,10 @@ impl AppError {
                 media::Error::Cancelled => (S::SERVICE_UNAVAILABLE, "request cancelled"),
                 media::Error::Encode(_) => (S::INTERNAL_SERVER_ERROR, "encoding failed"),
             },
-            AppError::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded, retry shortly"),
+            AppError::Overloaded | AppError::PassthroughFull => {
+                (S::SERVICE_UNAVAILABLE, "overloaded, retry shortly")
+            }
+            AppError::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "too many requests"),
             AppError::NotPassable(_) => (S::FORBIDDEN, "type not allowed"),
             AppError::NotConvertible(_) => (S::NOT_FOUND, "not a convertible image"),
             AppError::RangeNotSatisfiable { .. } => {
@@ -244,13 +257,17 @@ pub enum ErrorCaching {
 impl ErrorCaching {
     pub fn cache_control(&self, status: StatusCode) -> String {
         match self {
-            ErrorCaching::Remote if status.is_server_error() => "no-store".to_owned(),
+            ErrorCaching::Remote
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                "no-store".to_owned()
+            }
             ErrorCaching::Remote => CACHE_SHORT.to_owned(),
             ErrorCaching::Store {
                 not_found,
                 client_error,
             } => {
-                if status.is_server_error() {
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                     "no-store".to_owned()
                 } else if status == StatusCode::NOT_FOUND {
                     format!("public, max-age={}", not_found.as_secs())
@@ -291,7 +308,14 @@ impl AppError {
                     HeaderValue::from_static("GET, HEAD, OPTIONS"),
                 );
             }
+            AppError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    h.insert(header::RETRY_AFTER, v);
+                }
+            }
             AppError::Overloaded
+            | AppError::PassthroughFull
             | AppError::Source(SourceError::NoRoom(NoRoom::Busy))
             | AppError::Store(StoreError::NoRoom(NoRoom::Busy)) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

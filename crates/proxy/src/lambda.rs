@@ -196,14 +196,26 @@ fn uncacheable(status: StatusCode, message: String) -> Response {
 }
 
 /// Turns a function URL request into the router's request: the body as is, the
-/// invocation's deadline as a [`Deadline`] extension.
+/// invocation's deadline as a [`Deadline`] extension, the caller's `sourceIp` (behind
+/// CloudFront: the edge's) as a [`crate::relay::Peer`].
 fn into_router_request(request: lambda_http::Request) -> Request {
     let deadline = request
         .lambda_context_ref()
         .map(|c| UNIX_EPOCH + Duration::from_millis(c.deadline));
+    let source_ip = match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx
+            .http
+            .source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok()),
+        _ => None,
+    };
     let (mut parts, body) = request.into_parts();
     if let Some(at) = deadline {
         parts.extensions.insert(Deadline(at));
+    }
+    if let Some(ip) = source_ip {
+        parts.extensions.insert(crate::relay::Peer(ip));
     }
     let body = match body {
         lambda_http::Body::Empty => Body::empty(),

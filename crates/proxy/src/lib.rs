@@ -16,6 +16,7 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
+pub mod relay;
 pub mod request;
 pub mod response;
 pub mod routes;

@@ -1,7 +1,8 @@
 //! The standalone server's listener: accepts connections and serves the router over
 //! HTTP/1.1 and HTTP/2 with the bounds a public socket needs, none of which `axum::serve`
 //! has. Input: a bound `TcpListener`, the router and [`ServerSettings`]; output: a future
-//! that serves until shutdown. Uses hyper and hyper-util only; knows nothing of the routes.
+//! that serves until shutdown. Each request carries its TCP peer as a [`Peer`] extension.
+//! Uses hyper and hyper-util only; knows nothing of the routes.
 //!
 //! - **Header-read timeout** (`server.header_read_timeout`): a request head not complete in
 //!   that time closes the connection (hyper's own timer; it also runs while a keep-alive
@@ -30,6 +31,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::config::ServerSettings;
+use crate::relay::Peer;
 
 /// The answer a connection over the cap gets before it is closed.
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
@@ -48,9 +50,9 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it was taken:
                     // pause briefly rather than spin.
@@ -72,10 +74,12 @@ pub async fn serve(
             settings.header_read_timeout,
         ));
         let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(Peer(peer.ip()));
                 router.clone().oneshot(request.map(axum::body::Body::new))
-            });
+            },
+        );
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()

@@ -72,6 +72,17 @@ impl std::fmt::Debug for Payload {
     }
 }
 
+/// The open-relay controls the remote pipeline applies (`[remote]`; all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct RelayControls {
+    /// Origin fetches per client (`remote.rate_limit`).
+    pub limiter: Option<Arc<crate::relay::FetchLimiter>>,
+    /// Passthrough streams at once (`remote.passthrough_max_concurrent`).
+    pub passthrough: Option<Arc<tokio::sync::Semaphore>>,
+    /// Largest original passed through (`remote.passthrough_max_size`); 0: no cap of its own.
+    pub passthrough_max_size: u64,
+}
+
 /// The remote-mode pipeline. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -79,6 +90,7 @@ pub struct Pipeline {
     workers: Workers,
     limits: media::Limits,
     caches: Caches,
+    relay: RelayControls,
     /// Whole-source downloads in progress, by URL: several transforms of one URL asked
     /// for together download it once.
     downloads: Flights<Downloaded>,
@@ -94,12 +106,19 @@ struct Downloaded {
 }
 
 impl Pipeline {
-    pub fn new(fetcher: Fetcher, workers: Workers, limits: media::Limits, caches: Caches) -> Self {
+    pub fn new(
+        fetcher: Fetcher,
+        workers: Workers,
+        limits: media::Limits,
+        caches: Caches,
+        relay: RelayControls,
+    ) -> Self {
         Pipeline {
             fetcher,
             workers,
             limits,
             caches,
+            relay,
             downloads: Flights::default(),
         }
     }
@@ -125,14 +144,36 @@ impl Pipeline {
                 });
                 (Some(status), reply)
             }
-            None if plan.head_only || plan.range.is_some() => (None, self.ranged(plan).await),
             None => {
-                let reply = match self.fetcher.fetch(&plan.url, None, None).await {
-                    Ok(fetched) => self.serve_body(plan, fetched).await,
-                    Err(e) => Err(e.into()),
+                let reply = match (self.admit_fetch(plan.client), self.passthrough_place()) {
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                    (Ok(()), Ok(place)) => self.passthrough(plan, place).await,
                 };
                 (None, reply)
             }
+        }
+    }
+
+    /// Counts one origin fetch against the client's rate (`remote.rate_limit`).
+    fn admit_fetch(&self, client: Option<std::net::IpAddr>) -> Result<(), AppError> {
+        match &self.relay.limiter {
+            Some(limiter) => limiter.check(client).map_err(|l| AppError::RateLimited {
+                retry_after: l.retry_after,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A passthrough place (`remote.passthrough_max_concurrent`), held until the body has
+    /// been streamed; none free → 503 at once.
+    fn passthrough_place(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, AppError> {
+        match &self.relay.passthrough {
+            Some(places) => places
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| AppError::PassthroughFull),
+            None => Ok(None),
         }
     }
 
@@ -145,6 +186,7 @@ impl Pipeline {
     ) -> Result<Fresh, AppError> {
         // Held until the render ends: bounds what downloads and queued bodies hold.
         let _place = self.workers.enter()?;
+        self.admit_fetch(plan.client)?;
         let source = self.download(&plan.url).await?;
         let name = disposition::source_name(&plan.url_filename, &source.content_disposition);
         let format = sniff_complete(&source.bytes);
@@ -177,6 +219,38 @@ impl Pipeline {
             .await
     }
 
+    /// An original passed through (or an SVG rasterised), holding `place` until its body
+    /// has been streamed.
+    async fn passthrough(
+        &self,
+        plan: Plan,
+        place: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Reply, AppError> {
+        let reply = if plan.head_only || plan.range.is_some() {
+            self.ranged(plan).await?
+        } else {
+            let fetched = self.fetcher.fetch(&plan.url, None, None).await?;
+            self.serve_body(plan, fetched).await?
+        };
+        Ok(match (reply, place) {
+            (Reply::Passthrough(mut pass), Some(place)) => {
+                if let Payload::Stream(stream) = pass.payload {
+                    // The place goes with the stream: released when it ends or is dropped.
+                    pass.payload = Payload::Stream(
+                        stream
+                            .map(move |chunk| {
+                                let _held = &place;
+                                chunk
+                            })
+                            .boxed(),
+                    );
+                }
+                Reply::Passthrough(pass)
+            }
+            (reply, _) => reply,
+        })
+    }
+
     /// `HEAD` and `Range`: first ask the origin for just the head. A 206 tells us the total
     /// length and that the origin can serve ranges; a 200 means it cannot, and the answer
     /// is cut out of that stream instead.
@@ -203,6 +277,7 @@ impl Pipeline {
         if !format.capabilities().passthrough {
             return Err(AppError::NotPassable(format));
         }
+        self.check_passthrough_size(total)?;
         let name = disposition::source_name(&plan.url_filename, &first.content_disposition);
         let reply = |range, payload| {
             Ok(Reply::Passthrough(Passthrough {
@@ -247,6 +322,15 @@ impl Pipeline {
             None => self.serve_body(plan, second).await,
             Some(_) => Err(SourceError::Unreachable("origin sent a different range".into()).into()),
         }
+    }
+
+    /// An original larger than `remote.passthrough_max_size` is not passed through (413).
+    fn check_passthrough_size(&self, total: Option<u64>) -> Result<(), AppError> {
+        let limit = self.relay.passthrough_max_size;
+        if limit > 0 && total.is_some_and(|t| t > limit) {
+            return Err(SourceError::TooLarge { limit }.into());
+        }
+        Ok(())
     }
 
     /// Runs the media engine on the bounded worker pool, admitted by its memory estimate:
@@ -294,7 +378,12 @@ impl Pipeline {
             ..
         } = fetched;
         let name = disposition::source_name(&plan.url_filename, &content_disposition);
-        let (format, head, ended) = sniff_body(&mut body).await?;
+        let (format, head, ended) = {
+            // The sniff may read up to 1 MiB of text that might be an SVG: counted in the
+            // memory budget for as long as it is held (200 stalled connections held 243 MB).
+            let mut room = self.workers.reservation();
+            sniff_body(&mut body, &mut room).await?
+        };
         if format == Format::Svg {
             // sniff only says Svg for a complete document, so `head` is all of it. Its
             // raster is a variant like any transform: cached, coalesced, and a refusal
@@ -331,6 +420,10 @@ impl Pipeline {
         } else {
             content_length
         };
+        self.check_passthrough_size(total)?;
+        if self.relay.passthrough_max_size > 0 {
+            body.limit_to(self.relay.passthrough_max_size);
+        }
         let mut pass = Passthrough {
             format,
             name,
@@ -390,15 +483,21 @@ impl ReadHead for Body {
 }
 
 /// Reads enough of `body` to decide its format: [`SNIFF_LEN`] bytes, or up to
-/// [`SVG_SNIFF_LIMIT`] when the head is text that may be an SVG. Returns the format, the
-/// bytes read, and whether they are the whole body.
+/// [`SVG_SNIFF_LIMIT`] when the head is text that may be an SVG (that much reserved in
+/// `room` first). Returns the format, the bytes read, and whether they are the whole body.
 pub(crate) async fn sniff_body<B: ReadHead>(
     body: &mut B,
-) -> Result<(Format, Bytes, bool), B::Error> {
+    room: &mut dyn crate::source::Room,
+) -> Result<(Format, Bytes, bool), B::Error>
+where
+    B::Error: From<crate::source::NoRoom>,
+{
     let (head, ended) = body.read_head(SNIFF_LEN).await?;
     if let Sniffed::Known(format) = sniff(&head, ended) {
         return Ok((format, head, ended));
     }
+    // The read-ahead buffer and the joined copy below, both up to the limit.
+    room.make_room(2 * SVG_SNIFF_LIMIT as u64 + SNIFF_LEN as u64)?;
     let (more, ended) = body.read_head(SVG_SNIFF_LIMIT + 1 - head.len()).await?;
     let mut all = Vec::with_capacity(head.len() + more.len());
     all.extend_from_slice(&head);

@@ -193,7 +193,8 @@ impl StorePipeline {
         let place = self.workers.enter()?;
         let object = self.store.get(&plan.key).await?;
         let mut body = object.body;
-        let (format, head, _) = super::sniff_body(&mut body).await?;
+        let mut room = self.workers.reservation();
+        let (format, head, _) = super::sniff_body(&mut body, &mut room).await?;
         body.unread(head);
         if format == Format::Svg {
             // SVG is never served as is (it can carry script): rasterised at its size.
@@ -292,7 +293,8 @@ impl StorePipeline {
     ) -> Result<Revalidated, AppError> {
         let _place = self.workers.enter()?;
         let mut object = self.store.get(&plan.key).await?;
-        let (format, head, _) = super::sniff_body(&mut object.body).await?;
+        let mut room = self.workers.reservation();
+        let (format, head, _) = super::sniff_body(&mut object.body, &mut room).await?;
         let fresh = self
             .validators_from_head(&head, format, t, &object.meta, cond.accept)
             .map(|mut v| {

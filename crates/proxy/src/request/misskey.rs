@@ -34,21 +34,28 @@ pub struct Plan {
     pub head_only: bool,
     /// A single byte range asked for by the client (passthrough only).
     pub range: Option<RangeSpec>,
+    /// The client's address, for the fetch rate limit: not in the query, set by the route
+    /// from the connection (and a trusted CDN header).
+    pub client: Option<std::net::IpAddr>,
 }
 
-/// Parses path and raw query (without `?`) of a GET or HEAD request.
+/// Parses path and raw query (without `?`) of a GET or HEAD request. `signing_keys`: when
+/// any, the `url` must come with its `sig` (see [`super::signature`]).
 pub fn parse(
     path: &str,
     query: Option<&str>,
     head_only: bool,
     range_header: Option<&str>,
+    signing_keys: &[Vec<u8>],
 ) -> Result<Route, RequestError> {
     let mut url = None;
+    let mut sig = None;
     let mut flags = Flags::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "url" if url.is_some() => return Err(RequestError::RepeatedUrl),
             "url" => url = Some(value),
+            "sig" => sig = Some(value),
             "emoji" => flags.emoji = true,
             "avatar" => flags.avatar = true,
             "static" => flags.still = true,
@@ -67,6 +74,10 @@ pub fn parse(
     };
     if raw.trim().is_empty() {
         return Err(RequestError::EmptyUrl);
+    }
+    if !signing_keys.is_empty() {
+        super::signature::verify_text(signing_keys, &raw, sig.as_deref())
+            .map_err(RequestError::Signature)?;
     }
     let url = Url::parse(raw.trim()).map_err(|e| RequestError::InvalidUrl(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -90,6 +101,7 @@ pub fn parse(
         url_filename,
         head_only,
         range: range_header.and_then(RangeSpec::parse),
+        client: None,
     }))
 }
 
@@ -127,7 +139,7 @@ mod tests {
     use super::*;
 
     fn plan(query: &str) -> Plan {
-        match parse("/image.webp", Some(query), false, None) {
+        match parse("/image.webp", Some(query), false, None, &[]) {
             Ok(Route::Proxy(p)) => p,
             other => panic!("{query}: expected a plan, got {other:?}"),
         }
@@ -135,18 +147,27 @@ mod tests {
 
     #[test]
     fn root_without_url_is_hello_and_other_paths_are_400() {
-        assert_eq!(parse("/", None, false, None), Ok(Route::Hello));
-        assert_eq!(parse("/", Some("foo=1"), false, None), Ok(Route::Hello));
+        assert_eq!(parse("/", None, false, None, &[]), Ok(Route::Hello));
         assert_eq!(
-            parse("/x.webp", None, false, None),
+            parse("/", Some("foo=1"), false, None, &[]),
+            Ok(Route::Hello)
+        );
+        assert_eq!(
+            parse("/x.webp", None, false, None, &[]),
             Err(RequestError::MissingUrl)
         );
         assert_eq!(
-            parse("/x", Some("url="), false, None),
+            parse("/x", Some("url="), false, None, &[]),
             Err(RequestError::EmptyUrl)
         );
         assert_eq!(
-            parse("/x", Some("url=http://a/1&url=http://a/2"), false, None),
+            parse(
+                "/x",
+                Some("url=http://a/1&url=http://a/2"),
+                false,
+                None,
+                &[]
+            ),
             Err(RequestError::RepeatedUrl)
         );
     }
@@ -162,7 +183,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse("/x", Some(q), false, None),
+                    parse("/x", Some(q), false, None, &[]),
                     Err(RequestError::InvalidUrl(_))
                 ),
                 "{q}"

@@ -27,13 +27,15 @@ pub enum Route {
 }
 
 /// Parses path and raw query (without `?`) of a GET or HEAD request. `store`: the store
-/// mode's rules, `None` when no store is configured.
+/// mode's rules, `None` when no store is configured; `remote_keys`: the remote mode's
+/// signing keys (empty: unsigned URLs, the Misskey contract).
 pub fn parse(
     path: &str,
     query: Option<&str>,
     head_only: bool,
     range_header: Option<&str>,
     store: Option<&resize::Rules>,
+    remote_keys: &[Vec<u8>],
 ) -> Result<Route, RequestError> {
     let has_url = form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| k == "url");
     if let (false, true, Some(rules)) = (has_url, path != "/", store) {
@@ -46,7 +48,7 @@ pub fn parse(
         )?));
     }
     Ok(
-        match misskey::parse(path, query, head_only, range_header)? {
+        match misskey::parse(path, query, head_only, range_header, remote_keys)? {
             misskey::Route::Hello => Route::Hello,
             misskey::Route::Proxy(plan) => Route::Proxy(plan),
         },
@@ -71,6 +73,9 @@ pub enum RequestError {
     /// A store-mode request that does not parse (400), or is not signed right (403).
     #[error(transparent)]
     Store(#[from] ResizeError),
+    /// A remote-mode URL without its valid `sig` where signing is on (403).
+    #[error(transparent)]
+    Signature(signature::SignatureError),
 }
 
 #[cfg(test)]
@@ -84,13 +89,13 @@ mod tests {
             ..resize::Rules::default()
         };
         let store = Some(&rules);
-        assert_eq!(parse("/", None, false, None, store), Ok(Route::Hello));
+        assert_eq!(parse("/", None, false, None, store, &[]), Ok(Route::Hello));
         assert_eq!(
-            parse("/", Some("w=1"), false, None, store),
+            parse("/", Some("w=1"), false, None, store, &[]),
             Ok(Route::Hello)
         );
         assert!(matches!(
-            parse("/a.jpg", Some("w=10"), false, None, store),
+            parse("/a.jpg", Some("w=10"), false, None, store, &[]),
             Ok(Route::Store(p)) if p.key == "a.jpg"
         ));
         assert!(matches!(
@@ -99,13 +104,14 @@ mod tests {
                 Some("url=http://x/y.png&emoji"),
                 false,
                 None,
-                store
+                store,
+                &[]
             ),
             Ok(Route::Proxy(_))
         ));
         // Without a store, the Misskey contract: a path without `url` is a 400.
         assert_eq!(
-            parse("/a.jpg", Some("w=10"), false, None, None),
+            parse("/a.jpg", Some("w=10"), false, None, None, &[]),
             Err(RequestError::MissingUrl)
         );
     }

@@ -1,5 +1,7 @@
-//! URL signing for the store mode: `sig` is the lowercase hex HMAC-SHA256, under one of the
-//! configured keys, of the message
+//! URL signing. The remote mode (with `remote.signing_keys`): `sig` is the lowercase hex
+//! HMAC-SHA256 of the `url` parameter's value, percent-decoded, nothing else. The store
+//! mode: `sig` is the lowercase hex HMAC-SHA256, under one of the configured keys, of the
+//! message
 //!
 //! ```text
 //! /<key>?<name>=<value>&<name>=<value>…
@@ -50,12 +52,21 @@ pub fn verify(
     pairs: &[(&str, &str)],
     sig: Option<&str>,
 ) -> Result<(), SignatureError> {
+    verify_text(secrets, &message(key, pairs), sig)
+}
+
+/// Checks `sig` over `text` itself against every key (the remote mode signs the `url`
+/// value as it is).
+pub fn verify_text(
+    secrets: &[Vec<u8>],
+    text: &str,
+    sig: Option<&str>,
+) -> Result<(), SignatureError> {
     let sig = sig.ok_or(SignatureError::Missing)?;
     let raw = hex::decode(sig.to_ascii_lowercase()).map_err(|_| SignatureError::Invalid)?;
-    let text = message(key, pairs);
     if secrets
         .iter()
-        .filter_map(|secret| mac(secret, &text))
+        .filter_map(|secret| mac(secret, text))
         .any(|mac| mac.verify_slice(&raw).is_ok())
     {
         Ok(())

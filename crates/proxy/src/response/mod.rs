@@ -93,9 +93,10 @@ pub fn preflight() -> Response {
 
 /// The placeholder answered instead of an error when the request had `fallback`. It is
 /// kept as briefly as the error it stands for: five minutes for the origin's or the
-/// client's fault, not at all for ours (`failed` a 5xx: overload, outage, time-out).
+/// client's fault, not at all for ours (`failed` a 5xx: overload, outage, time-out) or
+/// for one client's rate limit (a 429: a CDN would serve it to everyone).
 pub fn fallback(png: Bytes, failed: StatusCode) -> Response {
-    let cache = if failed.is_server_error() {
+    let cache = if failed.is_server_error() || failed == StatusCode::TOO_MANY_REQUESTS {
         "no-store"
     } else {
         CACHE_SHORT

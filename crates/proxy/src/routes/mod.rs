@@ -16,6 +16,7 @@ use crate::app::{AppState, StoreMode};
 use crate::cache::CacheStatus;
 use crate::error::{AppError, ErrorCaching};
 use crate::pipeline::store::{Accepted, Conditions};
+use crate::relay::Peer;
 use crate::request::{self, Route, StorePlan};
 use crate::response;
 
@@ -38,6 +39,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn handle(
     State(state): State<AppState>,
     id: Option<axum::Extension<request_id::RequestId>>,
+    peer: Option<axum::Extension<Peer>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -69,7 +71,14 @@ pub async fn handle(
         let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
         let rules = state.store.as_deref().map(|s| &s.rules);
         let head = method == Method::HEAD;
-        match request::parse(uri.path(), uri.query(), head, range, rules) {
+        match request::parse(
+            uri.path(),
+            uri.query(),
+            head,
+            range,
+            rules,
+            &state.remote_keys,
+        ) {
             Err(e) => {
                 log.error = Some(e.to_string());
                 let caching = state
@@ -95,7 +104,15 @@ pub async fn handle(
                 // The parser only routes here when a store is configured.
                 None => AppError::Internal("store route without a store".into()).into_response(),
             },
-            Ok(Route::Proxy(plan)) => {
+            Ok(Route::Proxy(mut plan)) => {
+                let header = state
+                    .client_address
+                    .header()
+                    .and_then(|name| headers.get(name))
+                    .and_then(|v| v.to_str().ok());
+                plan.client = state
+                    .client_address
+                    .resolve(peer.map(|axum::Extension(Peer(ip))| ip), header);
                 log.mode = "remote";
                 log.kind = match plan.transform {
                     None => "passthrough",

@@ -38,6 +38,8 @@ pub struct FetchSettings {
     pub proxy: Option<Url>,
     pub max_redirects: u8,
     pub timeouts: Timeouts,
+    /// Origin hosts allowed and denied (`remote.allow_hosts`, `remote.deny_hosts`).
+    pub hosts: crate::relay::HostRules,
     /// Counts every body byte received from origins (the `received_bytes` metric).
     pub received: prometheus_client::metrics::counter::Counter,
 }
@@ -274,13 +276,21 @@ impl Fetcher {
         )))
     }
 
-    /// Scheme, literal-address and (through a proxy) DNS checks for one hop.
+    /// Scheme, host list, literal-address and (through a proxy) DNS checks for one hop.
     async fn check_destination(&self, url: &Url) -> Result<(), SourceError> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(SourceError::InvalidUrl(format!(
                 "scheme `{}` is not http or https",
                 url.scheme()
             )));
+        }
+        if let Some(host) = url.host_str() {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if !self.settings.hosts.permits(host) {
+                return Err(SourceError::HostNotAllowed {
+                    host: host.to_owned(),
+                });
+            }
         }
         let ip = match url.host() {
             None => return Err(SourceError::InvalidUrl("no host".into())),
@@ -447,6 +457,11 @@ impl Body {
                 Ok(None)
             }
         }
+    }
+
+    /// Lowers this body's size cap to `limit` (never raises it): the passthrough cap.
+    pub fn limit_to(&mut self, limit: u64) {
+        self.limit = self.limit.min(limit);
     }
 
     /// Puts bytes back in front of the body, ahead of anything already pushed back. They

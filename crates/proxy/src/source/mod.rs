@@ -36,6 +36,10 @@ pub enum SourceError {
     /// The destination address is not allowed (client; 403). Nothing was sent.
     #[error("destination address {ip} is not allowed")]
     Blocked { ip: IpAddr },
+    /// The host is not on `remote.allow_hosts`, or is on `remote.deny_hosts` (client;
+    /// 403). Checked on every hop before DNS; nothing was sent.
+    #[error("origin host {host} is not allowed")]
+    HostNotAllowed { host: String },
     /// Connection refused, reset, TLS failure, malformed response (upstream; 502).
     #[error("origin unreachable: {0}")]
     Unreachable(String),

@@ -31,6 +31,8 @@ pub fn corpus_bytes(rel: &str) -> Vec<u8> {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// The `/metrics` listener, when `server.metrics` gives it its own address.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl TestApp {
@@ -72,6 +74,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let settings = settings.validate().expect("test settings are valid");
     let app = Application::build(&settings).await.expect("app builds");
     let addr = app.local_addr().expect("bound");
+    let metrics_addr = app.metrics_addr();
     tokio::spawn(app.run_until_stopped());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -80,7 +83,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("test client");
-    TestApp { addr, client }
+    TestApp {
+        addr,
+        client,
+        metrics_addr,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {

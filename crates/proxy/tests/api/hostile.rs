@@ -372,3 +372,199 @@ async fn connections_over_the_cap_get_503_and_are_closed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+const GIF: &str = "/corpus/gif/image-gif/anim-gr.gif";
+
+/// 9. Open relay: origin host allow and deny lists, checked on every redirect hop before
+/// anything is sent.
+#[tokio::test]
+async fn origin_hosts_can_be_allowed_and_denied() {
+    let other = crate::helpers::spawn_origin(std::net::Ipv4Addr::new(127, 0, 0, 3)).await;
+    let (app, origin) = spawn_app_and_origin(|s| {
+        s.allowed_private_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        s.remote.allow_hosts = vec!["127.0.0.2".into()];
+    })
+    .await;
+    let r = app.get(&app.proxy_url("a.gif", &origin.url(GIF), "")).await;
+    assert_eq!(r.status(), StatusCode::OK, "an allowed host");
+    let r = app
+        .get(&app.proxy_url("a.gif", &other.url(GIF), "&emoji"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a host not on the list");
+    assert_eq!(r.text().await.unwrap(), "origin not allowed");
+    let hop = origin.url(&format!("/redirect?to={}", other.url(GIF)));
+    let r = app.get(&app.proxy_url("a.gif", &hop, "")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a redirect off the list");
+    assert!(
+        other.hits().is_empty(),
+        "nothing was sent to it: {:?}",
+        other.hits()
+    );
+
+    let (app, origin) =
+        spawn_app_and_origin(|s| s.remote.deny_hosts = vec!["127.0.0.2".into()]).await;
+    let r = app
+        .get(&app.proxy_url("a.gif", &origin.url(GIF), "&static"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a denied host");
+    assert!(origin.hits().is_empty());
+}
+
+/// 9. Open relay: remote URLs can be required to carry an HMAC signature of the `url`.
+#[tokio::test]
+async fn remote_urls_can_be_required_to_be_signed() {
+    let key = "a-remote-signing-key-0123";
+    let (app, origin) = spawn_app_and_origin(|s| s.remote.signing_keys = vec![key.into()]).await;
+    let url = origin.url(GIF);
+    let r = app.get(&app.proxy_url("a.gif", &url, "&emoji")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "unsigned");
+    assert_eq!(r.text().await.unwrap(), "invalid signature");
+    let r = app.get(&app.proxy_url("a.gif", &url, "&sig=00ff")).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a wrong signature");
+    assert!(origin.hits().is_empty(), "refused before any fetch");
+    // Signed independently (openssl) over the url value itself.
+    let sig = crate::store::openssl_sign(key, &url);
+    let r = app
+        .get(&app.proxy_url("a.gif", &url, &format!("&sig={sig}&emoji")))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "signed");
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/webp");
+    let r = app
+        .get(&app.proxy_url("a.gif", &origin.url("/status/404"), &format!("&sig={sig}")))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "a signature is for its own url only"
+    );
+}
+
+/// 9. Open relay: origin fetches per client are limited; cache hits are free; each client
+/// (here told apart by a trusted CDN header) has its own budget; a 429 is never cached.
+#[tokio::test]
+async fn origin_fetches_are_rate_limited_per_client_and_cache_hits_are_free() {
+    let (app, origin) = spawn_app_and_origin(|s| {
+        s.remote.rate_limit = 2;
+        s.remote.client_address = media_proxy::config::ClientAddressSource::Cloudflare;
+        s.cache.memory = 16 << 20;
+    })
+    .await;
+    let get = |target: String, client: &'static str| {
+        let request = app.client.get(target).header("CF-Connecting-IP", client);
+        async move { request.send().await.unwrap() }
+    };
+    let emoji = app.proxy_url("a.webp", &origin.url(GIF), "&emoji");
+    for attempt in 0..5 {
+        let r = get(emoji.clone(), "198.51.100.7").await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "emoji {attempt}: one fetch, then hits"
+        );
+    }
+    let passthrough = app.proxy_url("a.gif", &origin.url(GIF), "");
+    let r = get(passthrough.clone(), "198.51.100.7").await;
+    assert_eq!(r.status(), StatusCode::OK, "the second fetch");
+    let r = get(passthrough.clone(), "198.51.100.7").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the third");
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let wait: u64 = r.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // With `fallback` the placeholder stands in, and is not cached either.
+    let r = get(format!("{passthrough}&fallback"), "198.51.100.7").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    // Another client is not affected; a cached variant is still served to the first.
+    let r = get(passthrough.clone(), "203.0.113.5").await;
+    assert_eq!(r.status(), StatusCode::OK, "another client");
+    let r = get(emoji, "198.51.100.7").await;
+    assert_eq!(r.status(), StatusCode::OK, "a hit costs no fetch");
+    assert_eq!(r.headers()["x-cache"], "HIT");
+}
+
+/// 9. Open relay: passthrough has its own size and concurrency caps, separate from the
+/// transforms'.
+#[tokio::test]
+async fn passthrough_has_its_own_size_and_concurrency_caps() {
+    let (app, origin) = spawn_app_and_origin(|s| {
+        // The 241-byte GIF is over it; the 35-byte one below is not.
+        s.remote.passthrough_max_size = 100;
+        s.remote.passthrough_max_concurrent = 1;
+    })
+    .await;
+    let r = app.get(&app.proxy_url("a.gif", &origin.url(GIF), "")).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.text().await.unwrap(), "file too large (limit: 100 bytes)");
+    let r = app
+        .get(&app.proxy_url("a.gif", &origin.url(GIF), "&emoji"))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a transform of the same file is not capped"
+    );
+    // A GIF of 70 KB chunks, one a second (no length: not capped by size): the one
+    // passthrough place stays taken while it streams.
+    let slow = origin.url("/chunked?size=70000&count=100&delay_ms=1000");
+    let stalled = app.get(&app.proxy_url("a.gif", &slow, "")).await;
+    assert_eq!(stalled.status(), StatusCode::OK);
+    let r = app
+        .get(&app.proxy_url("a.gif", &origin.url("/chain/0"), ""))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no passthrough place"
+    );
+    assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let r = app
+        .get(&app.proxy_url("a.gif", &origin.url(GIF), "&static"))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "transforms do not wait for passthrough"
+    );
+    drop(stalled);
+    let started = Instant::now();
+    loop {
+        let r = app
+            .get(&app.proxy_url("a.gif", &origin.url("/chain/0"), ""))
+            .await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the place is given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// 8. `/metrics` was served on the public listener. It can be turned off, or moved to a
+/// listener of its own.
+#[tokio::test]
+async fn metrics_can_be_moved_off_the_public_listener() {
+    let app = crate::helpers::spawn_app_with(|s| s.server.metrics = "127.0.0.1:0".into()).await;
+    let public = app.get(&format!("http://{}/metrics", app.addr)).await;
+    assert_ne!(public.status(), StatusCode::OK);
+    assert!(!public.text().await.unwrap().contains("media_proxy_"));
+    let own = app.metrics_addr.expect("a metrics listener");
+    let r = app.get(&format!("http://{own}/metrics")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("media_proxy_requests_total"));
+    let app = crate::helpers::spawn_app_with(|s| s.server.metrics = "off".into()).await;
+    assert!(app.metrics_addr.is_none());
+    let r = app.get(&format!("http://{}/metrics", app.addr)).await;
+    assert_ne!(r.status(), StatusCode::OK);
+}

@@ -814,7 +814,7 @@ async fn operator_limits_sizes_and_dimensions() {
 }
 
 /// The signature as the docs tell users to make it: `openssl dgst -sha256 -hmac`.
-fn openssl_sign(secret: &str, message: &str) -> String {
+pub fn openssl_sign(secret: &str, message: &str) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-hmac", secret])

@@ -7,6 +7,10 @@
 //! Key names follow the Node reference proxy where it has them (`allowed_private_networks`,
 //! `max_size`, `user_agent`, `proxy`). `docs/configuration.md` lists every key.
 
+mod remote;
+
+pub use remote::{ClientAddressSource, RemoteSettings};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -52,6 +56,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// The standalone server's listener: client time-outs and the connection cap.
     pub server: ServerSettings,
+    /// The remote mode's open-relay controls (all off by default).
+    pub remote: RemoteSettings,
     pub limits: ImageLimits,
     pub workers: WorkerSettings,
     pub headers: HeaderSettings,
@@ -318,7 +324,7 @@ impl Default for WorkerSettings {
 }
 
 /// What the standalone server's listener allows a client (see `listener.rs`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Longest a client may take to send a request head (also while a keep-alive
@@ -333,6 +339,32 @@ pub struct ServerSettings {
     /// Open client connections at most; a new one beyond gets `503` and is closed. Keep it
     /// below the process's file-descriptor limit.
     pub max_connections: usize,
+    /// Where `/metrics` is served: `public` (on the main listener, the default), `off`, or
+    /// a socket address of its own listener (`127.0.0.1:9464`), then not on the main one.
+    pub metrics: String,
+}
+
+/// Where `/metrics` is served (see [`ServerSettings::metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListener {
+    Public,
+    Off,
+    Own(SocketAddr),
+}
+
+impl ServerSettings {
+    pub fn metrics_listener(&self) -> Result<MetricsListener, ConfigError> {
+        match self.metrics.trim() {
+            "public" => Ok(MetricsListener::Public),
+            "off" => Ok(MetricsListener::Off),
+            addr => addr.parse().map(MetricsListener::Own).map_err(|_| {
+                invalid(
+                    "server.metrics",
+                    "must be `public`, `off` or a socket address such as 127.0.0.1:9464",
+                )
+            }),
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -341,6 +373,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            metrics: "public".into(),
         }
     }
 }
@@ -403,6 +436,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(30),
             timeouts: Timeouts::default(),
             server: ServerSettings::default(),
+            remote: RemoteSettings::default(),
             limits: ImageLimits::default(),
             workers: WorkerSettings::default(),
             headers: HeaderSettings::default(),
@@ -497,6 +531,12 @@ impl Settings {
             .iter()
             .map(|_| MASK.to_owned())
             .collect();
+        s.remote.signing_keys = s
+            .remote
+            .signing_keys
+            .iter()
+            .map(|_| MASK.to_owned())
+            .collect();
         if let Some(proxy) = &mut s.proxy {
             if proxy.password().is_some() {
                 let _ = proxy.set_password(Some(MASK));
@@ -540,6 +580,8 @@ impl Settings {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
+        self.server.metrics_listener()?;
+        self.remote.validate()?;
         let l = &self.limits;
         if l.max_pixels == 0
             || l.max_frames == 0
@@ -693,6 +735,14 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+/// A refused setting: its key and why.
+fn invalid(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
     }
 }
 
