@@ -293,6 +293,8 @@ impl Drop for AccessLog {
             target: "access",
             request_id = self.request_id.as_ref().map(request_id::RequestId::as_str),
             method = %self.method,
+            mode = self.mode,
+            kind = self.kind,
             status = self.status,
             origin_host = self.origin_host.as_deref(),
             origin_status = self.origin_status,

@@ -573,3 +573,112 @@ async fn every_corpus_file_through_the_store_mode_gets_a_prompt_clean_answer() {
         failures.join("\n")
     );
 }
+
+/// CPU time the child has used so far (user + system), from `/proc/<pid>/stat`.
+fn cpu_seconds(server: &Server) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id())).unwrap();
+    // Fields after the `(comm)`; utime and stime are the 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// SVGs made to cost CPU or memory out of all proportion to their size (issue 18), written
+/// here rather than kept as files: each is a few lines of text.
+fn costly_svgs() -> Vec<(&'static str, String)> {
+    let svg = |w: u32, body: &str| {
+        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{w}">{body}</svg>"#)
+    };
+    let nested = |levels: usize| {
+        let mut defs = String::from(
+            r##"<circle id="l0" cx="1024" cy="1024" r="1000" fill="red" fill-opacity="0.5"/>"##,
+        );
+        for level in 1..=levels {
+            let uses = format!(r##"<use href="#l{}"/>"##, level - 1).repeat(10);
+            defs.push_str(&format!(r#"<g id="l{level}">{uses}</g>"#));
+        }
+        svg(
+            2048,
+            &format!(r##"<defs>{defs}</defs><use href="#l{levels}"/>"##),
+        )
+    };
+    let layers: String = (0..400)
+        .map(|i| format!(r#"<g opacity="0.5"><rect x="{i}" width="2048" height="2048"/></g>"#))
+        .collect();
+    vec![
+        ("1,000 circles by nested use", nested(3)),
+        ("10 million circles by nested use", nested(7)),
+        (
+            "turbulence with 100,000 octaves",
+            svg(
+                2048,
+                r#"<filter id="t"><feTurbulence baseFrequency="0.01" numOctaves="100000"/></filter><rect width="2048" height="2048" filter="url(#t)"/>"#,
+            ),
+        ),
+        (
+            "morphology radius 500",
+            svg(
+                2048,
+                r#"<filter id="m"><feMorphology radius="500"/></filter><rect width="2048" height="2048" filter="url(#m)"/>"#,
+            ),
+        ),
+        ("400 full-canvas translucent layers", svg(2048, &layers)),
+        (
+            "a mask chain over the canvas",
+            svg(
+                2048,
+                &(0..200)
+                    .map(|i| format!(r#"<mask id="k{i}"><rect width="2048" height="2048" fill="white" mask="url(#k{})"/></mask>"#, i + 1))
+                    .collect::<String>(),
+            ) .replace("</svg>", r#"<rect width="2048" height="2048" mask="url(#k0)"/></svg>"#),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costly_svgs_are_refused_or_cheap_and_cpu_stays_bounded() {
+    let origin: Origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let client = sweep_client();
+    let server = start_server(&client, None).await;
+    let base = format!("http://{}", server.addr);
+    let before = cpu_seconds(&server);
+    let cases = costly_svgs();
+    let probes = cases.iter().flat_map(|(name, text)| {
+        let (base, origin) = (&base, &origin);
+        FLAGS.iter().map(move |flag| {
+            let body: String = url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+            let origin_url = origin.url(&format!("/echo?type=image/svg%2Bxml&body={body}"));
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(origin_url.as_bytes()).collect();
+            Probe {
+                url: format!("{base}/x.webp?url={encoded}{flag}"),
+                accept: "*/*",
+                label: format!("{name}{flag}"),
+                judge: Box::new(move |status: StatusCode, ctype: &str, body: &[u8]| {
+                    match status.as_u16() {
+                        // Cheap enough at this output size: a real picture.
+                        200 => decode_output(flag, ctype, body).map(|_| ()),
+                        404 if *flag == "&badge" => Ok(()),
+                        422 => Ok(()),
+                        other => Err(format!("status {other}")),
+                    }
+                }),
+            }
+        })
+    });
+    let failures = run_probes(&client, probes).await;
+    let used = cpu_seconds(&server) - before;
+    eprintln!(
+        "costly SVGs: {} × {} flags, {} failures, {used:.1} CPU-seconds",
+        cases.len(),
+        FLAGS.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Each of the first alone burned ~23 CPU-seconds at 2048² before it was priced.
+    assert!(used < 30.0, "{used:.1} CPU-seconds for the whole batch");
+    let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
