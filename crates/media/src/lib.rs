@@ -198,6 +198,12 @@ fn prepare_inner(
     })
 }
 
+/// Memory that parsing and pricing an SVG of `input_len` bytes may hold at its peak, before
+/// its real tree is known: the text, and a tree of up to `limits.max_svg_elements` nodes.
+pub fn svg_parse_cost(input_len: u64, limits: &Limits) -> u64 {
+    budget::svg_parse_cost(input_len, limits.max_svg_elements)
+}
+
 /// Whether `transform` keeps the frames of this input (an animated GIF, WebP or APNG).
 fn animates(format: Format, transform: Transform, probe: &probe::Probe) -> bool {
     transform.animated()

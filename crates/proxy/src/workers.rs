@@ -236,6 +236,27 @@ impl Workers {
             .map_err(|_| AppError::Overloaded)
     }
 
+    /// [`media::prepare`] for `input`. A raster's headers are read here (microseconds); an
+    /// SVG is parsed and priced, which for a large document is real work: it runs on the
+    /// pool like a render, admitted with [`media::svg_parse_cost`] of memory.
+    pub async fn prepare(
+        &self,
+        input: &bytes::Bytes,
+        format: media::Format,
+        transform: media::Transform,
+        limits: &media::Limits,
+    ) -> Result<media::Prepared, AppError> {
+        if format != media::Format::Svg {
+            return Ok(media::prepare(input, format, transform, limits)?);
+        }
+        let (input, limits) = (input.clone(), *limits);
+        let cost = media::svg_parse_cost(input.len() as u64, &limits);
+        self.run(cost, move |_| {
+            media::prepare(&input, format, transform, &limits)
+        })
+        .await
+    }
+
     /// Renders `prepared` from `input` on the pool (see [`Workers::run`]); where the time
     /// went (decode, transform, encode) goes to the stage metrics. `held`: bytes of the
     /// estimate already reserved (the input, by its download's [`Reservation`]).

@@ -89,7 +89,14 @@ impl Svg {
     pub fn tree_bytes(&self) -> u64 {
         cost::tree_bytes(cost::count_nodes(self.tree.root()))
     }
+}
 
+/// Memory a tree of `nodes` usvg nodes holds, roughly.
+pub(crate) fn tree_bytes(nodes: u64) -> u64 {
+    cost::tree_bytes(nodes)
+}
+
+impl Svg {
     /// The document's own size in pixels, rounded (at least 1×1).
     pub fn size(&self) -> (u32, u32) {
         let s = self.tree.size();

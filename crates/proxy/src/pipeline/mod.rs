@@ -344,7 +344,10 @@ impl Pipeline {
         held: u64,
     ) -> Result<Variant, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
-        let prepared = media::prepare(&bytes, format, transform, &self.limits)?;
+        let prepared = self
+            .workers
+            .prepare(&bytes, format, transform, &self.limits)
+            .await?;
         self.caches.metrics.renders.inc();
         let rendered = self.workers.render(prepared, bytes, held).await?;
         Ok(Variant {
@@ -395,6 +398,8 @@ impl Pipeline {
                 &format!("{:?}", Transform::SvgRaster),
             ]);
             let this = self.clone();
+            // A place like any image request: bounds the SVGs being parsed and rendered.
+            let _place = self.workers.enter()?;
             let (_, variant) = self
                 .caches
                 .variant(&source, &key, || {

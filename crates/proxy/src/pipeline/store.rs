@@ -373,7 +373,10 @@ impl StorePipeline {
         held: u64,
     ) -> Result<Variant, AppError> {
         // Header-only: refuses over-limit inputs and prices the work before it is admitted.
-        let prepared = media::prepare(&bytes, format, Transform::Resize(t.resize), &self.limits)?;
+        let prepared = self
+            .workers
+            .prepare(&bytes, format, Transform::Resize(t.resize), &self.limits)
+            .await?;
         let (choice, validators) = self.decide(&prepared, format, t, meta, accept);
         let prepared = prepared.with_output(choice.output);
         self.caches.metrics.renders.inc();
