@@ -1,6 +1,7 @@
 //! The engine without the HTTP stack: decode + resize + encode for the workloads the service
 //! benchmark measures (group `engine`), and each stage on its own (group `stages`), on inputs
-//! generated here (deterministic, nothing to download) or the service benchmark's files.
+//! generated here (deterministic, nothing to download) or the service benchmark's files; and
+//! the SVG cost estimate against real renders (group `svg`).
 //!
 //!     cargo bench -p media --bench engine
 //!     MEDIA_BENCH_INPUTS=$PWD/bench/.work/engine/in cargo bench -p media --bench engine
@@ -201,5 +202,57 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine, stages);
+/// The SVG cost estimate against the real render: documents of several kinds whose
+/// estimates (`Svg::work`, printed) are near the default budget; the time of
+/// `Svg::rasterise` divided by the estimate is what one "pixel operation" costs, and so what
+/// the budget (`limits.max_svg_work`) allows in CPU time.
+fn svg(c: &mut Criterion) {
+    use media::svg::Svg;
+    let limits = Limits::default();
+    let doc = |w: u32, body: String| {
+        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{w}">{body}</svg>"#)
+    };
+    let circles = |n: usize, r: u32| {
+        (0..n)
+            .map(|i| {
+                format!(
+                    r#"<circle cx="{}" cy="{}" r="{r}" fill="rgb({},40,90)" fill-opacity="0.5"/>"#,
+                    500 + i % 24,
+                    500 + i % 17,
+                    i % 256
+                )
+            })
+            .collect::<String>()
+    };
+    let layers = |n: usize| {
+        (0..n)
+            .map(|i| format!(r#"<g opacity="0.5"><rect x="{i}" width="1024" height="1024"/></g>"#))
+            .collect::<String>()
+    };
+    let blur = r#"<filter id="b"><feGaussianBlur stdDeviation="12"/></filter>
+        <rect x="100" y="100" width="800" height="800" fill="teal" filter="url(#b)"/>"#;
+    let cases = [
+        ("translucent circles", doc(1024, circles(80, 480)), 1024),
+        ("opacity layers", doc(1024, layers(24)), 1024),
+        ("gaussian blur", doc(1024, blur.repeat(4)), 1024),
+        ("circles at emoji size", doc(1024, circles(2000, 480)), 128),
+    ];
+    let mut g = c.benchmark_group("svg");
+    g.sample_size(10);
+    for (name, text, side) in &cases {
+        let svg = Svg::parse(text.as_bytes(), &limits).unwrap();
+        let work = svg.work(*side, *side).unwrap();
+        eprintln!(
+            "svg / {name}: estimate {:.1} M pixel operations at {side}²",
+            work as f64 / 1e6
+        );
+        g.bench_function(
+            format!("{name} {side}px ({} M ops)", work / 1_000_000),
+            |b| b.iter(|| svg.rasterise(*side, *side).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engine, stages, svg);
 criterion_main!(benches);

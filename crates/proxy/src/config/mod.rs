@@ -332,8 +332,9 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// A connection on which nothing is read or written for this long is closed (idle
-    /// keep-alive, idle HTTP/2, a client that stopped reading). Keep it above
-    /// `workers.deadline` and the origin time-outs.
+    /// keep-alive, idle HTTP/2, a client that stopped reading). Keep it above the longest a
+    /// request may take before its first byte: `timeouts.total` + `workers.queue_wait` +
+    /// `workers.deadline` (75 s with the defaults).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Open client connections at most; a new one beyond gets `503` and is closed. Keep it
@@ -371,7 +372,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
             max_connections: 4096,
             metrics: "public".into(),
         }
