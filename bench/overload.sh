@@ -6,7 +6,9 @@
 # the same with attackers beside it — costly SVGs (1,000 circles via nested `<use>`), `emoji`
 # of a 100 MB body, 300 slow-header connections and far `Range`s on an origin without range
 # support — under a 256 MiB memory budget: the normal requests' p99 and the peak RSS.
+# A third mixed phase repeats the attack against the recommended public setup.
 #   bash bench/overload.sh [SECONDS]      # needs wrk (installed with apt-get if missing)
+#   OVERLOAD_CONNS= bash bench/overload.sh 20   # the mixed attack only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
@@ -14,10 +16,12 @@ work=bench/.work/overload
 mkdir -p "$work"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 . bench/setup.sh
-# The origin's files: the benchmark photo, a 100 MB body and the costly SVG.
-site="$work/site"
+# The origin (nginx, sendfile; `max_ranges 0`: it ignores Range, as many origins do) and
+# its files: the benchmark photo, a 100 MB body and the costly SVG.
+. bench/origin.sh
+site="$work/www"
 mkdir -p "$site"
-ln -sf "$PWD/bench/.work/engine/in/photo12_baseline.jpg" "$site/photo12_baseline.jpg"
+cp -f bench/.work/engine/in/photo12_baseline.jpg "$site/photo12_baseline.jpg"
 [ -s "$site/big.gif" ] || python3 - "$site/big.gif" <<'PY'
 import sys
 gif = bytes.fromhex("4749463839610100010080000000000000ffffff2c00000000010001000002024401003b")
@@ -32,8 +36,8 @@ for level in range(1, 4):
 open(sys.argv[1], "w").write('<svg xmlns="http://www.w3.org/2000/svg" width="2048" height="2048">'
                              f'<defs>{defs}</defs><use href="#l3"/></svg>')
 PY
-(cd "$site" && exec python3 -m http.server 18089 --bind 127.0.0.2 >/dev/null 2>&1) & origin=$!
-trap 'kill $origin 2>/dev/null || true' EXIT
+origin_start "$work" 18089 "max_ranges 0;"
+trap 'origin_stop "$work"' EXIT
 until curl -sf -o /dev/null http://127.0.0.2:18089/photo12_baseline.jpg; do sleep 0.05; done
 url="http://127.0.0.1:13005/x.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fphoto12_baseline.jpg&preview"
 # Every request a different URL (`?n=<i>` on the origin's, which it ignores): identical
@@ -42,12 +46,14 @@ cat > "$work/distinct.lua" <<'LUA'
 local n = 0
 request = function()
   n = n + 1
+  -- Normal clients are many (only a trusted CDN's header tells them apart, and only where
+  -- the server is told to believe it: the public phase of the mixed attack).
   return wrk.format(nil, "/x.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fphoto12_baseline.jpg%3Fn%3D"
-    .. n .. "&preview")
+    .. n .. "&preview", { ["CF-Connecting-IP"] = "198.51.100." .. (n % 250) })
 end
 LUA
 
-for conns in 32 128; do
+for conns in ${OVERLOAD_CONNS-32 128}; do
   log="$work/access-$conns.log"
   MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FORMAT=json \
     MEDIA_PROXY__LOG__FILTER=access=info,warn MEDIA_PROXY__STORE__KIND=none \
@@ -88,29 +94,39 @@ done
 # The mixed attack: normal traffic alone, then with the attackers beside it.
 cat > "$work/attack.lua" <<'LUA'
 local n = 0
+local attacker = { ["CF-Connecting-IP"] = "203.0.113.66" }
 request = function()
   n = n + 1
   local kind = n % 3
   if kind == 0 then
-    return wrk.format(nil, "/a.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fbomb.svg%3Fn%3D" .. n)
+    return wrk.format(nil, "/a.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fbomb.svg%3Fn%3D" .. n, attacker)
   elseif kind == 1 then
-    return wrk.format(nil, "/a.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fbig.gif%3Fn%3D" .. n .. "&emoji")
+    return wrk.format(nil, "/a.webp?url=http%3A%2F%2F127.0.0.2%3A18089%2Fbig.gif%3Fn%3D" .. n .. "&emoji", attacker)
   else
     return wrk.format("GET", "/a.gif?url=http%3A%2F%2F127.0.0.2%3A18089%2Fbig.gif%3Fn%3D" .. n,
-      { ["Range"] = "bytes=99999999-" })
+      { ["Range"] = "bytes=99999999-", ["CF-Connecting-IP"] = "203.0.113.66" })
   end
 end
 LUA
-for phase in alone attacked; do
+# `public`: the same attack against the recommended public setup (docs/operations.md):
+# per-client fetch rate limit by the CDN's client header, a passthrough size cap, and
+# `max_size` at 50 MB.
+for phase in alone attacked public; do
   log="$work/access-mixed-$phase.log"
-  MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FORMAT=json \
+  public=()
+  if [ "$phase" = public ]; then
+    public=(MEDIA_PROXY__REMOTE__RATE_LIMIT=120 MEDIA_PROXY__REMOTE__RATE_BURST=60
+      MEDIA_PROXY__REMOTE__CLIENT_ADDRESS=cloudflare MEDIA_PROXY__MAX_SIZE=52428800
+      MEDIA_PROXY__REMOTE__PASSTHROUGH_MAX_SIZE=52428800)
+  fi
+  env "${public[@]}" MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FORMAT=json \
     MEDIA_PROXY__LOG__FILTER=access=info,warn MEDIA_PROXY__STORE__KIND=none \
     MEDIA_PROXY__CACHE__KIND=none MEDIA_PROXY__CACHE__MEMORY=0 \
     MEDIA_PROXY__WORKERS__MEMORY_BUDGET=268435456 \
     "$bin" serve --listen 127.0.0.1:13005 >"$log" 2>&1 & pid=$!
   until curl -sf -o /dev/null http://127.0.0.1:13005/healthz; do sleep 0.05; done
   attackers=()
-  if [ "$phase" = attacked ]; then
+  if [ "$phase" != alone ]; then
     # 300 connections that send half a request head and then nothing.
     python3 - "$seconds" <<'PY' & attackers+=($!)
 import socket, sys, time

@@ -99,6 +99,7 @@ impl ClientAddress {
     /// The client's address from the peer's and the header's text (`None` when neither
     /// says: a request the limiter then counts under one shared key).
     pub fn resolve(&self, peer: Option<IpAddr>, header: Option<&str>) -> Option<IpAddr> {
+        let peer = peer.map(|ip| ip.to_canonical());
         match self {
             ClientAddress::Peer => peer,
             ClientAddress::CloudFront => header
@@ -131,10 +132,11 @@ impl ClientAddress {
     }
 }
 
-/// The key a client is counted under: IPv4 as is, IPv6 by its /64 (one subscriber's
-/// prefix: rotating addresses within it does not buy more fetches).
+/// The key a client is counted under: IPv4 as is (also when it arrives IPv4-mapped, as on
+/// a dual-stack listener), IPv6 by its /64 (one subscriber's prefix: rotating addresses
+/// within it does not buy more fetches).
 fn key(ip: Option<IpAddr>) -> IpAddr {
-    match ip {
+    match ip.map(|ip| ip.to_canonical()) {
         Some(IpAddr::V6(v6)) => {
             let masked = u128::from(v6) & (u128::MAX << 64);
             IpAddr::V6(masked.into())
@@ -266,6 +268,20 @@ mod tests {
         assert!(limiter.check(Some(v6a)).is_ok());
         assert!(limiter.check(Some(v6b)).is_ok());
         assert!(limiter.check(Some(v6a)).is_err(), "the same /64");
+        // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: each still its own.
+        let mapped = |ip: &str| {
+            Some(IpAddr::V6(
+                ip.parse::<std::net::Ipv4Addr>().unwrap().to_ipv6_mapped(),
+            ))
+        };
+        assert!(limiter.check(mapped("192.0.2.10")).is_ok());
+        assert!(limiter.check(mapped("192.0.2.11")).is_ok());
+        assert!(limiter.check(mapped("192.0.2.12")).is_ok());
+        assert!(
+            limiter.check(Some(a)).is_err(),
+            "mapped or not, the same client"
+        );
+        assert!(limiter.check(mapped("198.51.100.7")).is_err());
         assert!(FetchLimiter::new(0, 5).is_none(), "0 turns it off");
     }
 }

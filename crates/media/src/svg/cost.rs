@@ -18,10 +18,11 @@
 //!    and clip paths and patterns rendered as the subtrees they are, embedded rasters decoded
 //!    at their real size. Over `max_svg_work` → refused.
 //!
-//! Written by hand: no crate prices a usvg tree. The weights are measured (`cargo bench`,
-//! `svg` group): on this machine a translucent full-canvas fill costs ~1.3 ns a pixel, so
-//! the default budget of 300 M operations is about half a second of one core, well inside
-//! the default 10 s deadline, while real emoji and icons cost well under 10 M.
+//! Written by hand: no crate prices a usvg tree. The weights are measured (`cargo bench -p
+//! media --bench engine -- svg`: translucent fills, opacity layers, blurs, many small paths):
+//! on the 2-core x86-64 machine of `docs/benchmarks.md` one operation costs 1.6–2.3 ns, so
+//! the default budget of 300 M operations is at most ~0.7 s of one core, well inside the
+//! default 10 s deadline, while emoji and icons cost a few million.
 
 use std::collections::HashMap;
 
@@ -98,8 +99,10 @@ pub(crate) fn expanded_elements(doc: &roxmltree::Document<'_>, max: u64) -> Resu
         .unwrap_or(0))
 }
 
-/// Fixed cost of drawing one path, in pixel operations (setting up its edges).
-const PER_PATH: u64 = 256;
+/// Fixed cost of drawing one path, in pixel operations: flattening its curves, building
+/// and sorting its anti-aliased edges (measured: ~50 µs for a small circle, whatever its
+/// area; `svg` group of the criterion bench).
+const PER_PATH: u64 = 12_000;
 /// Per point of a path's outline (edge building and sorting).
 const PER_POINT: u64 = 8;
 
@@ -237,9 +240,10 @@ impl Pricer<'_> {
         let mut sum = 0u64;
         for primitive in filter.primitives() {
             let factor: u64 = match primitive.kind() {
-                // Three box blurs in each direction (or an IIR pass for a small deviation).
-                Kind::GaussianBlur(_) => 12,
-                Kind::DropShadow(_) => 16,
+                // Three box blurs in each direction (or an IIR pass for a small deviation),
+                // over four channels, with copies in and out (measured, as above).
+                Kind::GaussianBlur(_) => 30,
+                Kind::DropShadow(_) => 34,
                 Kind::Morphology(m) => {
                     let (rx, ry) = (m.radius_x().get() * scale, m.radius_y().get() * scale);
                     if !(rx.is_finite() && ry.is_finite()) {

@@ -211,7 +211,10 @@ mod tests {
         let doc = Svg::parse(nested_uses(3).as_bytes(), &Limits::default()).unwrap();
         assert!(matches!(doc.rasterise(2048, 2048), Err(Error::TooLarge(_))));
         let work = doc.work(128, 128).unwrap();
-        assert!(work < 30_000_000, "{work}");
+        assert!(
+            work < 50_000_000,
+            "{work}: a small fraction of the 300 M budget"
+        );
         let frame = doc.rasterise(128, 128).unwrap();
         assert_eq!((frame.width, frame.height), (128, 128));
         // The centre is covered by 1,000 half-opaque red layers: opaque red.

@@ -767,9 +767,9 @@ fn check_endpoint(key: &'static str, endpoint: &str, allow_http: bool) -> Result
     Err(ConfigError::Invalid { key, reason })
 }
 
-/// A CIDR list, given either as a list (`["10.0.0.0/8", "fd00::/8"]`) or, handy in
-/// environment variables, as one comma-separated string. A bare address means a /32 or /128.
-fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+/// A list of strings, given as a list or (handy in environment variables) as one
+/// comma-separated string; items trimmed, empty ones dropped.
+fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -780,10 +780,18 @@ fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         Raw::List(list) => list,
         Raw::One(s) => s.split(',').map(str::to_owned).collect(),
     };
-    items
-        .iter()
-        .map(|s| s.trim())
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// A CIDR list, given either as a list (`["10.0.0.0/8", "fd00::/8"]`) or, handy in
+/// environment variables, as one comma-separated string. A bare address means a /32 or /128.
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    list_or_commas(d)?
+        .iter()
         .map(|s| {
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))

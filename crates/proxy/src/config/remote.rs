@@ -3,7 +3,7 @@
 //! proxy") recommends a setup for a proxy on the open internet.
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError};
 
@@ -14,14 +14,14 @@ pub struct RemoteSettings {
     /// When not empty, only origin hosts under these domains are fetched (suffix match on
     /// whole labels: `example.com` covers `cdn.example.com`); others → 403. Every redirect
     /// hop is checked.
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "super::list_or_commas")]
     pub allow_hosts: Vec<String>,
     /// Origin hosts under these domains are never fetched (403); wins over `allow_hosts`.
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "super::list_or_commas")]
     pub deny_hosts: Vec<String>,
     /// HMAC-SHA256 keys; when any is set every remote URL needs `sig` = the hex HMAC of the
     /// `url` value (403 without). For front-ends that can sign; Misskey itself does not.
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "super::list_or_commas")]
     pub signing_keys: Vec<String>,
     /// Origin fetches a client may cause per minute (cache hits are free); over → 429
     /// with `Retry-After`. 0 turns the limit off.
@@ -103,24 +103,4 @@ impl RemoteSettings {
             },
         }
     }
-}
-
-/// A list of strings, given as a list or (handy in environment variables) as one
-/// comma-separated string.
-fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<String>),
-        One(String),
-    }
-    let items = match Raw::deserialize(d)? {
-        Raw::List(list) => list,
-        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect())
 }

@@ -565,3 +565,18 @@ fn find_box<'a>(bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
     }
     None
 }
+
+/// An SVG of `levels` nested groups of ten `<use>` of one large translucent circle on a
+/// 2048² canvas (10^levels circles in about 200 bytes a level): the red-team's CPU bomb.
+pub fn nested_uses(levels: usize) -> String {
+    let mut defs = String::from(
+        r##"<circle id="l0" cx="1024" cy="1024" r="1000" fill="red" fill-opacity="0.5"/>"##,
+    );
+    for level in 1..=levels {
+        let uses = format!(r##"<use href="#l{}"/>"##, level - 1).repeat(10);
+        defs.push_str(&format!(r#"<g id="l{level}">{uses}</g>"#));
+    }
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="2048" height="2048"><defs>{defs}</defs><use href="#l{levels}"/></svg>"##
+    )
+}

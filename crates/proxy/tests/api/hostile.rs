@@ -103,20 +103,6 @@ async fn store_links_cannot_leave_the_root_and_long_keys_are_not_5xx() {
     drop(outside);
 }
 
-/// `levels` nested groups of ten `<use>` of one large translucent circle on a 2048² canvas.
-fn nested_uses(levels: usize) -> String {
-    let mut defs = String::from(
-        r##"<circle id="l0" cx="1024" cy="1024" r="1000" fill="red" fill-opacity="0.5"/>"##,
-    );
-    for level in 1..=levels {
-        let uses = format!(r##"<use href="#l{}"/>"##, level - 1).repeat(10);
-        defs.push_str(&format!(r#"<g id="l{level}">{uses}</g>"#));
-    }
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="2048" height="2048"><defs>{defs}</defs><use href="#l{levels}"/></svg>"##
-    )
-}
-
 /// 1. A 725-byte SVG (1,000 circles via nested `<use>`) burned ~23 CPU-seconds with no
 /// flags, past the deadline (resvg cannot be interrupted), and could be repeated at will.
 /// Now it is priced from its parsed tree at the output size and refused before rendering;
@@ -128,7 +114,7 @@ async fn a_costly_svg_is_refused_before_it_is_rendered_and_the_refusal_is_rememb
         s.workers.deadline = Duration::from_secs(60);
     })
     .await;
-    let svg = nested_uses(3);
+    let svg = crate::helpers::nested_uses(3);
     let encoded: String = url::form_urlencoded::byte_serialize(svg.as_bytes()).collect();
     let url = origin.url(&format!("/echo?type=image/svg%2Bxml&body={encoded}"));
     for attempt in 0..3 {
@@ -146,18 +132,14 @@ async fn a_costly_svg_is_refused_before_it_is_rendered_and_the_refusal_is_rememb
             started.elapsed()
         );
     }
-    let m = app
-        .get(&format!("http://{}/metrics", app.addr))
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        m.contains("media_proxy_negative_hits_total 2\n"),
-        "the refusal was remembered: {m}"
+    assert_eq!(
+        crate::caching::counter(&app, "negative_hits").await,
+        2,
+        "the refusal was remembered"
     );
     // Ten million circles in 1.3 KB: refused before usvg builds the tree.
-    let bomb: String = url::form_urlencoded::byte_serialize(nested_uses(7).as_bytes()).collect();
+    let bomb: String =
+        url::form_urlencoded::byte_serialize(crate::helpers::nested_uses(7).as_bytes()).collect();
     let started = Instant::now();
     let r = app
         .get(&app.proxy_url(
@@ -284,19 +266,14 @@ async fn slow_headers_and_idle_connections_are_closed() {
         s.server.idle_timeout = Duration::from_secs(60);
     })
     .await;
-    // A head that never ends.
-    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    closed_within(&mut slow, Duration::from_secs(5))
-        .await
-        .unwrap();
-    // A connection that never says anything.
-    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    closed_within(&mut silent, Duration::from_secs(5))
-        .await
-        .unwrap();
+    // A head that never ends, and a connection that never says anything.
+    for sent in [&b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[..], b""] {
+        let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        closed_within(&mut tcp, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("after {sent:?}: {e}"));
+    }
 
     // Idle keep-alive, with the head timeout out of the way.
     let app = crate::helpers::spawn_app_with(|s| {

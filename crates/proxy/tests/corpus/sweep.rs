@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 
-use crate::helpers::{corpus, spawn_origin, Origin};
+use crate::helpers::{corpus, nested_uses, spawn_origin, Origin};
 
 const FLAGS: [&str; 5] = ["", "&static", "&emoji", "&preview", "&badge"];
 /// Every answer, however hostile the input, comes within this.
@@ -591,25 +591,12 @@ fn costly_svgs() -> Vec<(&'static str, String)> {
     let svg = |w: u32, body: &str| {
         format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{w}">{body}</svg>"#)
     };
-    let nested = |levels: usize| {
-        let mut defs = String::from(
-            r##"<circle id="l0" cx="1024" cy="1024" r="1000" fill="red" fill-opacity="0.5"/>"##,
-        );
-        for level in 1..=levels {
-            let uses = format!(r##"<use href="#l{}"/>"##, level - 1).repeat(10);
-            defs.push_str(&format!(r#"<g id="l{level}">{uses}</g>"#));
-        }
-        svg(
-            2048,
-            &format!(r##"<defs>{defs}</defs><use href="#l{levels}"/>"##),
-        )
-    };
     let layers: String = (0..400)
         .map(|i| format!(r#"<g opacity="0.5"><rect x="{i}" width="2048" height="2048"/></g>"#))
         .collect();
     vec![
-        ("1,000 circles by nested use", nested(3)),
-        ("10 million circles by nested use", nested(7)),
+        ("1,000 circles by nested use", nested_uses(3)),
+        ("10 million circles by nested use", nested_uses(7)),
         (
             "turbulence with 100,000 octaves",
             svg(
