@@ -64,17 +64,12 @@ for conns in ${OVERLOAD_CONNS-32 128}; do
   hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$conns" "$hwm" "$out" <<'PY'
-import json, sys
+import sys
+sys.path.insert(0, "bench")
+from access_log import access_lines
 log, conns, hwm, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 ok, busy, other, ms = 0, 0, {}, []
-for line in open(log):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    f = e.get("fields", e)
-    if "status" not in f:
-        continue
+for f in access_lines(log):
     s = f["status"]
     if s == 200:
         ok += 1; ms.append(f["total_ms"])
@@ -145,17 +140,12 @@ PY
   hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$phase" "$hwm" "$out" <<'PY'
-import json, sys
+import sys
+sys.path.insert(0, "bench")
+from access_log import access_lines
 log, phase, hwm, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 normal, attack = [], {}
-for line in open(log):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    f = e.get("fields", e)
-    if "status" not in f:
-        continue
+for f in access_lines(log):
     # The normal requests are the `preview`s; everything else is the attackers'.
     if f.get("kind") == "preview":
         normal.append((f["status"], f["total_ms"]))
