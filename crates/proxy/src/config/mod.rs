@@ -8,8 +8,12 @@
 //! `max_size`, `user_agent`, `proxy`). `docs/configuration.md` lists every key.
 
 mod remote;
+mod server;
+mod store;
 
 pub use remote::{ClientAddressSource, RemoteSettings};
+pub use server::{MetricsListener, ServerSettings};
+pub use store::{CacheKind, CacheSettings, ResizeSettings, StoreKind, StoreSettings};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -68,180 +72,6 @@ pub struct Settings {
     pub resize: ResizeSettings,
     /// The variant cache, the negative cache and request coalescing.
     pub cache: CacheSettings,
-}
-
-/// Where rendered variants are kept between requests (see `docs/caching.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheKind {
-    /// No persistent tier (the memory tier, the negative cache and coalescing still work).
-    None,
-    /// A local directory (`root`), bounded by `max_size`, least recently used evicted.
-    Local,
-    /// An S3 bucket and prefix shared by every replica; expiry by a lifecycle rule (and
-    /// `max_age` on read).
-    S3,
-}
-
-/// The variant cache. S3 credentials come from the standard AWS chain, as for the store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheSettings {
-    pub kind: CacheKind,
-    /// Local directory of the cache (created if missing).
-    pub root: std::path::PathBuf,
-    /// S3 bucket name (may be the store's bucket, with another prefix).
-    pub bucket: String,
-    /// Key prefix of the entries (`variants/`).
-    pub prefix: String,
-    /// S3-compatible endpoint URL; empty for AWS itself.
-    pub endpoint: String,
-    /// S3 region; empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
-    pub region: String,
-    /// Allow a plain `http://` endpoint.
-    pub allow_http: bool,
-    /// Bytes the local directory may hold; the least recently used entries go beyond it.
-    pub max_size: u64,
-    /// Entries older than this are not served (and are deleted from a local directory).
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-    /// Bytes of the in-memory tier in front of the directory or bucket; 0 turns it off.
-    pub memory: u64,
-    /// How long an origin's 404/410, a missing key or an undecodable input is remembered.
-    /// 0 turns the negative cache off.
-    #[serde(with = "humantime_serde")]
-    pub negative_ttl: Duration,
-    /// Longest a cache read or write may take before it counts as a miss (or is dropped).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Response header saying `HIT`, `MISS` or `COALESCED`; empty leaves it out.
-    pub header: String,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings {
-            kind: CacheKind::Local,
-            root: "cache".into(),
-            bucket: String::new(),
-            prefix: String::new(),
-            endpoint: String::new(),
-            region: String::new(),
-            allow_http: false,
-            max_size: 1 << 30,
-            max_age: Duration::from_secs(30 * 86_400),
-            memory: 64 << 20,
-            negative_ttl: Duration::from_secs(60),
-            timeout: Duration::from_secs(5),
-            header: "X-Cache".into(),
-        }
-    }
-}
-
-/// Which object store holds the originals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// No store: every path without `url` is a 400, as in the Misskey contract.
-    None,
-    /// A local directory (`root`).
-    Local,
-    /// Amazon S3 or an S3-compatible server (`bucket`, `endpoint`, `region`).
-    S3,
-}
-
-/// The object store of the store mode. Credentials for S3 are never settings: they come
-/// from the standard AWS chain (environment, web identity, container or instance role).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreSettings {
-    pub kind: StoreKind,
-    /// Local directory of the originals (created if missing). Relative paths start from
-    /// the working directory.
-    pub root: std::path::PathBuf,
-    /// S3 bucket name.
-    pub bucket: String,
-    /// Key prefix inside the bucket or directory (`originals/`); requests cannot leave it.
-    pub prefix: String,
-    /// S3-compatible endpoint URL (`http://127.0.0.1:9000`); empty for AWS itself.
-    pub endpoint: String,
-    /// S3 region; empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
-    pub region: String,
-    /// Allow a plain `http://` endpoint.
-    pub allow_http: bool,
-    /// Largest original accepted, in bytes (413 beyond).
-    pub max_size: u64,
-    /// Longest a store request may take, first byte to last.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-/// How store-mode requests are checked and their responses cached.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResizeSettings {
-    /// Largest width or height a request may ask for (and any output side).
-    pub max_output_dimension: u32,
-    /// When not empty, the only sizes `d`, `w` and `h` may name (each side); others: 400.
-    pub allowed_sizes: Vec<u32>,
-    /// HMAC-SHA256 keys; when any is set every store request needs a valid `sig`. Several
-    /// keys let a new one be rolled out before the old one is withdrawn.
-    pub signing_keys: Vec<String>,
-    /// `Cache-Control: public, max-age` of successful responses.
-    #[serde(with = "humantime_serde")]
-    pub cache_max_age: Duration,
-    /// `max-age` of 404 answers (a missing key may appear soon).
-    #[serde(with = "humantime_serde")]
-    pub not_found_max_age: Duration,
-    /// `max-age` of other client errors (400, 403, 413, 422).
-    #[serde(with = "humantime_serde")]
-    pub error_max_age: Duration,
-    /// Whether `format=auto` may pick AVIF for clients that accept it.
-    pub avif: bool,
-    /// Outputs with more pixels than this get WebP instead of AVIF (AVIF encoding grows
-    /// costly with size); the answer says so in `X-Image-Fallback`.
-    pub avif_max_pixels: u64,
-    /// libaom speed, 0 (slowest, smallest) to 10 (fastest).
-    pub avif_speed: u8,
-    /// Default qualities when the request has no `q`.
-    pub webp_quality: u8,
-    pub avif_quality: u8,
-    pub jpeg_quality: u8,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        StoreSettings {
-            kind: StoreKind::Local,
-            root: "media".into(),
-            bucket: String::new(),
-            prefix: String::new(),
-            endpoint: String::new(),
-            region: String::new(),
-            allow_http: false,
-            max_size: 262_144_000,
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Default for ResizeSettings {
-    fn default() -> Self {
-        ResizeSettings {
-            max_output_dimension: 4096,
-            allowed_sizes: Vec::new(),
-            signing_keys: Vec::new(),
-            cache_max_age: Duration::from_secs(86_400),
-            not_found_max_age: Duration::from_secs(60),
-            error_max_age: Duration::from_secs(60),
-            avif: true,
-            avif_max_pixels: 2_000_000,
-            avif_speed: 9,
-            webp_quality: 80,
-            avif_quality: 60,
-            jpeg_quality: 82,
-        }
-    }
 }
 
 /// What one image may cost, checked from its header before decoding (over → 422).
@@ -319,62 +149,6 @@ impl Default for WorkerSettings {
             queue_wait: Duration::from_secs(5),
             deadline: Duration::from_secs(10),
             memory_budget: 0,
-        }
-    }
-}
-
-/// What the standalone server's listener allows a client (see `listener.rs`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Longest a client may take to send a request head (also while a keep-alive
-    /// connection waits for its next request); then the connection is closed.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// A connection on which nothing is read or written for this long is closed (idle
-    /// keep-alive, idle HTTP/2, a client that stopped reading). Keep it above the longest a
-    /// request may take before its first byte: `timeouts.total` + `workers.queue_wait` +
-    /// `workers.deadline` (75 s with the defaults).
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Open client connections at most; a new one beyond gets `503` and is closed. Keep it
-    /// below the process's file-descriptor limit.
-    pub max_connections: usize,
-    /// Where `/metrics` is served: `public` (on the main listener, the default), `off`, or
-    /// a socket address of its own listener (`127.0.0.1:9464`), then not on the main one.
-    pub metrics: String,
-}
-
-/// Where `/metrics` is served (see [`ServerSettings::metrics`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsListener {
-    Public,
-    Off,
-    Own(SocketAddr),
-}
-
-impl ServerSettings {
-    pub fn metrics_listener(&self) -> Result<MetricsListener, ConfigError> {
-        match self.metrics.trim() {
-            "public" => Ok(MetricsListener::Public),
-            "off" => Ok(MetricsListener::Off),
-            addr => addr.parse().map(MetricsListener::Own).map_err(|_| {
-                invalid(
-                    "server.metrics",
-                    "must be `public`, `off` or a socket address such as 127.0.0.1:9464",
-                )
-            }),
-        }
-    }
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(90),
-            max_connections: 4096,
-            metrics: "public".into(),
         }
     }
 }
