@@ -16,9 +16,9 @@ use std::marker::PhantomData;
 use image::metadata::Orientation;
 use libavif_sys as sys;
 
+use crate::header::Probe;
 use crate::limits::Limits;
 use crate::pixels::{Channels, Frame};
-use crate::probe::Probe;
 use crate::Error;
 
 /// A libavif decoder reading `'a` bytes, with its container already parsed.

@@ -18,6 +18,7 @@ pub mod encode;
 pub mod error;
 pub mod format;
 pub mod gif;
+pub mod header;
 pub mod jpeg;
 pub mod limits;
 pub mod ops;

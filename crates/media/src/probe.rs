@@ -11,80 +11,9 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::ImageDecoder;
 
-use crate::limits::Limits;
 use crate::{Error, Format};
 
-/// What the header says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
-    /// Stored width and height (before orientation), of the canvas for animations.
-    pub width: u32,
-    pub height: u32,
-    pub frames: u32,
-    pub orientation: Orientation,
-    /// The embedded ICC colour profile, if any.
-    pub icc: Option<Vec<u8>>,
-}
-
-impl Probe {
-    /// A single upright frame of `width`×`height` with no colour profile.
-    pub fn still(width: u32, height: u32) -> Probe {
-        Probe {
-            width,
-            height,
-            frames: 1,
-            orientation: Orientation::NoTransforms,
-            icc: None,
-        }
-    }
-
-    /// Width and height as displayed, after the EXIF orientation.
-    pub fn oriented(&self) -> (u32, u32) {
-        if swaps_axes(self.orientation) {
-            (self.height, self.width)
-        } else {
-            (self.width, self.height)
-        }
-    }
-
-    /// Refuses inputs over `limits` (422), before decoding.
-    pub fn check(&self, limits: &Limits) -> Result<(), Error> {
-        let pixels = u64::from(self.width) * u64::from(self.height);
-        if self.width == 0 || self.height == 0 {
-            return Err(Error::Invalid("zero-sized image".into()));
-        }
-        if pixels > limits.max_pixels {
-            return Err(Error::TooLarge(format!(
-                "{}×{} is over {} pixels",
-                self.width, self.height, limits.max_pixels
-            )));
-        }
-        if self.frames > limits.max_frames {
-            return Err(Error::TooLarge(format!(
-                "{} frames is over {}",
-                self.frames, limits.max_frames
-            )));
-        }
-        if pixels.saturating_mul(u64::from(self.frames)) > limits.max_total_pixels {
-            return Err(Error::TooLarge(format!(
-                "{} frames of {}×{} is over {} pixels in all",
-                self.frames, self.width, self.height, limits.max_total_pixels
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Orientations 5–8 turn the image a quarter: width and height swap.
-pub fn swaps_axes(o: Orientation) -> bool {
-    matches!(
-        o,
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
-    )
-}
+pub use crate::header::{swaps_axes, Probe};
 
 /// Reads the header of `bytes`, known to be `format`.
 pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
@@ -304,6 +233,7 @@ fn apng_frames(b: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Limits;
 
     fn corpus(rel: &str) -> Vec<u8> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/");

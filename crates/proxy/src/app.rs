@@ -17,7 +17,7 @@ use crate::error::ErrorCaching;
 use crate::metrics::Metrics;
 use crate::pipeline::store::{OutputPolicy, StorePipeline};
 use crate::pipeline::{Pipeline, RelayControls};
-use crate::relay::{ClientAddress, FetchLimiter, HostRules};
+use crate::relay::{FetchLimiter, HostRules};
 use crate::request::resize::Rules;
 use crate::response::store::SuccessCaching;
 use crate::response::{self, CommonHeaders};
@@ -28,46 +28,7 @@ use crate::source::store::Store;
 use crate::source::Fetcher;
 use crate::workers::Workers;
 
-/// What every request handler shares, behind one shared pointer: axum clones the state for
-/// every request, so that is one reference-count increment instead of one per field.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The contents of [`AppState`].
-#[derive(Debug)]
-pub struct Shared {
-    pub pipeline: Pipeline,
-    /// The image pool, for `/readyz`.
-    pub workers: Workers,
-    /// The `fallback` placeholder, drawn once at start-up.
-    pub fallback_png: Bytes,
-    /// The store mode, when a store is configured.
-    pub store: Option<Arc<StoreMode>>,
-    /// The counters behind `/metrics`.
-    pub metrics: Metrics,
-    /// The header that says `HIT`, `MISS` or `COALESCED`; `None`: not sent.
-    pub cache_header: Option<HeaderName>,
-    /// `remote.signing_keys`: when any, remote URLs must be signed.
-    pub remote_keys: Vec<Vec<u8>>,
-    /// Where a client's address is read from (`remote.client_address`).
-    pub client_address: ClientAddress,
-}
-
-/// Everything the store mode needs besides the shared pool.
-#[derive(Debug)]
-pub struct StoreMode {
-    pub pipeline: StorePipeline,
-    pub rules: Rules,
-    pub success: SuccessCaching,
-    pub errors: ErrorCaching,
-}
+pub use crate::routes::state::{AppState, Shared, StoreMode};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +74,7 @@ fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
             .then(|| Arc::new(tokio::sync::Semaphore::new(r.passthrough_max_concurrent))),
         passthrough_max_size: r.passthrough_max_size,
     };
-    let state = AppState(Arc::new(Shared {
+    let state = AppState::new(Shared {
         pipeline: Pipeline::new(
             fetcher,
             workers.clone(),
@@ -132,7 +93,7 @@ fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
         store,
         metrics,
         cache_header,
-    }));
+    });
     let common = Arc::new(CommonHeaders::new(&settings.headers));
     let metrics_here = matches!(
         settings.server.metrics_listener(),
@@ -147,7 +108,9 @@ fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
     let main = routes
         .fallback(routes::handle)
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn(crate::lambda::enforce_deadline))
+        .layer(axum::middleware::from_fn(
+            routes::deadline::enforce_deadline,
+        ))
         .layer(axum::middleware::map_response_with_state(
             common,
             response::add_common_headers,
@@ -160,7 +123,7 @@ fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
 }
 
 /// Builds the router for `settings`: the same one serves the standalone server and the
-/// Lambda runtime (`crate::lambda`). `/metrics` is on it when `server.metrics = "public"`.
+/// Lambda runtime (`lambda.rs`). `/metrics` is on it when `server.metrics = "public"`.
 pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     routers(settings).map(|(main, _)| main)
 }

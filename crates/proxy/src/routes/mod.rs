@@ -2,7 +2,9 @@
 //! Thin on purpose; it also writes the access log line (one per request, when the body has
 //! been sent or abandoned).
 
+pub mod deadline;
 pub mod request_id;
+pub mod state;
 
 use std::time::Instant;
 
@@ -12,13 +14,13 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::app::{AppState, StoreMode};
 use crate::cache::CacheStatus;
 use crate::error::{AppError, ErrorCaching};
 use crate::pipeline::store::{Accepted, Conditions};
 use crate::relay::Peer;
 use crate::request::{self, Route, StorePlan};
 use crate::response;
+use state::{AppState, StoreMode};
 
 /// Liveness: the process answers HTTP. Not in the access log.
 pub async fn healthz() -> Response {
