@@ -17,9 +17,12 @@ use axum::response::{IntoResponse, Response};
 use media::Format;
 
 use crate::request::{RequestError, ResizeError};
-use crate::response::CACHE_SHORT;
 use crate::source::store::StoreError;
 use crate::source::{NoRoom, SourceError};
+
+/// Cache-Control of client errors (and of the fallback image standing for one): retry in
+/// five minutes, the Misskey reference's choice.
+pub const CACHE_SHORT: &str = "max-age=300";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

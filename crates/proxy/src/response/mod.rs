@@ -19,8 +19,9 @@ use crate::pipeline::{Passthrough, Payload, Reply};
 
 /// Cache-Control for everything that succeeded: the URL names the content forever.
 pub const CACHE_IMMUTABLE: &str = "max-age=31536000, immutable";
-/// Cache-Control for errors and the fallback image: retry in five minutes.
-pub const CACHE_SHORT: &str = "max-age=300";
+/// Cache-Control for client errors and the fallback image standing for one: retry in five
+/// minutes (decided with the errors, in `error.rs`).
+pub use crate::error::CACHE_SHORT;
 
 /// The configured headers put on every response, parsed once at start-up.
 #[derive(Debug, Clone)]
