@@ -13,6 +13,7 @@
 //! Everything that can fail becomes an [`AppError`]; the mapping to statuses lives in
 //! `error.rs`. The store mode's steps are in [`store`].
 
+pub mod names;
 pub mod store;
 
 use bytes::Bytes;
@@ -27,7 +28,6 @@ use crate::cache::{CacheStatus, Caches, Fresh, Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::range::Resolved;
 use crate::request::Plan;
-use crate::response::disposition;
 use crate::source::http::OriginRange;
 use crate::source::{Body, Fetched, Fetcher, SourceError};
 use crate::workers::{Reservation, Workers};
@@ -188,7 +188,7 @@ impl Pipeline {
         let _place = self.workers.enter()?;
         self.admit_fetch(plan.client)?;
         let source = self.download(&plan.url).await?;
-        let name = disposition::source_name(&plan.url_filename, &source.content_disposition);
+        let name = names::source_name(&plan.url_filename, &source.content_disposition);
         let format = sniff_complete(&source.bytes);
         if !format.capabilities().transform {
             return Err(AppError::NotConvertible(format));
@@ -278,7 +278,7 @@ impl Pipeline {
             return Err(AppError::NotPassable(format));
         }
         self.check_passthrough_size(total)?;
-        let name = disposition::source_name(&plan.url_filename, &first.content_disposition);
+        let name = names::source_name(&plan.url_filename, &first.content_disposition);
         let reply = |range, payload| {
             Ok(Reply::Passthrough(Passthrough {
                 format,
@@ -380,7 +380,7 @@ impl Pipeline {
             mut body,
             ..
         } = fetched;
-        let name = disposition::source_name(&plan.url_filename, &content_disposition);
+        let name = names::source_name(&plan.url_filename, &content_disposition);
         let (format, head, ended) = {
             // The sniff may read up to 1 MiB of text that might be an SVG: counted in the
             // memory budget for as long as it is held (200 stalled connections held 243 MB).

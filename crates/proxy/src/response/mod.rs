@@ -3,7 +3,6 @@
 //! response (CORS, CSP, nosniff) are added by [`add_common_headers`], which wraps the whole
 //! router so that errors carry them too.
 
-pub mod disposition;
 pub mod store;
 
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::config::HeaderSettings;
+use crate::pipeline::names;
 use crate::pipeline::{Passthrough, Payload, Reply};
 
 /// Cache-Control for everything that succeeded: the URL names the content forever.
@@ -117,7 +117,7 @@ pub fn build(reply: Reply) -> Response {
     match reply {
         Reply::Passthrough(p) => passthrough(p),
         Reply::Transformed { variant, name } => {
-            let name = disposition::with_extension(&name, variant.format);
+            let name = names::with_extension(&name, variant.format);
             let mut response = Response::new(Body::from(variant.bytes.clone()));
             let h = response.headers_mut();
             h.insert(
@@ -135,7 +135,7 @@ pub fn build(reply: Reply) -> Response {
 }
 
 fn passthrough(p: Passthrough) -> Response {
-    let name = disposition::with_extension(&p.name, p.format);
+    let name = names::with_extension(&p.name, p.format);
     let (status, length) = match p.range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, Some(r.len())),
         None => (StatusCode::OK, p.total),
@@ -172,7 +172,7 @@ fn passthrough(p: Passthrough) -> Response {
 
 fn insert_disposition(h: &mut axum::http::HeaderMap, name: &str) {
     // header_value only emits ASCII (the name is sanitised and percent-encoded).
-    if let Ok(v) = HeaderValue::from_str(&disposition::header_value(name)) {
+    if let Ok(v) = HeaderValue::from_str(&names::header_value(name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
 }

@@ -1,4 +1,6 @@
 //! Download names: which name, which extension, and the `Content-Disposition` value.
+//! Input: the URL's last segment and the origin's header; output: plain strings (the
+//! response puts the header on). Uses `media::Format` and `percent-encoding` only.
 //!
 //! The rules are the Misskey reference's: the last path segment of the requested URL, replaced
 //! by the origin's `Content-Disposition` filename when that parses (`filename*` preferred);
