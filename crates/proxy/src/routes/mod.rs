@@ -159,19 +159,38 @@ pub async fn handle(
     log.head_ms = started.elapsed().as_millis();
     let (mut parts, body) = response.into_parts();
     // The counting wrapper below hides the body's size; keep an exact one as Content-Length.
-    if let Some(len) = axum::body::HttpBody::size_hint(&body).exact() {
+    let exact = axum::body::HttpBody::size_hint(&body).exact();
+    if let Some(len) = exact {
         parts
             .headers
             .entry(header::CONTENT_LENGTH)
             .or_insert_with(|| len.into());
     }
+    // A body of known length (exactly, or by the Content-Length a passthrough announces)
+    // is complete at its last byte: hyper stops polling it there, so the end of the stream
+    // is never seen for it. A HEAD answer sends no body at all.
+    let expected = if log.method == Method::HEAD {
+        Some(0)
+    } else {
+        exact.or_else(|| {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+    };
+    log.finished = expected == Some(0);
     // Count what is actually sent; the log line is written when the body is done with.
     let counted = futures_util::stream::unfold(
         (body.into_data_stream(), log),
-        |(mut stream, mut log)| async move {
+        move |(mut stream, mut log)| async move {
             match stream.next().await {
                 Some(Ok(chunk)) => {
                     log.bytes += chunk.len() as u64;
+                    if expected == Some(log.bytes) {
+                        log.finished = true;
+                    }
                     Some((Ok(chunk), (stream, log)))
                 }
                 Some(Err(e)) => {

@@ -138,3 +138,105 @@ async fn every_response_carries_a_request_id() {
         36
     );
 }
+
+/// The access log's `complete` says whether the whole body went out: it was `false` for
+/// every body of known length (hyper stops polling the body after its last byte, so the end
+/// of the stream was never seen). Read from the real binary's JSON log.
+#[tokio::test]
+async fn the_access_log_says_whether_the_whole_body_was_sent() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = crate::helpers::spawn_origin(std::net::Ipv4Addr::new(127, 0, 0, 2)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_media-proxy"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MEDIA_PROXY__LOG__FORMAT", "json")
+        .env("MEDIA_PROXY__LOG__FILTER", "access=info")
+        .env("MEDIA_PROXY__STORE__KIND", "none")
+        .env("MEDIA_PROXY__CACHE__KIND", "none")
+        .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the server starts"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let encode =
+        |u: String| -> String { url::form_urlencoded::byte_serialize(u.as_bytes()).collect() };
+    // Whole bodies of known length: a passthrough and a transform.
+    let gif = encode(origin.url("/corpus/gif/image-gif/anim-gr.gif"));
+    for q in [format!("url={gif}"), format!("url={gif}&emoji")] {
+        let r = client.get(format!("{base}/a?{q}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap();
+    }
+    // A 20 MB body the client stops reading after its first bytes.
+    let big = encode(origin.url("/padded/20000000/gif/image-gif/anim-gr.gif"));
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(format!("GET /v?url={big} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    drop(tcp);
+    // The three access lines, in the order the requests ended.
+    let stderr = child.stderr.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let f = v.get("fields").cloned().unwrap_or(v);
+            if f.get("status").is_some() {
+                found.push(f);
+            }
+            if found.len() == 3 {
+                break;
+            }
+        }
+        found
+    });
+    let lines = tokio::time::timeout(std::time::Duration::from_secs(20), lines)
+        .await
+        .expect("three access lines")
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let complete: Vec<(String, bool)> = lines
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["complete"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        complete,
+        [
+            ("passthrough".to_owned(), true),
+            ("emoji".to_owned(), true),
+            ("passthrough".to_owned(), false),
+        ],
+        "{lines:?}"
+    );
+}
