@@ -38,12 +38,12 @@ pub(crate) fn svg_cost(input_len: u64, tree: u64, drawn: (u32, u32), shown: (u32
         .saturating_add(rgba(shown.0, shown.1).saturating_mul(3))
 }
 
-/// See [`crate::svg_parse_cost`]: the XML parsed twice over (the check, then usvg's own),
-/// and the tree at its largest (elements times what a usvg node holds).
+/// See [`crate::svg_parse_cost`]: the text's XML tree (held while usvg converts it) and
+/// usvg's tree at its largest (elements times what a usvg node holds).
 pub(crate) fn svg_parse_cost(input_len: u64, max_elements: u64) -> u64 {
     FIXED_OVERHEAD
         .saturating_add(input_len.saturating_mul(16))
-        .saturating_add(crate::svg::tree_bytes(max_elements))
+        .saturating_add(crate::svg::cost::tree_bytes(max_elements))
 }
 
 /// A raster input whose header says `probe`, rendered with `transform` (`animated`: every

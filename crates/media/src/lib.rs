@@ -291,7 +291,8 @@ impl Prepared {
                 let (w, h) = doc.size();
                 let g = transform.geometry(w, h);
                 let (dw, dh) = g.decode_size(w, h);
-                let frame = timed(&mut t.decode, || doc.rasterise(dw, dh))?;
+                // Priced at this size by `prepare`.
+                let frame = timed(&mut t.decode, || doc.draw(dw, dh))?;
                 stop.check()?;
                 let frame = timed(&mut t.transform, || {
                     shape(frame, &g, (w, h), &mut resizer).map(|f| place(f, &g, transform))

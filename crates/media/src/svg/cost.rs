@@ -120,6 +120,7 @@ pub(crate) fn work(
         w: w as f32,
         h: h as f32,
         limits,
+        pattern_nodes: std::cell::RefCell::default(),
     };
     pricer.group(tree.root())
 }
@@ -130,6 +131,9 @@ struct Pricer<'a> {
     w: f32,
     h: f32,
     limits: &'a crate::Limits,
+    /// Nodes of each pattern already counted, by its address: a pattern painted by many
+    /// paths is walked once, not once per path.
+    pattern_nodes: std::cell::RefCell<HashMap<*const usvg::Pattern, u64>>,
 }
 
 impl Pricer<'_> {
@@ -208,7 +212,11 @@ impl Pricer<'_> {
     fn paint(&self, paint: &usvg::Paint, area: u64) -> Result<u64, Error> {
         match paint {
             usvg::Paint::Pattern(pattern) => {
-                let nodes = count_nodes(pattern.root());
+                let nodes = *self
+                    .pattern_nodes
+                    .borrow_mut()
+                    .entry(std::sync::Arc::as_ptr(pattern))
+                    .or_insert_with(|| count_nodes(pattern.root()));
                 Ok(nodes.saturating_mul(area.max(1)))
             }
             _ => Ok(0),

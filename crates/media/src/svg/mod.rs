@@ -1,6 +1,6 @@
 //! SVG through resvg, with nothing external: no file is read (`<image href="/etc/…">` and
 //! relative paths resolve to nothing), no font file is loaded (this build has no text
-//! support at all), no network. Only `data:` URLs are decoded. The raster size is chosen by
+//! support at all), no network. Only `data:` raster images are decoded (a nested SVG is not). The raster size is chosen by
 //! the caller and capped by the transform (≤ 2048 for a plain SVG). What a document may
 //! cost is checked before usvg builds its tree and again before resvg draws it
 //! ([`cost`]): a render cannot be interrupted, so it must be known to be cheap enough.
@@ -8,7 +8,7 @@
 use resvg::tiny_skia;
 use resvg::usvg;
 
-mod cost;
+pub(crate) mod cost;
 
 use crate::pixels::{Channels, Frame};
 use crate::{Error, Limits};
@@ -17,11 +17,41 @@ fn options() -> usvg::Options<'static> {
     usvg::Options {
         resources_dir: None,
         image_href_resolver: usvg::ImageHrefResolver {
-            resolve_data: usvg::ImageHrefResolver::default_data_resolver(),
+            resolve_data: Box::new(raster_data),
             // Anything that is not a data: URL (paths, file:, http:) resolves to nothing.
             resolve_string: Box::new(|_, _| None),
         },
         ..usvg::Options::default()
+    }
+}
+
+/// `data:` images: rasters only (their headers are checked against the limits when the
+/// document is priced). A nested SVG resolves to nothing: usvg would parse it with none of
+/// the checks above (no `<use>` count, no entity check, `svgz` inflated without bound),
+/// once for every `<use>` of the image.
+fn raster_data(
+    mime: &str,
+    data: std::sync::Arc<Vec<u8>>,
+    _: &usvg::Options<'_>,
+) -> Option<usvg::ImageKind> {
+    let format = match mime {
+        "image/jpg" | "image/jpeg" => crate::Format::Jpeg,
+        "image/png" => crate::Format::Png,
+        "image/gif" => crate::Format::Gif,
+        "image/webp" => crate::Format::Webp,
+        // Sniffed from the bytes, as usvg does for `text/plain`; SVG stays refused.
+        "text/plain" => match crate::format::sniff(&data, true) {
+            crate::Sniffed::Known(f) => f,
+            crate::Sniffed::NeedMore => return None,
+        },
+        _ => return None,
+    };
+    match format {
+        crate::Format::Jpeg => Some(usvg::ImageKind::JPEG(data)),
+        crate::Format::Png => Some(usvg::ImageKind::PNG(data)),
+        crate::Format::Gif => Some(usvg::ImageKind::GIF(data)),
+        crate::Format::Webp => Some(usvg::ImageKind::WEBP(data)),
+        _ => None,
     }
 }
 
@@ -62,9 +92,9 @@ impl Svg {
             other => Error::Invalid(other.to_string()),
         })?;
         cost::expanded_elements(&doc, limits.max_svg_elements)?;
-        drop(doc);
-        let tree =
-            usvg::Tree::from_str(text, &options()).map_err(|e| Error::Invalid(e.to_string()))?;
+        // The checked document itself is converted: the text is parsed once.
+        let tree = usvg::Tree::from_xmltree(&doc, &options())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Svg {
             tree,
             limits: *limits,
@@ -89,14 +119,7 @@ impl Svg {
     pub fn tree_bytes(&self) -> u64 {
         cost::tree_bytes(cost::count_nodes(self.tree.root()))
     }
-}
 
-/// Memory a tree of `nodes` usvg nodes holds, roughly.
-pub(crate) fn tree_bytes(nodes: u64) -> u64 {
-    cost::tree_bytes(nodes)
-}
-
-impl Svg {
     /// The document's own size in pixels, rounded (at least 1×1).
     pub fn size(&self) -> (u32, u32) {
         let s = self.tree.size();
@@ -111,6 +134,11 @@ impl Svg {
     /// first when its cost is over the limit: resvg cannot be stopped once started.
     pub fn rasterise(&self, w: u32, h: u32) -> Result<Frame, Error> {
         self.work(w, h)?;
+        self.draw(w, h)
+    }
+
+    /// [`Svg::rasterise`] for a render already priced at `w`×`h` ([`crate::prepare`] does).
+    pub(crate) fn draw(&self, w: u32, h: u32) -> Result<Frame, Error> {
         let mut pixmap = tiny_skia::Pixmap::new(w.max(1), h.max(1))
             .ok_or_else(|| Error::TooLarge(format!("{w}×{h} raster")))?;
         let size = self.tree.size();
@@ -257,6 +285,23 @@ mod tests {
         assert!(matches!(doc.work(3, 3), Err(Error::TooLarge(_))));
         let doc = Svg::parse(with_image.as_bytes(), &Limits::default()).unwrap();
         assert!(doc.work(3, 3).is_ok());
+    }
+
+    #[test]
+    fn a_nested_svg_image_is_not_parsed() {
+        // Inside a data: URL, a `<use>` bomb would be parsed by usvg with none of the checks.
+        let inner = base64_encode(nested_uses(7).as_bytes());
+        let outer = format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><image width="8" height="8" href="data:image/svg+xml;base64,{inner}"/></svg>"#
+        );
+        let started = std::time::Instant::now();
+        let doc = Svg::parse(outer.as_bytes(), &Limits::default()).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let frame = doc.rasterise(8, 8).unwrap();
+        assert!(
+            frame.data.chunks(4).all(|px| px[3] == 0),
+            "drawn as nothing"
+        );
     }
 
     fn base64_encode(bytes: &[u8]) -> String {
