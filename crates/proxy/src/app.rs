@@ -42,8 +42,11 @@ pub enum BuildError {
     Setup(String),
 }
 
-/// The main router and one with `/metrics` alone (for its own listener), over one state.
-fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
+/// The main router and, when `server.metrics` names an address, that address and a router
+/// with `/metrics` alone, over one state.
+type MetricsRouter = Option<(SocketAddr, Router)>;
+
+fn routers(settings: &Settings) -> Result<(Router, MetricsRouter), BuildError> {
     let metrics = Metrics::new();
     let fetcher = Fetcher::new(FetchSettings {
         policy: IpPolicy::new(settings.allowed_private_networks.clone()),
@@ -95,14 +98,14 @@ fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
         cache_header,
     });
     let common = Arc::new(CommonHeaders::new(&settings.headers));
-    let metrics_here = matches!(
-        settings.server.metrics_listener(),
-        Ok(MetricsListener::Public)
-    );
+    let metrics_at = settings
+        .server
+        .metrics_listener()
+        .map_err(|e| BuildError::Setup(e.to_string()))?;
     let mut routes = Router::new()
         .route("/healthz", axum::routing::get(routes::healthz))
         .route("/readyz", axum::routing::get(routes::readyz));
-    if metrics_here {
+    if metrics_at == MetricsListener::Public {
         routes = routes.route("/metrics", axum::routing::get(routes::metrics));
     }
     let main = routes
@@ -116,9 +119,15 @@ fn routers(settings: &Settings) -> Result<(Router, Router), BuildError> {
             response::add_common_headers,
         ))
         .layer(axum::middleware::from_fn(routes::request_id::middleware));
-    let metrics_only = Router::new()
-        .route("/metrics", axum::routing::get(routes::metrics))
-        .with_state(state);
+    let metrics_only = match metrics_at {
+        MetricsListener::Own(addr) => Some((
+            addr,
+            Router::new()
+                .route("/metrics", axum::routing::get(routes::metrics))
+                .with_state(state),
+        )),
+        MetricsListener::Public | MetricsListener::Off => None,
+    };
     Ok((main, metrics_only))
 }
 
@@ -172,14 +181,14 @@ impl Application {
     /// Binds `settings.listen` (port 0 picks a free port) and builds the router.
     pub async fn build(settings: &Settings) -> Result<Application, BuildError> {
         let (router, metrics_router) = routers(settings)?;
-        let metrics = match settings.server.metrics_listener() {
-            Ok(MetricsListener::Own(addr)) => {
+        let metrics = match metrics_router {
+            Some((addr, router)) => {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| BuildError::Bind { addr, source })?;
-                Some((listener, metrics_router))
+                Some((listener, router))
             }
-            _ => None,
+            None => None,
         };
         let listener =
             TcpListener::bind(settings.listen)

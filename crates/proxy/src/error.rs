@@ -243,6 +243,12 @@ impl AppError {
     }
 }
 
+/// Answers no cache may keep: a 5xx (an induced overload, an origin's outage) and a 429
+/// (about one client; a CDN keys by URL and would serve it to everyone).
+pub fn never_stored(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
 /// How long error answers may be kept by browsers and CDNs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCaching {
@@ -260,19 +266,13 @@ pub enum ErrorCaching {
 impl ErrorCaching {
     pub fn cache_control(&self, status: StatusCode) -> String {
         match self {
-            ErrorCaching::Remote
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS =>
-            {
-                "no-store".to_owned()
-            }
+            _ if never_stored(status) => "no-store".to_owned(),
             ErrorCaching::Remote => CACHE_SHORT.to_owned(),
             ErrorCaching::Store {
                 not_found,
                 client_error,
             } => {
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    "no-store".to_owned()
-                } else if status == StatusCode::NOT_FOUND {
+                if status == StatusCode::NOT_FOUND {
                     format!("public, max-age={}", not_found.as_secs())
                 } else {
                     format!("public, max-age={}", client_error.as_secs())

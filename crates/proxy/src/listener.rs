@@ -48,6 +48,12 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -80,12 +86,6 @@ pub async fn serve(
                 router.clone().oneshot(request.map(axum::body::Body::new))
             },
         );
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
         let connection = builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();

@@ -42,6 +42,11 @@ use crate::metrics::Metrics;
 /// Memory is reserved in units of 64 KiB (a semaphore counts permits in `u32` at a time).
 const UNIT: u64 = 64 * 1024;
 
+/// `bytes` in whole units, rounded up.
+fn units(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX)
+}
+
 /// Handle to the pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Workers {
@@ -120,16 +125,9 @@ pub struct Reservation {
     units: u32,
 }
 
-impl Reservation {
-    /// Bytes reserved now.
-    pub fn bytes(&self) -> u64 {
-        u64::from(self.units) * UNIT
-    }
-}
-
 impl crate::source::Room for Reservation {
     fn make_room(&mut self, bytes: u64) -> Result<(), crate::source::NoRoom> {
-        let want = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let want = units(bytes);
         if want <= self.units {
             return Ok(());
         }
@@ -154,7 +152,7 @@ impl crate::source::Room for Reservation {
     }
 
     fn shrink_to(&mut self, bytes: u64) {
-        let keep = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let keep = units(bytes);
         if keep >= self.units {
             return;
         }
@@ -301,9 +299,9 @@ impl Workers {
         T: Send + 'static,
     {
         let asked = Instant::now();
-        let total = u32::try_from(cost.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
-        let units =
-            u32::try_from(cost.saturating_sub(held).div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
+        let total = units(cost).max(1);
+        // What the job still has to reserve: its estimate less what it holds already.
+        let more = units(cost.saturating_sub(held)).max(1);
         if total > self.budget_units {
             return Err(media::Error::TooLarge(format!(
                 "needs about {} MB, over the memory budget of {} MB",
@@ -315,7 +313,7 @@ impl Workers {
         let free_now = self
             .memory
             .clone()
-            .try_acquire_many_owned(units)
+            .try_acquire_many_owned(more)
             .ok()
             .and_then(|memory| Some((memory, self.slots.clone().try_acquire_owned().ok()?)));
         let (memory, slot) = match free_now {
@@ -327,7 +325,7 @@ impl Workers {
                 }
                 let _waiting = Waiting(self.waiting.clone());
                 let acquire = async {
-                    let memory = self.memory.clone().acquire_many_owned(units).await;
+                    let memory = self.memory.clone().acquire_many_owned(more).await;
                     let slot = self.slots.clone().acquire_owned().await;
                     memory.and_then(|m| slot.map(|s| (m, s)))
                 };

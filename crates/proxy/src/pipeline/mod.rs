@@ -102,7 +102,8 @@ pub struct Pipeline {
 struct Downloaded {
     bytes: Bytes,
     content_disposition: Option<String>,
-    memory: Arc<Reservation>,
+    /// Held, never read: the budget gets the bytes back when the last clone is dropped.
+    _memory: Arc<Reservation>,
 }
 
 impl Pipeline {
@@ -127,9 +128,7 @@ impl Pipeline {
     pub async fn run(&self, plan: Plan) -> (Option<CacheStatus>, Result<Reply, AppError>) {
         match plan.transform {
             Some(transform) => {
-                // One source (the URL) → one variant per transform; nothing else varies.
-                let source = format!("remote\0{}", plan.url);
-                let key = VariantKey::of(&["remote", plan.url.as_str(), &format!("{transform:?}")]);
+                let (source, key) = remote_variant(&plan.url, transform);
                 let this = self.clone();
                 let (status, variant) = self
                     .caches
@@ -193,7 +192,8 @@ impl Pipeline {
         if !format.capabilities().transform {
             return Err(AppError::NotConvertible(format));
         }
-        let held = source.memory.bytes().min(source.bytes.len() as u64);
+        // The download's reservation (kept until the render ends) covers the input.
+        let held = source.bytes.len() as u64;
         let variant = self
             .render(source.bytes.clone(), format, transform, name, held)
             .await?;
@@ -213,7 +213,7 @@ impl Pipeline {
                 Ok(Downloaded {
                     bytes,
                     content_disposition,
-                    memory: Arc::new(memory),
+                    _memory: Arc::new(memory),
                 })
             })
             .await
@@ -391,12 +391,7 @@ impl Pipeline {
             // sniff only says Svg for a complete document, so `head` is all of it. Its
             // raster is a variant like any transform: cached, coalesced, and a refusal
             // (too costly, past the deadline) remembered, so it cannot be repeated at will.
-            let source = format!("remote\0{}", plan.url);
-            let key = VariantKey::of(&[
-                "remote",
-                plan.url.as_str(),
-                &format!("{:?}", Transform::SvgRaster),
-            ]);
+            let (source, key) = remote_variant(&plan.url, Transform::SvgRaster);
             let this = self.clone();
             // A place like any image request: bounds the SVGs being parsed and rendered.
             let _place = self.workers.enter()?;
@@ -465,6 +460,15 @@ impl Pipeline {
         }
         Ok(Reply::Passthrough(pass))
     }
+}
+
+/// The negative-cache name of a remote source and the key of one of its variants: one
+/// source (the URL) → one variant per transform; nothing else varies.
+fn remote_variant(url: &url::Url, transform: Transform) -> (String, VariantKey) {
+    (
+        format!("remote\0{url}"),
+        VariantKey::of(&["remote", url.as_str(), &format!("{transform:?}")]),
+    )
 }
 
 /// A body whose first bytes can be read ahead: the remote fetcher's and the store's.

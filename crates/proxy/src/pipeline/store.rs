@@ -201,7 +201,7 @@ impl StorePipeline {
             let mut memory = self.workers.reservation();
             let all = body.read_all(&mut memory).await?;
             let t = default_svg_transform();
-            let held = memory.bytes().min(all.len() as u64);
+            let held = all.len() as u64;
             let variant = self
                 .encode(all, format, &t, &object.meta, cond.accept, held)
                 .await?;
@@ -329,7 +329,8 @@ impl StorePipeline {
             // 422, not the remote mode's 404: here a 404 means "no such key".
             return Err(media::Error::Unsupported(format.mime()).into());
         }
-        let held = memory.bytes().min(bytes.len() as u64);
+        // The download's reservation (kept until the render ends) covers the input.
+        let held = bytes.len() as u64;
         let variant = self.encode(bytes, format, &t, &meta, accept, held).await?;
         drop(memory);
         let key = if meta.version == looked_up_version {

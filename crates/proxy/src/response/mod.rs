@@ -97,7 +97,7 @@ pub fn preflight() -> Response {
 /// client's fault, not at all for ours (`failed` a 5xx: overload, outage, time-out) or
 /// for one client's rate limit (a 429: a CDN would serve it to everyone).
 pub fn fallback(png: Bytes, failed: StatusCode) -> Response {
-    let cache = if failed.is_server_error() || failed == StatusCode::TOO_MANY_REQUESTS {
+    let cache = if crate::error::never_stored(failed) {
         "no-store"
     } else {
         CACHE_SHORT

@@ -12,12 +12,6 @@ pub mod store;
 
 pub use http::{Body, Fetched, Fetcher};
 
-impl From<NoRoom> for SourceError {
-    fn from(n: NoRoom) -> Self {
-        SourceError::NoRoom(n)
-    }
-}
-
 use std::net::IpAddr;
 
 /// Why a remote fetch failed. Each variant's doc says whose fault it is and the status the
@@ -62,6 +56,12 @@ pub enum SourceError {
     /// (the body is larger than the whole budget; 413).
     #[error("no room in the memory budget: {0}")]
     NoRoom(NoRoom),
+}
+
+impl From<NoRoom> for SourceError {
+    fn from(n: NoRoom) -> Self {
+        SourceError::NoRoom(n)
+    }
 }
 
 /// Why a whole-body read was refused memory (see [`Room`]).

@@ -209,9 +209,7 @@ impl Store {
             },
         })
     }
-}
 
-impl Store {
     /// A local directory: resolves `path` on disk, symbolic links included, and refuses
     /// (as not found: whether something exists outside is not the client's business) what
     /// ends outside the root. `object_store` follows links anywhere, so `media/link.png` →
