@@ -7,6 +7,9 @@
 //! `unsafe` here is limited to the libavif calls. The decoder owns no input: libavif reads
 //! `bytes` in place, so [`Decoder`] borrows them for as long as it lives, and its `Drop`
 //! destroys the decoder (and every image it owns) exactly once.
+//!
+//! Input: AVIF bytes (and the header [`Probe`]) or frames; output: frames or AVIF bytes.
+//! Uses `header`, `limits`, `pixels`, `Error`.
 
 #![allow(unsafe_code)]
 

@@ -3,6 +3,9 @@
 //! contrast around mid-grey, flattened on black. A result whose histogram has less than 0.1
 //! bit of entropy is refused (the client then uses its own icon); otherwise every pixel
 //! becomes (v, v, v, v): a grey mask usable as a monochrome icon.
+//!
+//! Input: the first frame; output: the badge frame. Uses `ops` (the size), `pixels`,
+//! `Error`.
 
 use crate::ops::BADGE_SIZE;
 use crate::pixels::{Channels, Frame};

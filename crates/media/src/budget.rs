@@ -11,6 +11,8 @@
 //! went away, or whose deadline passed, ends at the next check with [`Error::Cancelled`] or
 //! [`Error::TimedOut`].
 //! A single C decode call cannot be interrupted, but each is bounded by the pixel limits.
+//!
+//! Uses `ops`, `probe`, `Error`, `Format`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -4,6 +4,9 @@
 //! under allocation and dimension limits. Animations are decoded one composited frame at a
 //! time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
+//!
+//! Input: bytes, their `Format` and the `Limits`; output: [`Frame`]s. Uses `avif`, `gif`,
+//! `jpeg`, `limits`, `pixels`, `Error`, `Format`.
 
 use std::io::Cursor;
 

@@ -11,6 +11,8 @@
 //! over `WebPEncode` and `WebPAnimEncoder`: the only `unsafe` code in the project. Every
 //! pointer handed to libwebp comes from a live Rust value that outlives the call, and each
 //! libwebp allocation is released by a `Drop` guard.
+//!
+//! Input: [`Frame`]s and an output choice; output: encoded bytes. Uses `pixels`, `Error`.
 
 #![allow(unsafe_code)]
 

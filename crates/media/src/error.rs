@@ -1,5 +1,7 @@
 //! `media::Error`: everything the image engine can refuse or fail at. Each variant's doc
 //! names who is at fault; the service maps them to statuses in one place.
+//!
+//! Input: the codecs' failures; output: an [`Error`]. Uses nothing of ours.
 
 /// An error from the image engine.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,8 @@
 //! (magic numbers through the `file-format` crate, plus the two checks it cannot do for us:
 //! APNG anywhere before the first `IDAT`, and SVG by parsing the text). Never from a
 //! `Content-Type` header or a URL.
+//!
+//! Uses nothing of ours.
 
 use file_format::FileFormat;
 

@@ -3,6 +3,9 @@
 //! `image` crate's compositor, which builds every canvas pixel through a closure.
 //!
 //! Frames that reach past the logical screen are clipped to it, as browsers show them.
+//!
+//! Input: GIF bytes and the `Limits`; output: composited frames. Uses `limits`, `pixels`,
+//! `Error`.
 
 use std::io::Cursor;
 use std::num::NonZeroU64;

@@ -1,5 +1,8 @@
 //! Resource limits checked from the header (an SVG: its parsed tree), before any pixel is
 //! decoded.
+//!
+//! Input: a header's facts (size, frames, bytes); output: `Ok` or `Error::TooLarge`. Uses
+//! nothing of ours.
 
 /// What one input may cost. Defaults: 50 MP per frame, 1000 frames, 200 MP over all frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

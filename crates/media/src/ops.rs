@@ -1,6 +1,8 @@
 //! The Misskey transforms and their geometry: which size each one produces. Values here are
 //! already valid; sizes follow the spec's rounding (the limiting side gets the box size,
 //! the other side is rounded to the nearest integer, never below 1).
+//!
+//! Input: a transform and a source size; output: the output size. Uses nothing of ours.
 
 /// The Misskey transforms, in the spec's order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! The in-memory frame passed between decode, transform and encode: 8-bit RGB or RGBA,
 //! tightly packed, in the channel layout the source had (no needless RGB → RGBA copies).
+//!
+//! Input and output: [`Frame`]s (plain data). Uses nothing of ours.
 
 /// Channel layout of a [`Frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

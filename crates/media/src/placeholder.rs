@@ -1,6 +1,8 @@
 //! The placeholder image answered for `fallback` requests when anything goes wrong after
 //! the URL was read. Drawn here, once, as a small PNG: a light grey tile with a darker
 //! frame and a diagonal, the usual "image missing" mark. Input: nothing. Output: PNG bytes.
+//!
+//! Uses `Error`.
 
 use crate::Error;
 

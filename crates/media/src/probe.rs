@@ -5,6 +5,9 @@
 //! counts come from walking the container: GIF blocks, WebP `ANMF` chunks, the APNG `acTL`.
 //! The GIF and WebP walks are written here because no decoder exposes a frame count without
 //! decoding the frames.
+//!
+//! Input: bytes and their `Format`; output: a [`Probe`] (or the limit it breaks). Uses
+//! `header`, `Error`, `Format` and the decoders' header readers.
 
 use std::io::Cursor;
 

@@ -1,5 +1,8 @@
 //! Pixel operations on frames: resize (fast_image_resize: SIMD, Lanczos3, alpha handled
 //! premultiplied) and orientation. One function per operation.
+//!
+//! Input: a [`Frame`] and a size or orientation; output: a [`Frame`]. Uses `pixels`,
+//! `Error`.
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, MulDiv, PixelType, ResizeAlg, ResizeOptions, Resizer};

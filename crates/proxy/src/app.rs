@@ -1,6 +1,9 @@
 //! The only wiring: builds the state (fetcher, pipeline, fallback image) and the router from
 //! [`Settings`], binds the listener, and runs the server (`listener.rs`) until a shutdown
 //! signal.
+//!
+//! Input: [`Settings`]; output: the router, or the running [`Application`]. Uses every room
+//! (it is the wiring).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,15 +14,14 @@ use tokio::net::TcpListener;
 
 use axum::http::HeaderName;
 
-use crate::cache::Caches;
 use crate::config::{MetricsListener, Settings};
-use crate::error::ErrorCaching;
 use crate::metrics::Metrics;
 use crate::pipeline::store::{OutputPolicy, StorePipeline};
-use crate::pipeline::{Pipeline, RelayControls};
+use crate::pipeline::{Pipeline, RelayControls, Reuse};
 use crate::relay::{FetchLimiter, HostRules};
 use crate::request::resize::Rules;
 use crate::response::store::SuccessCaching;
+use crate::response::ErrorCaching;
 use crate::response::{self, CommonHeaders};
 use crate::routes;
 use crate::source::guard::IpPolicy;
@@ -62,10 +64,10 @@ fn routers(settings: &Settings) -> Result<(Router, MetricsRouter), BuildError> {
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
     let workers = Workers::new(&settings.workers, metrics.clone());
-    let caches = Caches::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
+    let reuse = Reuse::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
     let store = Store::new(&settings.store, metrics.bytes_received.clone())
         .map_err(BuildError::Setup)?
-        .map(|store| Arc::new(store_mode(settings, store, workers.clone(), caches.clone())));
+        .map(|store| Arc::new(store_mode(settings, store, workers.clone(), reuse.clone())));
     let cache_header = (!settings.cache.header.is_empty())
         .then(|| HeaderName::from_bytes(settings.cache.header.as_bytes()))
         .transpose()
@@ -82,7 +84,7 @@ fn routers(settings: &Settings) -> Result<(Router, MetricsRouter), BuildError> {
             fetcher,
             workers.clone(),
             settings.limits.into(),
-            caches,
+            reuse,
             relay,
         ),
         remote_keys: r
@@ -137,7 +139,7 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
     routers(settings).map(|(main, _)| main)
 }
 
-fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Caches) -> StoreMode {
+fn store_mode(settings: &Settings, store: Store, workers: Workers, reuse: Reuse) -> StoreMode {
     let r = &settings.resize;
     StoreMode {
         pipeline: StorePipeline::new(
@@ -145,7 +147,7 @@ fn store_mode(settings: &Settings, store: Store, workers: Workers, caches: Cache
             workers,
             settings.limits.into(),
             OutputPolicy::from(r),
-            caches,
+            reuse,
         ),
         rules: Rules {
             max_side: r.max_output_dimension,

@@ -2,12 +2,16 @@
 //! options go through the same parsers as HTTP requests — the Misskey flags through
 //! [`request::misskey::parse`], sizes and formats through the store mode's
 //! [`request::resize::parse`] — so a conversion gives the bytes the server would send.
+//!
+//! Input: a file's bytes, the output name and the options; output: the rendered bytes. Uses
+//! `config`, `pipeline::store` (output negotiation), `request`.
 
 use media::format::{sniff, Sniffed};
 use media::{Format, Rendered, Transform};
 
 use crate::config::Settings;
-use crate::pipeline::store::{choose_prepared, Accepted, OutputPolicy};
+use crate::pipeline::store::{choose_prepared, OutputPolicy};
+use crate::request::Accepted;
 use crate::request::{self, misskey, resize};
 
 /// What to do to the input.

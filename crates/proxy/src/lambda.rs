@@ -15,6 +15,9 @@
 //! - only `/tmp` is writable and the memory is the function's: [`Environment::runtime_defaults`]
 //!   puts the local cache under `/tmp` and sizes the memory budget and tiers from
 //!   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (settings the user gives still win).
+//!
+//! Input: the Lambda variables (read by `config`) and [`Settings`]; output: the invocation
+//! loop. Uses `app`, `config`, `routes` (the deadline guard).
 
 use std::convert::Infallible;
 use std::time::{Duration, UNIX_EPOCH};
@@ -26,6 +29,7 @@ use lambda_http::tower::ServiceExt as _;
 use lambda_http::RequestExt as _;
 
 use crate::app;
+use crate::config::environment::LambdaVars;
 use crate::config::Settings;
 
 pub use crate::routes::deadline::{streamable_bytes, Deadline, STREAM_LIMIT};
@@ -42,22 +46,15 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// Whether the process was started by Lambda (the Runtime API address is set).
-    pub fn detected() -> bool {
-        std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
-    }
-
-    /// Reads the Lambda variables; the error names the missing or malformed one.
-    pub fn from_env() -> Result<Environment, String> {
-        let var = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    format!("{name} is not set: `media-proxy lambda` runs only inside AWS Lambda (or a Runtime API emulator)")
-                })
+    /// Checks the Lambda variables (read by `config`); the error names the missing or
+    /// malformed one.
+    pub fn from_vars(vars: &LambdaVars) -> Result<Environment, String> {
+        let var = |name: &str, value: &Option<String>| {
+            value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("{name} is not set: `media-proxy lambda` runs only inside AWS Lambda (or a Runtime API emulator)")
+            })
         };
-        let memory = var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?;
+        let memory = var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", &vars.memory_size)?;
         let memory_mib = memory
             .parse::<u64>()
             .ok()
@@ -66,9 +63,9 @@ impl Environment {
                 format!("AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a size in MB: {memory:?}")
             })?;
         Ok(Environment {
-            runtime_api: var("AWS_LAMBDA_RUNTIME_API")?,
-            function_name: var("AWS_LAMBDA_FUNCTION_NAME")?,
-            function_version: var("AWS_LAMBDA_FUNCTION_VERSION")?,
+            runtime_api: var("AWS_LAMBDA_RUNTIME_API", &vars.runtime_api)?,
+            function_name: var("AWS_LAMBDA_FUNCTION_NAME", &vars.function_name)?,
+            function_version: var("AWS_LAMBDA_FUNCTION_VERSION", &vars.function_version)?,
             memory_mib,
         })
     }

@@ -5,6 +5,9 @@
 //! with every failure turned into an [`error::AppError`] and mapped to a status in one place.
 //! [`app`] is the only wiring; [`config`] the only reader of the environment. Pure image work
 //! lives in the separate `media` crate.
+//!
+//! Input: the settings; output: the router both runtimes serve. The rooms and their arrows:
+//! `docs/architecture.md`.
 
 pub mod app;
 pub mod cache;

@@ -1,10 +1,15 @@
-//! The `media-proxy` binary: parse the command line, load the settings, run the server.
+//! The `media-proxy` binary: read the environment, parse the command line, load the
+//! settings, run the command; why it stopped is said once, in `main`.
+//!
+//! Input: the command line and the environment; output: the exit code. Uses `config`,
+//! `app`, `lambda`, `memory`, `telemetry`, `convert`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use media_proxy::config::{ConfigError, ProcessEnv};
 use media_proxy::{telemetry, Application, Settings};
 
 /// A fast, safe media proxy for Misskey and an on-demand image resizer.
@@ -105,49 +110,57 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    media_proxy::memory::configure();
+    // The environment is read once, here, before any thread starts.
+    let env = ProcessEnv::read();
+    media_proxy::memory::configure(&env.allocator);
     let cli = Cli::parse();
-    let default = if media_proxy::lambda::Environment::detected() {
+    let default = if env.lambda.detected() {
         Command::Lambda { config: None }
     } else {
         Command::Serve(ServeArgs::default())
     };
-    match cli.command.unwrap_or(default) {
-        Command::Serve(args) => serve(args),
-        Command::Lambda { config } => lambda(config),
+    let outcome = match cli.command.unwrap_or(default) {
+        Command::Serve(args) => serve(args, &env),
+        Command::Lambda { config } => lambda(config, &env),
         Command::CheckConfig { file } => check_config(file),
         Command::Convert(args) => convert(args),
-    }
-}
-
-fn check_config(file: Option<PathBuf>) -> ExitCode {
-    match Settings::load(file.as_deref()).and_then(|s| {
-        s.to_masked_toml()
-            .map_err(|e| media_proxy::config::ConfigError::Invalid {
-                key: "(all)",
-                reason: e,
-            })
-    }) {
-        Ok(text) => {
-            print!("{text}");
-            eprintln!("media-proxy: configuration is valid");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("media-proxy: configuration error: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn convert(args: ConvertArgs) -> ExitCode {
-    let settings = match Settings::load(args.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("media-proxy: configuration error: {e}");
-            return ExitCode::from(2);
-        }
     };
+    outcome.unwrap_or_else(|stop| {
+        eprintln!("media-proxy: {stop}");
+        match stop {
+            // Settings (or the Lambda variables) the program cannot start with: code 2.
+            Stop::Config(_) | Stop::Environment(_) => ExitCode::from(2),
+            Stop::Failed(_) => ExitCode::FAILURE,
+        }
+    })
+}
+
+/// Why a command stopped before it could do its work: said once, in `main`.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Environment(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn check_config(file: Option<PathBuf>) -> Result<ExitCode, Stop> {
+    let settings = Settings::load(file.as_deref())?;
+    let text = settings
+        .to_masked_toml()
+        .map_err(|e| ConfigError::Invalid {
+            key: "(all)",
+            reason: e,
+        })?;
+    print!("{text}");
+    eprintln!("media-proxy: configuration is valid");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert(args: ConvertArgs) -> Result<ExitCode, Stop> {
+    let settings = Settings::load(args.config.as_deref())?;
     let flags = [
         (args.emoji, "emoji"),
         (args.avatar, "avatar"),
@@ -167,54 +180,30 @@ fn convert(args: ConvertArgs) -> ExitCode {
         format: args.format,
         quality: args.quality,
     };
-    let input = match std::fs::read(&args.input) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("media-proxy: cannot read {}: {e}", args.input.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    let input = std::fs::read(&args.input)
+        .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", args.input.display())))?;
     let name = args.output.to_string_lossy();
-    match media_proxy::convert::convert(&input, &name, &options, &settings) {
-        Ok(rendered) => match std::fs::write(&args.output, &rendered.bytes) {
-            Ok(()) => {
-                eprintln!(
-                    "media-proxy: wrote {} ({}, {} bytes)",
-                    args.output.display(),
-                    rendered.format.mime(),
-                    rendered.bytes.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("media-proxy: cannot write {}: {e}", args.output.display());
-                ExitCode::FAILURE
-            }
-        },
-        Err(e) => {
-            eprintln!("media-proxy: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let rendered = media_proxy::convert::convert(&input, &name, &options, &settings)
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    std::fs::write(&args.output, &rendered.bytes)
+        .map_err(|e| Stop::Failed(format!("cannot write {}: {e}", args.output.display())))?;
+    eprintln!(
+        "media-proxy: wrote {} ({}, {} bytes)",
+        args.output.display(),
+        rendered.format.mime(),
+        rendered.bytes.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
-    let mut settings = match Settings::load(args.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("media-proxy: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+fn serve(args: ServeArgs, env: &ProcessEnv) -> Result<ExitCode, Stop> {
+    let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
-    telemetry::init(&settings.log);
-    let runtime = match async_runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
+    telemetry::init(&settings.log, env.log_filter.as_deref());
+    let runtime = async_runtime()?;
+    Ok(runtime.block_on(async move {
         let app = match Application::build(&settings).await {
             Ok(app) => app,
             Err(e) => {
@@ -233,32 +222,18 @@ fn serve(args: ServeArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    }))
 }
 
-fn lambda(config: Option<PathBuf>) -> ExitCode {
-    let environment = match media_proxy::lambda::Environment::from_env() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("media-proxy: {e}");
-            return ExitCode::from(2);
-        }
-    };
+fn lambda(config: Option<PathBuf>, env: &ProcessEnv) -> Result<ExitCode, Stop> {
+    let environment =
+        media_proxy::lambda::Environment::from_vars(&env.lambda).map_err(Stop::Environment)?;
     let defaults = environment.runtime_defaults();
-    let settings = match Settings::load_over(config.as_deref(), Some(&defaults)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("media-proxy: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    telemetry::init(&settings.log);
+    let settings = Settings::load_over(config.as_deref(), Some(&defaults))?;
+    telemetry::init(&settings.log, env.log_filter.as_deref());
     let settings = environment.impose_limits(settings);
-    let runtime = match async_runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(async move {
+    let runtime = async_runtime()?;
+    Ok(runtime.block_on(async move {
         tracing::info!(
             function = %environment.function_name,
             version = %environment.function_version,
@@ -272,16 +247,13 @@ fn lambda(config: Option<PathBuf>) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    }))
 }
 
 /// The multi-threaded async runtime both `serve` and `lambda` run on.
-fn async_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+fn async_runtime() -> Result<tokio::runtime::Runtime, Stop> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("media-proxy: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
+        .map_err(|e| Stop::Failed(format!("cannot start the async runtime: {e}")))
 }

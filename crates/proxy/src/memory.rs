@@ -30,6 +30,11 @@
 //! allocation above a freed 30 MB canvas would otherwise pin it (measured: 54 → 36 MB after
 //! a burst of previews). Doing it only when the pool has been idle for a second keeps it off
 //! the busy path, sequential traffic included (`workers::release_when_idle`).
+//!
+//! Input: the operator's allocator variables (read by `config`); output: glibc's settings.
+//! Uses `config` only.
+
+use crate::config::environment::AllocatorVars;
 
 /// Blocks this large and larger are mapped on their own (glibc's maximum for the setting).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -46,13 +51,10 @@ const TRIM_THRESHOLD_ARENAS: libc::c_int = 8 << 20;
 /// thing in `main`, before any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-pub fn configure() {
-    let arenas = match std::env::var_os("MALLOC_ARENA_MAX") {
+pub fn configure(operator: &AllocatorVars) {
+    let arenas = match &operator.arena_max {
         // glibc reads it itself; 0 or nonsense means its default (many).
-        Some(value) => value
-            .to_str()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0),
+        Some(value) => value.trim().parse().unwrap_or(0),
         None => {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let arenas = libc::c_int::try_from((cores / 2).clamp(1, 8)).unwrap_or(1);
@@ -64,8 +66,7 @@ pub fn configure() {
             arenas
         }
     };
-    let set = |name: &str| std::env::var_os(name).is_some();
-    if !set("MALLOC_MMAP_THRESHOLD_") && !set("MALLOC_TRIM_THRESHOLD_") && !set("GLIBC_TUNABLES") {
+    if !operator.thresholds_set {
         let trim = if arenas == 1 {
             TRIM_THRESHOLD_ONE_ARENA
         } else {
@@ -80,7 +81,7 @@ pub fn configure() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn configure() {}
+pub fn configure(_operator: &AllocatorVars) {}
 
 /// Returns free heap pages to the system (glibc only; elsewhere nothing to do).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

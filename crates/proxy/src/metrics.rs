@@ -1,5 +1,7 @@
 //! The service's counters, in the Prometheus / OpenMetrics text format at `GET /metrics`.
 //! Cheap to clone: one shared pointer to all the counters.
+//!
+//! Input: events counted by the rooms; output: the text exposition. Uses nothing of ours.
 
 use std::sync::Arc;
 

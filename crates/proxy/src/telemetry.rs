@@ -1,5 +1,8 @@
-//! Logging setup: `tracing` to stderr, human-readable or JSON. `RUST_LOG` overrides the
-//! configured filter.
+//! Logging setup: `tracing` to stderr, human-readable or JSON. Input: the log settings and
+//! `RUST_LOG` (read by `config`), which overrides the configured filter when it parses.
+//! Uses `config`.
+//!
+//! Output: the global subscriber.
 
 use tracing_subscriber::EnvFilter;
 
@@ -7,7 +10,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber and a panic hook that logs through it. Calling it twice
 /// is harmless (the second does nothing).
-pub fn init(settings: &LogSettings) {
+pub fn init(settings: &LogSettings, rust_log: Option<&str>) {
     // Codec panics are caught and answered 422; the default hook would still print them
     // raw to stderr, breaking one-object-per-line JSON logs. Log them as events instead.
     std::panic::set_hook(Box::new(|info| {
@@ -22,9 +25,10 @@ pub fn init(settings: &LogSettings) {
             .map(|l| format!("{}:{}", l.file(), l.line()));
         tracing::error!(target: "panic", location = location.as_deref(), "{message}");
     }));
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = rust_log
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(&settings.filter).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -28,6 +28,9 @@
 //!
 //! Passthrough, `/healthz` and `/readyz` never come here, so they are never queued behind
 //! image work.
+//!
+//! Input: prepared renders and their price; output: the rendered bytes, or 503/504 as an
+//! [`AppError`]. Uses `config`, `error`, `memory`, `metrics`, `source` (the `Room` trait).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

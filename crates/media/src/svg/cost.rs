@@ -23,6 +23,9 @@
 //! on the 2-core x86-64 machine of `docs/benchmarks.md` one operation costs 1.6–2.3 ns, so
 //! the default budget of 300 M operations is at most ~0.7 s of one core, well inside the
 //! default 10 s deadline, while emoji and icons cost a few million.
+//!
+//! Input: the SVG text (before parsing) and the parsed tree at the output size; output: its
+//! element count and work in pixel operations, or `Error::TooLarge`. Uses `Error`.
 
 use std::collections::HashMap;
 

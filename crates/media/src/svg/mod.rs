@@ -4,6 +4,9 @@
 //! the caller and capped by the transform (≤ 2048 for a plain SVG). What a document may
 //! cost is checked before usvg builds its tree and again before resvg draws it
 //! ([`cost`]): a render cannot be interrupted, so it must be known to be cheap enough.
+//!
+//! Input: SVG bytes, an output box and the `Limits`; output: an RGBA [`Frame`]. Uses
+//! `cost`, `pixels`, `Error`, `Limits`.
 
 use resvg::tiny_skia;
 use resvg::usvg;

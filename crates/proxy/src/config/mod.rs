@@ -1,18 +1,25 @@
 //! `Settings`: the whole configuration, read once at start-up from three layers — embedded
 //! defaults, then an optional TOML file, then environment variables `MEDIA_PROXY__<KEY>`
 //! (`__` separates nested keys: `MEDIA_PROXY__TIMEOUTS__IDLE=45s`) — and validated before
-//! anything starts. This is the only module that reads the environment; every component
+//! anything starts. This is the only module that reads the environment (the platform's own
+//! variables — Lambda's, the allocator's, `RUST_LOG` — in [`environment`]); every component
 //! receives its own sub-struct.
 //!
 //! Key names follow the Node reference proxy where it has them (`allowed_private_networks`,
 //! `max_size`, `user_agent`, `proxy`). `docs/configuration.md` lists every key.
+//!
+//! Input: the optional TOML file, the environment; output: a valid [`Settings`] or a
+//! [`ConfigError`] naming the key. Uses `relay` (the client-address source).
 
+pub mod environment;
 mod remote;
 mod server;
 mod store;
 
+pub use environment::ProcessEnv;
 pub use remote::{ClientAddressSource, RemoteSettings};
 pub use server::{MetricsListener, ServerSettings};
+use store::{check_location, Section, Where};
 pub use store::{CacheKind, CacheSettings, ResizeSettings, StoreKind, StoreSettings};
 
 use std::net::SocketAddr;
@@ -413,26 +420,14 @@ impl Settings {
             reason: reason.to_owned(),
         };
         let c = &self.cache;
-        match c.kind {
-            CacheKind::None => {}
-            CacheKind::Local if c.root.as_os_str().is_empty() => {
-                return Err(invalid("cache.root", "must name a directory"));
-            }
-            CacheKind::Local if c.max_size == 0 => {
-                return Err(invalid("cache.max_size", "must be at least 1 byte"));
-            }
-            CacheKind::Local => {}
-            CacheKind::S3 if c.bucket.trim().is_empty() => {
-                return Err(invalid("cache.bucket", "is required with kind = \"s3\""));
-            }
-            CacheKind::S3 => {}
-        }
-        check_endpoint("cache.endpoint", &c.endpoint, c.allow_http)?;
-        if c.prefix.split('/').any(|s| s == ".." || s == ".") || c.prefix.contains('\\') {
-            return Err(invalid(
-                "cache.prefix",
-                "must not contain `.` or `..` segments",
-            ));
+        let at = match c.kind {
+            CacheKind::None => Where::Nowhere,
+            CacheKind::Local => Where::Directory(&c.root),
+            CacheKind::S3 => Where::Bucket(&c.bucket),
+        };
+        check_location(Section::Cache, at, &c.prefix, &c.endpoint, c.allow_http)?;
+        if c.kind == CacheKind::Local && c.max_size == 0 {
+            return Err(invalid("cache.max_size", "must be at least 1 byte"));
         }
         if c.max_age.is_zero() {
             return Err(invalid("cache.max_age", "must be longer than zero"));
@@ -452,24 +447,12 @@ impl Settings {
             reason: reason.to_owned(),
         };
         let (st, r) = (&self.store, &self.resize);
-        match st.kind {
-            StoreKind::None => {}
-            StoreKind::Local if st.root.as_os_str().is_empty() => {
-                return Err(invalid("store.root", "must name a directory"));
-            }
-            StoreKind::Local => {}
-            StoreKind::S3 if st.bucket.trim().is_empty() => {
-                return Err(invalid("store.bucket", "is required with kind = \"s3\""));
-            }
-            StoreKind::S3 => {}
-        }
-        check_endpoint("store.endpoint", &st.endpoint, st.allow_http)?;
-        if st.prefix.split('/').any(|s| s == ".." || s == ".") || st.prefix.contains('\\') {
-            return Err(invalid(
-                "store.prefix",
-                "must not contain `.` or `..` segments",
-            ));
-        }
+        let at = match st.kind {
+            StoreKind::None => Where::Nowhere,
+            StoreKind::Local => Where::Directory(&st.root),
+            StoreKind::S3 => Where::Bucket(&st.bucket),
+        };
+        check_location(Section::Store, at, &st.prefix, &st.endpoint, st.allow_http)?;
         if st.max_size == 0 {
             return Err(invalid("store.max_size", "must be at least 1 byte"));
         }
@@ -519,26 +502,6 @@ fn invalid(key: &'static str, reason: &str) -> ConfigError {
         key,
         reason: reason.to_owned(),
     }
-}
-
-/// An S3-compatible endpoint: empty, or an http(s) URL with a host (plain http only when
-/// allowed).
-fn check_endpoint(key: &'static str, endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
-    if endpoint.is_empty() {
-        return Ok(());
-    }
-    let section = key.split('.').next().unwrap_or(key);
-    let reason = match Url::parse(endpoint) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            if u.scheme() == "http" && !allow_http {
-                format!("is plain http: set {section}.allow_http = true to use it")
-            } else {
-                return Ok(());
-            }
-        }
-        _ => "must be an http:// or https:// URL with a host".to_owned(),
-    };
-    Err(ConfigError::Invalid { key, reason })
 }
 
 /// A list of strings, given as a list or (handy in environment variables) as one

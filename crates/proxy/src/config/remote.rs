@@ -1,6 +1,9 @@
 //! `[remote]`: the remote mode's open-relay controls, all off by default so that the
 //! Misskey contract holds as it is (any URL, any client). `docs/operations.md` ("A public
 //! proxy") recommends a setup for a proxy on the open internet.
+//!
+//! Input: the `[remote]` table; output: [`RemoteSettings`]. Uses `relay` and the section
+//! checks of `config`.
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,9 @@
 //! `[server]`: what the standalone server's listener allows a client, and where `/metrics`
 //! is served. Plain data with defaults; `metrics_listener` reads the one setting that needs
 //! parsing.
+//!
+//! Input: the `[server]` table; output: [`ServerSettings`]. Uses the section checks of
+//! `config`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

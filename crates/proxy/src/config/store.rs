@@ -1,10 +1,16 @@
 //! `[store]`, `[resize]` and `[cache]`: where the store mode reads originals, how its
 //! requests are checked and its answers cached, and where rendered variants are kept.
-//! Plain data with defaults; validated with the rest in `Settings::validate`.
+//! Plain data with defaults, and the one check of a directory or bucket setting both
+//! sections share ([`check_location`]); validated with the rest in `Settings::validate`.
+//!
+//! Input: the three tables; output: their settings. Uses `config`'s error type.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::ConfigError;
 
 /// Where rendered variants are kept between requests (see `docs/caching.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,4 +184,92 @@ impl Default for ResizeSettings {
             jpeg_quality: 82,
         }
     }
+}
+
+/// The two sections that name a directory or a bucket.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Section {
+    Store,
+    Cache,
+}
+
+impl Section {
+    /// The full key of one of the section's location settings.
+    fn key(self, field: &str) -> &'static str {
+        match (self, field) {
+            (Section::Store, "root") => "store.root",
+            (Section::Store, "bucket") => "store.bucket",
+            (Section::Store, "prefix") => "store.prefix",
+            (Section::Store, _) => "store.endpoint",
+            (Section::Cache, "root") => "cache.root",
+            (Section::Cache, "bucket") => "cache.bucket",
+            (Section::Cache, "prefix") => "cache.prefix",
+            (Section::Cache, _) => "cache.endpoint",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Section::Store => "store",
+            Section::Cache => "cache",
+        }
+    }
+}
+
+/// Where a section's objects are.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Where<'a> {
+    Nowhere,
+    Directory(&'a std::path::Path),
+    Bucket(&'a str),
+}
+
+/// The one check of a directory or bucket setting, for the store's originals and the
+/// cache's entries alike: a directory is named, an S3 bucket is named, the prefix cannot
+/// climb out, the endpoint is a usable URL.
+pub(super) fn check_location(
+    section: Section,
+    at: Where<'_>,
+    prefix: &str,
+    endpoint: &str,
+    allow_http: bool,
+) -> Result<(), ConfigError> {
+    let invalid = |field, reason: &str| ConfigError::Invalid {
+        key: section.key(field),
+        reason: reason.to_owned(),
+    };
+    match at {
+        Where::Directory(root) if root.as_os_str().is_empty() => {
+            return Err(invalid("root", "must name a directory"));
+        }
+        Where::Bucket(bucket) if bucket.trim().is_empty() => {
+            return Err(invalid("bucket", "is required with kind = \"s3\""));
+        }
+        Where::Nowhere | Where::Directory(_) | Where::Bucket(_) => {}
+    }
+    check_endpoint(section, endpoint, allow_http)?;
+    if prefix.split('/').any(|s| s == ".." || s == ".") || prefix.contains('\\') {
+        return Err(invalid("prefix", "must not contain `.` or `..` segments"));
+    }
+    Ok(())
+}
+
+/// An S3-compatible endpoint: empty, or an http(s) URL with a host (plain http only when
+/// allowed).
+fn check_endpoint(section: Section, endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
+    if endpoint.is_empty() {
+        return Ok(());
+    }
+    let (key, section) = (section.key("endpoint"), section.name());
+    let reason = match Url::parse(endpoint) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if u.scheme() == "http" && !allow_http {
+                format!("is plain http: set {section}.allow_http = true to use it")
+            } else {
+                return Ok(());
+            }
+        }
+        _ => "must be an http:// or https:// URL with a host".to_owned(),
+    };
+    Err(ConfigError::Invalid { key, reason })
 }

@@ -3,6 +3,9 @@
 //! Flags use presence semantics (`emoji`, `emoji=`, `emoji=0` all turn it on), keys are
 //! case-sensitive, unknown keys are ignored, and the path is ignored except that `/` with
 //! no `url` is the deployment check. The precedence of the flags is the spec's table.
+//!
+//! Input: the raw query (and `Range`); output: a [`Plan`] or a [`RequestError`]. Uses
+//! `range`, `signature`, `media::Transform`.
 
 use media::Transform;
 use url::Url;

@@ -1,16 +1,19 @@
 //! Raw request parts → a typed plan. Input: the path, the raw query string and the few
-//! headers that matter (`Range`); output: a [`Route`]. Every default and limit is resolved
+//! headers that matter (`Range`; for the store mode the validators and `Accept`, in
+//! [`conditions`]); output: a [`Route`] (and [`Conditions`]). Every default and limit is resolved
 //! here, once; later stages never look at the query again. Uses no HTTP framework types.
 //!
 //! A query with `url` is the remote (Misskey) mode ([`misskey`]); `/` without it is the
 //! deployment check; any other path without `url` is an object key of the store mode
 //! ([`resize`]) when a store is configured, else a 400.
 
+pub mod conditions;
 pub mod misskey;
 pub mod range;
 pub mod resize;
 pub mod signature;
 
+pub use conditions::{Accepted, Conditions};
 pub use misskey::Plan;
 pub use range::RangeSpec;
 pub use resize::{ResizeError, StorePlan};

@@ -1,5 +1,8 @@
 //! The client's `Range` header, reduced to what we serve: one byte range. Multiple ranges
 //! and anything malformed are ignored (RFC 9110 allows answering 200 with the whole body).
+//!
+//! Input: the `Range` header; output: a [`RangeSpec`], resolved against a length. Uses
+//! nothing of ours.
 
 /// One requested byte range, not yet resolved against a length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

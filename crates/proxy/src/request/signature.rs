@@ -12,6 +12,9 @@
 //! Any configured key may match, so keys can be rotated. Input: the decoded key, the pairs
 //! and `sig`; output: accepted, or why not. `docs/store-mode.md` shows how to sign in shell
 //! and JavaScript.
+//!
+//! Input: the signed text, `sig` and the keys; output: whether it verifies. Uses nothing of
+//! ours.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

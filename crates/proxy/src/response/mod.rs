@@ -2,7 +2,10 @@
 //! one of the fixed answers); output: an axum `Response`. The headers common to every
 //! response (CORS, CSP, nosniff) are added by [`add_common_headers`], which wraps the whole
 //! router so that errors carry them too.
+//!
+//! Uses `config` and `pipeline` (its replies and download names); [`error`] maps `AppError`.
 
+pub mod error;
 pub mod store;
 
 use std::sync::Arc;
@@ -20,8 +23,8 @@ use crate::pipeline::{Passthrough, Payload, Reply};
 /// Cache-Control for everything that succeeded: the URL names the content forever.
 pub const CACHE_IMMUTABLE: &str = "max-age=31536000, immutable";
 /// Cache-Control for client errors and the fallback image standing for one: retry in five
-/// minutes (decided with the errors, in `error.rs`).
-pub use crate::error::CACHE_SHORT;
+/// minutes (decided with the errors, in [`error`]).
+pub use self::error::{never_stored, ErrorCaching, CACHE_SHORT};
 
 /// The configured headers put on every response, parsed once at start-up.
 #[derive(Debug, Clone)]
@@ -97,7 +100,7 @@ pub fn preflight() -> Response {
 /// client's fault, not at all for ours (`failed` a 5xx: overload, outage, time-out) or
 /// for one client's rate limit (a 429: a CDN would serve it to everyone).
 pub fn fallback(png: Bytes, failed: StatusCode) -> Response {
-    let cache = if crate::error::never_stored(failed) {
+    let cache = if never_stored(failed) {
         "no-store"
     } else {
         CACHE_SHORT

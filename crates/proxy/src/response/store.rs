@@ -2,6 +2,8 @@
 //! configurable max-age, `immutable` for signed or versioned URLs), the strong `ETag` and
 //! `Last-Modified`, `Vary: Accept` when the format was negotiated, and `X-Image-Fallback`
 //! when the output is not the format that was asked for. Input: a [`StoreReply`].
+//!
+//! Input: a [`StoreReply`]; output: an axum `Response`. Uses `pipeline::store`.
 
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! A request id for every request: the client's (or the load balancer's) `X-Request-Id`
 //! when it is a sane token, else a new UUID. It is echoed in the response, written in the
 //! access log line and attached to every log event of the request (a `tracing` span).
+//!
+//! Input: the request's `X-Request-Id`; output: the [`RequestId`] extension and the
+//! response header. Uses nothing of ours.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};

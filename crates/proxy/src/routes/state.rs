@@ -1,19 +1,21 @@
 //! What every request handler shares: the pipelines, the pool, the fallback image, the
 //! counters and the few settings the handlers read. Built by `app` (the wiring), read by the
 //! handlers. Plain data; uses the types of the parts it holds.
+//!
+//! Input: the parts `app` built; output: [`AppState`].
 
 use std::sync::Arc;
 
 use axum::http::HeaderName;
 use bytes::Bytes;
 
-use crate::error::ErrorCaching;
 use crate::metrics::Metrics;
 use crate::pipeline::store::StorePipeline;
 use crate::pipeline::Pipeline;
 use crate::relay::ClientAddress;
 use crate::request::resize::Rules;
 use crate::response::store::SuccessCaching;
+use crate::response::ErrorCaching;
 use crate::workers::Workers;
 
 /// What every request handler shares, behind one shared pointer: axum clones the state for

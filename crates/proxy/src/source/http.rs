@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use hickory_resolver::TokioResolver;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{self, HeaderMap};
@@ -26,7 +27,7 @@ use tokio::time::Instant;
 use url::{Host, Url};
 
 use super::guard::IpPolicy;
-use super::SourceError;
+use super::{Body, SourceError};
 use crate::config::Timeouts;
 
 /// What the fetcher needs from the configuration.
@@ -70,7 +71,7 @@ pub struct Fetched {
     pub content_disposition: Option<String>,
     /// A strong validator (ETag, else Last-Modified) usable in `If-Range`.
     pub validator: Option<String>,
-    pub body: Body,
+    pub body: Body<SourceError>,
 }
 
 /// The `reqwest` DNS hook: async lookups through hickory, answers filtered by the policy.
@@ -357,15 +358,12 @@ impl Fetcher {
             content_length,
             content_disposition: text(header::CONTENT_DISPOSITION),
             validator,
-            body: Body {
-                response: Some(response),
-                pending: Bytes::new(),
-                read: 0,
+            body: Body::new(
+                response_chunks(response, deadline, self.settings.timeouts.idle),
                 limit,
-                deadline,
-                idle: self.settings.timeouts.idle,
-                received: self.settings.received.clone(),
-            },
+                content_length,
+                self.settings.received.clone(),
+            ),
         })
     }
 }
@@ -413,152 +411,28 @@ fn classify(error: reqwest::Error) -> SourceError {
     }
 }
 
-/// A response body read under the limits: at most `limit` bytes in all, no silence longer
-/// than `idle`, nothing after `deadline`. Bytes pushed back with [`Body::unread`] come out
-/// first.
-#[derive(Debug)]
-pub struct Body {
-    response: Option<reqwest::Response>,
-    pending: Bytes,
-    read: u64,
-    limit: u64,
+/// An origin's body as chunks under its deadlines: no silence longer than `idle`, nothing
+/// after `deadline`. The stream ends after the first error.
+fn response_chunks(
+    response: reqwest::Response,
     deadline: Instant,
     idle: Duration,
-    received: prometheus_client::metrics::counter::Counter,
-}
-
-impl Body {
-    /// The next chunk, `None` at the end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SourceError> {
-        if !self.pending.is_empty() {
-            return Ok(Some(std::mem::take(&mut self.pending)));
-        }
-        let Some(response) = self.response.as_mut() else {
-            return Ok(None);
-        };
-        let idle = Instant::now() + self.idle;
-        let next = match tokio::time::timeout_at(idle.min(self.deadline), response.chunk()).await {
-            Ok(result) => result.map_err(classify)?,
-            Err(_) if self.deadline <= idle => return Err(SourceError::Timeout("total")),
-            Err(_) => return Err(SourceError::Timeout("idle")),
+) -> BoxStream<'static, Result<Bytes, SourceError>> {
+    futures_util::stream::unfold(Some(response), move |response| async move {
+        let mut response = response?;
+        let quiet = Instant::now() + idle;
+        let next = match tokio::time::timeout_at(quiet.min(deadline), response.chunk()).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) if deadline <= quiet => Err(SourceError::Timeout("total")),
+            Err(_) => Err(SourceError::Timeout("idle")),
         };
         match next {
-            Some(chunk) => {
-                self.read = self.read.saturating_add(chunk.len() as u64);
-                self.received.inc_by(chunk.len() as u64);
-                if self.read > self.limit {
-                    self.response = None;
-                    return Err(SourceError::TooLarge { limit: self.limit });
-                }
-                Ok(Some(chunk))
-            }
-            None => {
-                self.response = None;
-                Ok(None)
-            }
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(response))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
         }
-    }
-
-    /// Lowers this body's size cap to `limit` (never raises it): the passthrough cap.
-    pub fn limit_to(&mut self, limit: u64) {
-        self.limit = self.limit.min(limit);
-    }
-
-    /// Puts bytes back in front of the body, ahead of anything already pushed back. They
-    /// were counted against the size cap when first read and are not counted again.
-    pub fn unread(&mut self, bytes: Bytes) {
-        if self.pending.is_empty() {
-            self.pending = bytes;
-        } else {
-            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + self.pending.len());
-            joined.extend_from_slice(&bytes);
-            joined.extend_from_slice(&self.pending);
-            self.pending = joined.freeze();
-        }
-    }
-
-    /// Reads until at least `n` bytes are buffered or the body ends. Returns the first
-    /// `min(n, available)` bytes and whether the body ended within them; anything read
-    /// beyond `n` stays in the body.
-    pub async fn read_head(&mut self, n: usize) -> Result<(Bytes, bool), SourceError> {
-        let mut head = bytes::BytesMut::new();
-        while head.len() < n {
-            match self.chunk().await? {
-                Some(chunk) => head.extend_from_slice(&chunk),
-                None => return Ok((head.freeze(), true)),
-            }
-        }
-        let rest = head.split_off(n);
-        let ended = rest.is_empty() && self.response.is_none();
-        if !rest.is_empty() {
-            self.unread(rest.freeze());
-        }
-        Ok((head.freeze(), ended))
-    }
-
-    /// Reads everything that is left (bounded by the size cap), every growth of the buffer
-    /// reserved in `room` first (see [`super::Collector`]). Room for the announced length is
-    /// taken up front up to [`super::INITIAL_BUFFER`]: growing the buffer from nothing
-    /// copied a 2 MB photo several times over, ~2 % of the CPU of a preview.
-    pub async fn read_all(mut self, room: &mut dyn super::Room) -> Result<Bytes, SourceError> {
-        let announced = self
-            .response
-            .as_ref()
-            .and_then(reqwest::Response::content_length);
-        let left = self.limit.saturating_sub(self.read);
-        let hint = (self.pending.len() as u64).saturating_add(announced.unwrap_or(0).min(left));
-        let mut all = super::Collector::new(hint, room)?;
-        while let Some(chunk) = self.chunk().await? {
-            all.push(&chunk)?;
-        }
-        Ok(all.finish())
-    }
-
-    /// Discards the first `n` bytes. Returns false if the body ended first.
-    pub async fn skip(&mut self, mut n: u64) -> Result<bool, SourceError> {
-        while n > 0 {
-            let Some(mut chunk) = self.chunk().await? else {
-                return Ok(false);
-            };
-            let len = chunk.len() as u64;
-            if len > n {
-                // n < len ≤ usize::MAX, so the cast is lossless.
-                let rest = chunk.split_off(n as usize);
-                self.unread(rest);
-                return Ok(true);
-            }
-            n -= len;
-        }
-        Ok(true)
-    }
-
-    /// The rest of the body as a stream, stopping after `take` bytes when given.
-    pub fn into_stream(
-        self,
-        take: Option<u64>,
-    ) -> impl Stream<Item = Result<Bytes, SourceError>> + Send + 'static {
-        futures_util::stream::unfold((self, take), |(mut body, left)| async move {
-            if left == Some(0) {
-                return None;
-            }
-            match body.chunk().await {
-                Ok(Some(mut chunk)) => {
-                    let mut left = left;
-                    if let Some(l) = left {
-                        if (chunk.len() as u64) > l {
-                            // l < chunk.len(), so it fits in usize.
-                            chunk.truncate(l as usize);
-                        }
-                        left = Some(l - chunk.len() as u64);
-                    }
-                    Some((Ok(chunk), (body, left)))
-                }
-                Ok(None) => None,
-                // End the stream after an error: hyper then aborts the response.
-                Err(e) => Some((Err(e), (body, Some(0)))),
-            }
-        })
-    }
+    })
+    .boxed()
 }
 
 #[cfg(test)]

@@ -1,16 +1,21 @@
 //! Sources: where the bytes come from. Input: a checked remote URL (and optionally a byte
-//! range); output: a [`Fetched`] response whose body is read under the size and time
-//! limits. May use the network; never uses `media` or the routes.
+//! range), or a store key the request parser has jailed; output: a [`Fetched`] response or
+//! a `store::StoreObject`, each with a [`Body`] read under the size and time limits. May use
+//! the network and `config`, `relay`; never uses `media`, the pipelines or the routes.
 //!
+//! - [`body`]: the one body type every source returns (size cap, read-ahead, whole reads
+//!   into a memory [`Room`], streams).
 //! - [`guard`]: the IP address policy (pure).
 //! - [`http`]: the guarded HTTP client (DNS, redirects, timeouts, size cap).
 //! - [`store`]: the object store of the store mode (local directory or S3).
 
+pub mod body;
 pub mod guard;
 pub mod http;
 pub mod store;
 
-pub use http::{Body, Fetched, Fetcher};
+pub use body::{Body, BodyError};
+pub use http::{Fetched, Fetcher};
 
 use std::net::IpAddr;
 
@@ -61,6 +66,18 @@ pub enum SourceError {
 impl From<NoRoom> for SourceError {
     fn from(n: NoRoom) -> Self {
         SourceError::NoRoom(n)
+    }
+}
+
+impl BodyError for SourceError {
+    fn too_large(limit: u64) -> Self {
+        SourceError::TooLarge { limit }
+    }
+}
+
+impl BodyError for store::StoreError {
+    fn too_large(limit: u64) -> Self {
+        store::StoreError::TooLarge { limit }
     }
 }
 

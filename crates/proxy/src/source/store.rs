@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -103,22 +103,7 @@ pub struct StoreObject {
 }
 
 /// A body read under the store's size cap and deadline.
-pub struct ObjectBody {
-    stream: BoxStream<'static, object_store::Result<Bytes>>,
-    pending: Bytes,
-    read: u64,
-    /// The object's size, as the store announced it.
-    announced: u64,
-    limit: u64,
-    deadline: Instant,
-    received: prometheus_client::metrics::counter::Counter,
-}
-
-impl std::fmt::Debug for ObjectBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ObjectBody({} bytes read)", self.read)
-    }
-}
+pub type ObjectBody = super::Body<StoreError>;
 
 impl Store {
     /// Opens the store the settings describe; `None` when the store mode is off.
@@ -197,16 +182,12 @@ impl Store {
         };
         Ok(StoreObject {
             meta,
-            body: ObjectBody {
-                // Fused: the body may be asked for more after it ended (sniff, then read all).
-                stream: stream.fuse().boxed(),
-                pending: Bytes::new(),
-                read: 0,
-                announced,
-                limit: self.max_size,
-                deadline,
-                received: self.received.clone(),
-            },
+            body: ObjectBody::new(
+                deadline_chunks(stream, deadline),
+                self.max_size,
+                Some(announced),
+                self.received.clone(),
+            ),
         })
     }
 
@@ -376,69 +357,21 @@ fn file_stream(
     .boxed()
 }
 
-impl ObjectBody {
-    /// The next chunk, `None` at the end.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, StoreError> {
-        if !self.pending.is_empty() {
-            return Ok(Some(std::mem::take(&mut self.pending)));
+/// An object's chunks, none after `deadline` (`store.timeout` from the GET). The stream
+/// ends after the first error.
+fn deadline_chunks(
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    deadline: Instant,
+) -> BoxStream<'static, Result<Bytes, StoreError>> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    futures_util::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => Some((Err(StoreError::Timeout), None)),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(e.into()), None)),
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
         }
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        let next = tokio::time::timeout(left, self.stream.next())
-            .await
-            .map_err(|_| StoreError::Timeout)?;
-        match next {
-            None => Ok(None),
-            Some(Err(e)) => Err(e.into()),
-            Some(Ok(chunk)) => {
-                self.read += chunk.len() as u64;
-                self.received.inc_by(chunk.len() as u64);
-                // The metadata said it fits; a store that sends more is cut off.
-                if self.read > self.limit {
-                    return Err(StoreError::TooLarge { limit: self.limit });
-                }
-                Ok(Some(chunk))
-            }
-        }
-    }
-
-    /// Puts bytes back in front of the body (after sniffing its head).
-    pub fn unread(&mut self, bytes: Bytes) {
-        self.pending = bytes;
-    }
-
-    /// Reads up to `n` bytes (or all, if shorter): the bytes and whether the body ended.
-    pub async fn read_head(&mut self, n: usize) -> Result<(Bytes, bool), StoreError> {
-        let mut head = BytesMut::new();
-        while head.len() < n {
-            match self.chunk().await? {
-                Some(chunk) => head.extend_from_slice(&chunk),
-                None => return Ok((head.freeze(), true)),
-            }
-        }
-        Ok((head.freeze(), false))
-    }
-
-    /// The whole body, in a buffer sized from the announced length (as the remote
-    /// source's [`crate::source::http::Body::read_all`] does).
-    pub async fn read_all(mut self, room: &mut dyn super::Room) -> Result<Bytes, StoreError> {
-        let left = self.announced.min(self.limit).saturating_sub(self.read);
-        let hint = (self.pending.len() as u64).saturating_add(left);
-        let mut all = super::Collector::new(hint, room)?;
-        while let Some(chunk) = self.chunk().await? {
-            all.push(&chunk)?;
-        }
-        Ok(all.finish())
-    }
-
-    /// The rest of the body as a stream, for a passthrough answer.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, StoreError>> {
-        futures_util::stream::unfold(Some(self), |body| async move {
-            let mut body = body?;
-            match body.chunk().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
-            }
-        })
-    }
+    })
+    .boxed()
 }

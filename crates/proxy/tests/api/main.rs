@@ -21,6 +21,7 @@ mod deploy;
 mod engine;
 mod hostile;
 mod lambda;
+mod layout;
 mod limits;
 mod operations;
 mod passthrough;

@@ -7,6 +7,9 @@
 //! the render it was running (the worker pool cancels a job whose future is dropped), so a
 //! burst of abandoned requests does not keep the CPU busy. Finished work removes itself
 //! from the table; what it produced is in the variant cache by then.
+//!
+//! Input: a key and the work to start; output: the work's [`Outcome`] and this caller's
+//! [`Role`]. Uses `error` only; which work is coalesced is decided in [`super::reuse`].
 
 use std::collections::HashMap;
 use std::future::Future;
