@@ -32,7 +32,7 @@ use super::flight::Flights;
 use super::names;
 use super::render::{Input, Renderer};
 use super::reuse::{CacheStatus, Found, Fresh, Reuse};
-use super::sniff::{sniff_body, sniff_complete};
+use super::sniff::{passable, sniff_body, sniff_complete};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::range::Resolved;
@@ -301,10 +301,7 @@ impl Pipeline {
             Sniffed::NeedMore | Sniffed::Known(Format::Svg) => return self.whole(plan).await,
             Sniffed::Known(f) => f,
         };
-        if !format.capabilities().passthrough {
-            return Err(AppError::NotPassable(format));
-        }
-        self.check_passthrough_size(total)?;
+        self.check_passthrough(format, total)?;
         let name = names::source_name(&plan.url_filename, &first.content_disposition);
         let reply = |range, payload| {
             Ok(Reply::Passthrough(Passthrough {
@@ -351,8 +348,10 @@ impl Pipeline {
         }
     }
 
-    /// An original larger than `remote.passthrough_max_size` is not passed through (413).
-    fn check_passthrough_size(&self, total: Option<u64>) -> Result<(), AppError> {
+    /// The passthrough decision, made once: a type browsers may be shown as it is
+    /// ([`passable`]), no larger than `remote.passthrough_max_size` (413).
+    fn check_passthrough(&self, format: Format, total: Option<u64>) -> Result<(), AppError> {
+        passable(format)?;
         let limit = self.relay.passthrough_max_size;
         if limit > 0 && total.is_some_and(|t| t > limit) {
             return Err(SourceError::TooLarge { limit }.into());
@@ -424,15 +423,12 @@ impl Pipeline {
                 name,
             });
         }
-        if !format.capabilities().passthrough {
-            return Err(AppError::NotPassable(format));
-        }
         let total = if ended {
             Some(head.len() as u64)
         } else {
             content_length
         };
-        self.check_passthrough_size(total)?;
+        self.check_passthrough(format, total)?;
         if self.relay.passthrough_max_size > 0 {
             body.limit_to(self.relay.passthrough_max_size);
         }

@@ -1,12 +1,13 @@
 //! The sniff step: a body's type from its first bytes, never from headers or the name.
 //! Input: a source [`Body`] (any source) and a memory [`Room`]; output: the [`Format`], the
-//! bytes read (to be put back) and whether they are the whole body. Uses `source` and
-//! `media::format`.
+//! bytes read (to be put back) and whether they are the whole body; and whether a sniffed
+//! type may be served as it is ([`passable`]). Uses `error`, `source` and `media::format`.
 
 use bytes::Bytes;
 use media::format::{sniff, Sniffed, SNIFF_LEN, SVG_SNIFF_LIMIT};
 use media::Format;
 
+use crate::error::AppError;
 use crate::source::{Body, BodyError, Room};
 
 /// Reads enough of `body` to decide its format: [`SNIFF_LEN`] bytes, or up to
@@ -39,5 +40,15 @@ pub(crate) fn sniff_complete(bytes: &[u8]) -> Format {
     match sniff(bytes, true) {
         Sniffed::Known(f) => f,
         Sniffed::NeedMore => Format::unknown(),
+    }
+}
+
+/// Whether a sniffed type may be sent to a browser as it is (both modes): the formats
+/// table's `passthrough` capability, else `NotPassable`.
+pub(crate) fn passable(format: Format) -> Result<(), AppError> {
+    if format.capabilities().passthrough {
+        Ok(())
+    } else {
+        Err(AppError::NotPassable(format))
     }
 }

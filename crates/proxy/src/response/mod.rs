@@ -123,18 +123,24 @@ pub fn build(reply: Reply) -> Response {
             let name = names::with_extension(&name, variant.format);
             let mut response = Response::new(Body::from(variant.bytes.clone()));
             let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(variant.format.mime()),
-            );
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(CACHE_IMMUTABLE),
-            );
+            insert_type_forever(h, variant.format);
             insert_disposition(h, &name);
             response
         }
     }
+}
+
+/// The type of a remote-mode answer, and that it may be kept for a year: the URL names
+/// the content forever.
+fn insert_type_forever(h: &mut axum::http::HeaderMap, format: media::Format) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.mime()),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_IMMUTABLE),
+    );
 }
 
 fn passthrough(p: Passthrough) -> Response {
@@ -151,14 +157,7 @@ fn passthrough(p: Passthrough) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(p.format.mime()),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_IMMUTABLE),
-    );
+    insert_type_forever(h, p.format);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(len) = length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

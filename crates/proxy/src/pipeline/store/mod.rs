@@ -43,7 +43,7 @@ use self::validators::{not_modified, validators};
 use super::flight::Flights;
 use super::render::{Input, Renderer};
 use super::reuse::{CacheStatus, Fresh, Reuse};
-use super::sniff::{sniff_body, sniff_complete};
+use super::sniff::{passable, sniff_body, sniff_complete};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::resize::{FormatChoice, StorePlan, StoreTransform};
@@ -149,9 +149,7 @@ impl StorePipeline {
             let variant = self.render(input, &t, &object.meta, cond.accept).await?;
             return Ok(reply(Arc::new(variant), &plan, &cond));
         }
-        if !format.capabilities().passthrough {
-            return Err(AppError::NotPassable(format));
-        }
+        passable(format)?;
         let mut validators = validators(&object.meta, "original", None, false);
         validators.immutable = plan.immutable;
         if not_modified(&cond, &validators) {
