@@ -1,8 +1,11 @@
 # Sourced by the figure scripts, from the repository root: makes sure of a release build
 # ($bin) and of the deterministic inputs of bench/make-inputs.py ($inputs; Pillow goes into
 # a virtualenv under bench/.work, nothing is installed system-wide).
-bin=target/release/media-proxy
-[ -x "$bin" ] || cargo build --release --locked
+# MEDIA_PROXY_BIN measures another build (an older commit's, for an A/B of a change).
+bin="${MEDIA_PROXY_BIN:-target/release/media-proxy}"
+# Otherwise always asked for: a no-op when the binary is current, and a stale binary (an
+# older commit's) is never measured by mistake.
+[ -n "${MEDIA_PROXY_BIN:-}" ] || cargo build --release --locked
 inputs=bench/.work/engine/in
 # anim30.gif is written last: its presence means every input is there.
 if [ ! -s "$inputs/anim30.gif" ]; then
