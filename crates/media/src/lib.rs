@@ -27,6 +27,7 @@ pub mod placeholder;
 pub mod probe;
 pub mod svg;
 pub mod transform;
+pub mod video;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
