@@ -1,6 +1,6 @@
-//! Video containers, for thumbnails (issue 19; the decoders come next): what to read of a
-//! video, by range, to decode one frame — never the whole file. This first part reads
-//! ISO BMFF (MP4, MOV, M4A) indexes ([`mp4`]); WebM/Matroska follows the same shape.
+//! Video, for thumbnails (issue 19, under way): what to read of a video, by range, to decode
+//! one frame — never the whole file — and the frame. So far: ISO BMFF (MP4, MOV, M4A)
+//! indexes ([`mp4`]) and H.264 ([`h264`]); WebM/Matroska and AV1/VP9 follow the same shape.
 //!
 //! Input: bytes of the container as the caller reads them (box headers, then the index);
 //! output: the video [`Track`] (codec, size, rotation, duration) and a [`FramePlan`] — the
@@ -8,6 +8,7 @@
 //! `mp4-atom` box decoder. Synchronous and pure, like the rest of the engine: the service
 //! does the reading (ranged GETs through the guarded fetcher or the store).
 
+pub mod h264;
 pub mod mp4;
 
 /// The video codecs a track may carry. Only what a thumbnail needs is kept.
@@ -16,6 +17,9 @@ pub enum Codec {
     /// H.264 / AVC: the parameter sets of the `avcC` box, and the length of the size field
     /// in front of each NAL unit of a sample (1, 2 or 4 bytes).
     H264 {
+        /// `profile_idc`: 66 Baseline, 77 Main, 100 High, 110 High 10, 122 High 4:2:2,
+        /// 244 High 4:4:4.
+        profile: u8,
         sps: Vec<Vec<u8>>,
         pps: Vec<Vec<u8>>,
         nal_length: u8,

@@ -384,6 +384,7 @@ pub fn track(moov: &[u8]) -> Result<Track, Error> {
 
 fn h264(avcc: &mp4_atom::Avcc) -> Codec {
     Codec::H264 {
+        profile: avcc.avc_profile_indication,
         sps: avcc.sequence_parameter_sets.clone(),
         pps: avcc.picture_parameter_sets.clone(),
         nal_length: avcc.length_size,
