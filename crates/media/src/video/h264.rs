@@ -117,29 +117,22 @@ fn rgb(yuv: &openh264::decoder::DecodedYUV<'_>) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video::mp4::{plan, track, Locator, Step};
+    use crate::video::mp4::{plan, track_in};
     use crate::video::At;
 
-    /// The frame at `at` of a corpus file, read as the service will (index, then samples).
+    /// The frame at `at` of a corpus file: its index, its plan, the planned samples.
     fn frame_of(name: &str, at: At) -> Result<Frame, Error> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
         let file = std::fs::read(format!("{path}{name}")).unwrap_or_default();
-        let (mut locator, mut step) = Locator::new(Some(file.len() as u64), 16 << 20);
-        let slice = |offset: u64, len: u64| {
-            file.get(offset as usize..(offset + len) as usize)
-                .ok_or_else(|| Error::Invalid("past the end".into()))
-        };
-        let t = loop {
-            match step {
-                Step::Header { offset, len } => step = locator.feed(slice(offset, len)?)?,
-                Step::Index { offset, len } => break track(slice(offset, len)?)?,
-            }
-        };
+        let t = track_in(&file, 16 << 20)?;
         let p = plan(&t, at, 64 << 20)?;
         let samples: Vec<&[u8]> = p
             .samples
             .iter()
-            .map(|s| slice(s.offset, u64::from(s.size)))
+            .map(|s| {
+                file.get(s.offset as usize..(s.offset + u64::from(s.size)) as usize)
+                    .ok_or_else(|| Error::Invalid("past the end".into()))
+            })
             .collect::<Result<_, _>>()?;
         decode(&t.codec, &samples)
     }

@@ -212,10 +212,17 @@ impl SampleTable {
             .unwrap_or(target)
     }
 
-    fn is_sync(&self, index: u32) -> bool {
-        self.sync
-            .as_ref()
-            .is_none_or(|sync| sync.contains(&index.saturating_add(1)))
+    /// The sync samples among `first..=last` (0-based), in one pass over `stss` (a hostile
+    /// table may hold millions of entries: never scanned once per sample). `None`: all are.
+    fn syncs_in(&self, first: u32, last: u32) -> Option<Vec<u32>> {
+        let sync = self.sync.as_ref()?;
+        let mut within: Vec<u32> = sync
+            .iter()
+            .filter(|&&n| n > first && n <= last.saturating_add(1))
+            .map(|&n| n - 1)
+            .collect();
+        within.sort_unstable();
+        Some(within)
     }
 
     /// Where samples `first..=last` are: the chunk of `first` from the `stsc` runs, then
@@ -260,6 +267,7 @@ impl SampleTable {
                 .ok_or_else(|| broken("chunk offset table"))?;
         }
         let mut in_chunk = place;
+        let syncs = self.syncs_in(first, last);
         let mut samples = Vec::with_capacity((last - first + 1) as usize);
         for index in first..=last {
             let size = self.size(index)?;
@@ -267,7 +275,9 @@ impl SampleTable {
                 index,
                 offset,
                 size,
-                keyframe: self.is_sync(index),
+                keyframe: syncs
+                    .as_ref()
+                    .is_none_or(|s| s.binary_search(&index).is_ok()),
             });
             in_chunk += 1;
             let per_chunk = self.chunk_runs.get(run).map_or(1, |r| u64::from(r.1));
@@ -315,22 +325,20 @@ pub fn track(moov: &[u8]) -> Result<Track, Error> {
         .codecs
         .first()
         .ok_or_else(|| broken("no sample description"))?;
-    let (codec, visual) = match entry {
-        mp4_atom::Codec::Avc1(a) => (h264(&a.avcc), Some(&a.visual)),
-        mp4_atom::Codec::Avc3(a) => (h264(&a.avcc), Some(&a.visual)),
-        mp4_atom::Codec::Av01(a) => (Codec::Av1, Some(&a.visual)),
-        mp4_atom::Codec::Vp09(v) => (Codec::Vp9, Some(&v.visual)),
-        mp4_atom::Codec::Vp08(v) => (Codec::Vp8, Some(&v.visual)),
-        mp4_atom::Codec::Hev1(h) => (Codec::Hevc, Some(&h.visual)),
-        mp4_atom::Codec::Hvc1(h) => (Codec::Hevc, Some(&h.visual)),
-        mp4_atom::Codec::Unknown(kind, _) => (Codec::Other(kind.to_string()), None),
-        other => (
-            Codec::Other(format!("{other:?}").chars().take(4).collect()),
-            None,
-        ),
+    let codec = match entry {
+        mp4_atom::Codec::Avc1(a) => h264(&a.avcc),
+        mp4_atom::Codec::Avc3(a) => h264(&a.avcc),
+        mp4_atom::Codec::Av01(_) => Codec::Av1,
+        mp4_atom::Codec::Vp09(_) => Codec::Vp9,
+        mp4_atom::Codec::Vp08(_) => Codec::Vp8,
+        mp4_atom::Codec::Hev1(_) | mp4_atom::Codec::Hvc1(_) => Codec::Hevc,
+        mp4_atom::Codec::Jpeg(_) => Codec::Other("jpeg".into()),
+        mp4_atom::Codec::Unknown(kind, _) => Codec::Other(kind.to_string()),
+        _ => Codec::Other("a sample entry that is not video".into()),
     };
-    let (mut width, mut height) =
-        visual.map_or((0, 0), |v| (u32::from(v.width), u32::from(v.height)));
+    let (mut width, mut height) = entry
+        .visual()
+        .map_or((0, 0), |v| (u32::from(v.width), u32::from(v.height)));
     if width == 0 || height == 0 {
         width = u32::from(trak.tkhd.width.integer());
         height = u32::from(trak.tkhd.height.integer());
@@ -365,9 +373,9 @@ pub fn track(moov: &[u8]) -> Result<Track, Error> {
         sizes,
     };
     let mdhd = &trak.mdia.mdhd;
+    // 0 and all ones (of a version 0 or 1 box) mean "unknown".
     let duration = match mdhd.duration {
-        0 | u64::MAX => table.duration(),
-        d if d == u64::from(u32::MAX) => table.duration(),
+        d if d == 0 || d == u64::MAX || d == u64::from(u32::MAX) => table.duration(),
         d => d,
     };
     let m = &trak.tkhd.matrix;
@@ -401,6 +409,30 @@ fn rotation(a: i32, b: i32) -> u16 {
         (-1, 0) => 180,
         (0, -1) => 270,
         _ => 0,
+    }
+}
+
+/// The track of a whole file in memory (the `convert` command, tests): the same steps as a
+/// ranged reader, each read a slice.
+pub fn track_in(file: &[u8], max_index: u64) -> Result<Track, Error> {
+    let slice = |offset: u64, len: u64| {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = usize::try_from(offset.saturating_add(len)).unwrap_or(usize::MAX);
+        file.get(start..end.min(file.len()))
+            .ok_or_else(|| broken("a box past the end of the file"))
+    };
+    let (mut locator, mut step) = Locator::new(Some(file.len() as u64), max_index);
+    loop {
+        match step {
+            Step::Header { offset, len } => step = locator.feed(slice(offset, len)?)?,
+            Step::Index { offset, len } => {
+                let moov = slice(offset, len)?;
+                if moov.len() as u64 != len {
+                    return Err(broken("the index runs past the end of the file"));
+                }
+                return track(moov);
+            }
+        }
     }
 }
 
@@ -447,28 +479,19 @@ mod tests {
         std::fs::read(format!("{path}{name}")).unwrap_or_default()
     }
 
-    /// Locates and parses the index as the service will: header reads, then the `moov`.
-    /// Returns the track and the bytes read to find it (the `moov` itself excluded).
+    /// The track, and the bytes of box headers read to find its index (the `moov` itself
+    /// excluded), counted by driving the [`Locator`] by hand as a ranged reader does.
     fn index_of(file: &[u8]) -> Result<(Track, u64), Error> {
         let (mut locator, mut step) = Locator::new(Some(file.len() as u64), 16 << 20);
         let mut read = 0;
-        loop {
-            match step {
-                Step::Header { offset, len } => {
-                    let bytes = file
-                        .get(offset as usize..(offset + len) as usize)
-                        .unwrap_or_default();
-                    read += bytes.len() as u64;
-                    step = locator.feed(bytes)?;
-                }
-                Step::Index { offset, len } => {
-                    let moov = file
-                        .get(offset as usize..(offset + len) as usize)
-                        .ok_or_else(|| broken("moov past the end"))?;
-                    return Ok((track(moov)?, read));
-                }
-            }
+        while let Step::Header { offset, len } = step {
+            let bytes = file
+                .get(offset as usize..(offset + len) as usize)
+                .unwrap_or_default();
+            read += bytes.len() as u64;
+            step = locator.feed(bytes)?;
         }
+        Ok((track_in(file, 16 << 20)?, read))
     }
 
     /// Walks the NAL units of a sample by their length prefixes: they must fill it exactly

@@ -38,11 +38,7 @@ pub struct AllocatorVars {
 impl ProcessEnv {
     /// Reads the process environment.
     pub fn read() -> ProcessEnv {
-        ProcessEnv::from_lookup(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into()))
-    }
-
-    /// From any lookup (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> ProcessEnv {
+        let get = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
         ProcessEnv {
             lambda: LambdaVars {
                 runtime_api: get("AWS_LAMBDA_RUNTIME_API"),

@@ -19,7 +19,7 @@ mod store;
 pub use environment::ProcessEnv;
 pub use remote::{ClientAddressSource, RemoteSettings};
 pub use server::{MetricsListener, ServerSettings};
-use store::{check_location, Section, Where};
+use store::{check_location, Where, CACHE, STORE};
 pub use store::{CacheKind, CacheSettings, ResizeSettings, StoreKind, StoreSettings};
 
 use std::net::SocketAddr;
@@ -425,7 +425,7 @@ impl Settings {
             CacheKind::Local => Where::Directory(&c.root),
             CacheKind::S3 => Where::Bucket(&c.bucket),
         };
-        check_location(Section::Cache, at, &c.prefix, &c.endpoint, c.allow_http)?;
+        check_location(&CACHE, at, &c.prefix, &c.endpoint, c.allow_http)?;
         if c.kind == CacheKind::Local && c.max_size == 0 {
             return Err(invalid("cache.max_size", "must be at least 1 byte"));
         }
@@ -452,7 +452,7 @@ impl Settings {
             StoreKind::Local => Where::Directory(&st.root),
             StoreKind::S3 => Where::Bucket(&st.bucket),
         };
-        check_location(Section::Store, at, &st.prefix, &st.endpoint, st.allow_http)?;
+        check_location(&STORE, at, &st.prefix, &st.endpoint, st.allow_http)?;
         if st.max_size == 0 {
             return Err(invalid("store.max_size", "must be at least 1 byte"));
         }

@@ -186,35 +186,31 @@ impl Default for ResizeSettings {
     }
 }
 
-/// The two sections that name a directory or a bucket.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Section {
-    Store,
-    Cache,
+/// The keys of a section that names a directory or a bucket.
+#[derive(Debug)]
+pub(super) struct Section {
+    name: &'static str,
+    root: &'static str,
+    bucket: &'static str,
+    prefix: &'static str,
+    endpoint: &'static str,
 }
 
-impl Section {
-    /// The full key of one of the section's location settings.
-    fn key(self, field: &str) -> &'static str {
-        match (self, field) {
-            (Section::Store, "root") => "store.root",
-            (Section::Store, "bucket") => "store.bucket",
-            (Section::Store, "prefix") => "store.prefix",
-            (Section::Store, _) => "store.endpoint",
-            (Section::Cache, "root") => "cache.root",
-            (Section::Cache, "bucket") => "cache.bucket",
-            (Section::Cache, "prefix") => "cache.prefix",
-            (Section::Cache, _) => "cache.endpoint",
-        }
-    }
+pub(super) const STORE: Section = Section {
+    name: "store",
+    root: "store.root",
+    bucket: "store.bucket",
+    prefix: "store.prefix",
+    endpoint: "store.endpoint",
+};
 
-    fn name(self) -> &'static str {
-        match self {
-            Section::Store => "store",
-            Section::Cache => "cache",
-        }
-    }
-}
+pub(super) const CACHE: Section = Section {
+    name: "cache",
+    root: "cache.root",
+    bucket: "cache.bucket",
+    prefix: "cache.prefix",
+    endpoint: "cache.endpoint",
+};
 
 /// Where a section's objects are.
 #[derive(Debug, Clone, Copy)]
@@ -228,39 +224,42 @@ pub(super) enum Where<'a> {
 /// cache's entries alike: a directory is named, an S3 bucket is named, the prefix cannot
 /// climb out, the endpoint is a usable URL.
 pub(super) fn check_location(
-    section: Section,
+    section: &Section,
     at: Where<'_>,
     prefix: &str,
     endpoint: &str,
     allow_http: bool,
 ) -> Result<(), ConfigError> {
-    let invalid = |field, reason: &str| ConfigError::Invalid {
-        key: section.key(field),
+    let invalid = |key, reason: &str| ConfigError::Invalid {
+        key,
         reason: reason.to_owned(),
     };
     match at {
         Where::Directory(root) if root.as_os_str().is_empty() => {
-            return Err(invalid("root", "must name a directory"));
+            return Err(invalid(section.root, "must name a directory"));
         }
         Where::Bucket(bucket) if bucket.trim().is_empty() => {
-            return Err(invalid("bucket", "is required with kind = \"s3\""));
+            return Err(invalid(section.bucket, "is required with kind = \"s3\""));
         }
         Where::Nowhere | Where::Directory(_) | Where::Bucket(_) => {}
     }
     check_endpoint(section, endpoint, allow_http)?;
     if prefix.split('/').any(|s| s == ".." || s == ".") || prefix.contains('\\') {
-        return Err(invalid("prefix", "must not contain `.` or `..` segments"));
+        return Err(invalid(
+            section.prefix,
+            "must not contain `.` or `..` segments",
+        ));
     }
     Ok(())
 }
 
 /// An S3-compatible endpoint: empty, or an http(s) URL with a host (plain http only when
 /// allowed).
-fn check_endpoint(section: Section, endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
+fn check_endpoint(section: &Section, endpoint: &str, allow_http: bool) -> Result<(), ConfigError> {
     if endpoint.is_empty() {
         return Ok(());
     }
-    let (key, section) = (section.key("endpoint"), section.name());
+    let (key, section) = (section.endpoint, section.name);
     let reason = match Url::parse(endpoint) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if u.scheme() == "http" && !allow_http {

@@ -94,7 +94,7 @@ async fn route(
         rules,
         &state.remote_keys,
     );
-    match parsed {
+    let (cache, response) = match parsed {
         Err(e) => {
             log.error = Some(e.to_string());
             let caching = state
@@ -102,9 +102,9 @@ async fn route(
                 .as_deref()
                 .filter(|_| matches!(e, request::RequestError::Store(_)))
                 .map_or(ErrorCaching::Remote, |s| s.errors);
-            AppError::from(e).into_response_with(&caching)
+            (None, AppError::from(e).into_response_with(&caching))
         }
-        Ok(Route::Hello) => response::hello(),
+        Ok(Route::Hello) => (None, response::hello()),
         Ok(Route::Store(plan)) => match state.store.as_deref() {
             Some(store) => {
                 log.mode = "store";
@@ -113,12 +113,13 @@ async fn route(
                 } else {
                     "original"
                 };
-                let (cache, response) = store_request(store, plan, headers, log).await;
-                log.cache = cache;
-                with_cache_status(response, state.cache_header.as_ref(), cache)
+                store_request(store, plan, headers, log).await
             }
             // The parser only routes here when a store is configured.
-            None => AppError::Internal("store route without a store".into()).into_response(),
+            None => (
+                None,
+                AppError::Internal("store route without a store".into()).into_response(),
+            ),
         },
         Ok(Route::Proxy(mut plan)) => {
             let header = state
@@ -127,11 +128,11 @@ async fn route(
                 .and_then(|name| headers.get(name))
                 .and_then(|v| v.to_str().ok());
             plan.client = state.client_address.resolve(peer, header);
-            let (cache, response) = remote_request(state, plan, log).await;
-            log.cache = cache;
-            with_cache_status(response, state.cache_header.as_ref(), cache)
+            remote_request(state, plan, log).await
         }
-    }
+    };
+    log.cache = cache;
+    with_cache_status(response, state.cache_header.as_ref(), cache)
 }
 
 /// The remote mode: the pipeline, the response (or the fallback image), the origin's

@@ -10,7 +10,7 @@
 //! `config` where the environment is read, and it is the AWS convention, not ours.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -161,7 +161,7 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<StoreObject, StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
         self.stay_inside(&path).await?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let result = tokio::time::timeout(
             self.timeout,
             self.inner.get_opts(&path, GetOptions::default()),
@@ -361,9 +361,8 @@ fn file_stream(
 /// ends after the first error.
 fn deadline_chunks(
     stream: BoxStream<'static, object_store::Result<Bytes>>,
-    deadline: Instant,
+    deadline: tokio::time::Instant,
 ) -> BoxStream<'static, Result<Bytes, StoreError>> {
-    let deadline = tokio::time::Instant::from_std(deadline);
     futures_util::stream::unfold(Some(stream), move |stream| async move {
         let mut stream = stream?;
         match tokio::time::timeout_at(deadline, stream.next()).await {
