@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
         max_alloc: 64 << 20,
         max_svg_elements: 10_000,
         max_svg_work: 50_000_000,
+        max_video_read: 1 << 20,
     };
     if let Ok(prepared) = media::prepare(bytes, format, transform, &limits) {
         let prepared = match output {

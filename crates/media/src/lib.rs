@@ -354,6 +354,19 @@ impl Prepared {
     }
 }
 
+/// A decoded, upright sRGB picture (a video's frame) sized, placed and encoded as a still
+/// for `transform`.
+pub(crate) fn still(
+    frame: Frame,
+    transform: Transform,
+    output: Option<Output>,
+) -> Result<Rendered, Error> {
+    let source = (frame.width, frame.height);
+    let g = transform.geometry(source.0, source.1);
+    let frame = shape(frame, &g, source, &mut Resizer::new())?;
+    finish(place(frame, &g, transform), transform, output)
+}
+
 /// Crops and resizes a decoded, oriented picture of a source whose oriented size is
 /// `(ow, oh)` (the decode may be smaller: a JPEG at a reduced scale) to `g.size`.
 fn shape(

@@ -20,6 +20,9 @@ pub struct Limits {
     /// Pixel operations an SVG render may need at its output size (painted areas, layers,
     /// filters; see `svg::cost`). resvg cannot be interrupted, so this is what bounds its CPU.
     pub max_svg_work: u64,
+    /// Bytes of a video read for one still (box headers, the index, the samples of the
+    /// frame): a video is read by range, never whole.
+    pub max_video_read: u64,
 }
 
 impl Default for Limits {
@@ -31,6 +34,7 @@ impl Default for Limits {
             max_alloc: 512 * 1024 * 1024,
             max_svg_elements: 100_000,
             max_svg_work: 300_000_000,
+            max_video_read: 8 << 20,
         }
     }
 }

@@ -3,22 +3,28 @@
 //! [`request::misskey::parse`], sizes and formats through the store mode's
 //! [`request::resize::parse`] — so a conversion gives the bytes the server would send.
 //!
+//! A video (MP4/MOV) gives the still of one frame, as a `thumbnail` or a store poster does.
+//!
 //! Input: a file's bytes, the output name and the options; output: the rendered bytes. Uses
 //! `config`, `pipeline::store` (output negotiation), `request`.
 
 use media::format::{sniff, Sniffed};
+use media::video::At;
 use media::{Format, Rendered, Transform};
 
 use crate::config::Settings;
-use crate::pipeline::store::{choose_prepared, OutputPolicy};
+use crate::pipeline::store::{choose_output, choose_prepared, OutputPolicy, SourceFacts};
 use crate::request::Accepted;
 use crate::request::{self, misskey, resize};
 
 /// What to do to the input.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Misskey flags, as in the query (`emoji`, `avatar`, `static`, `preview`, `badge`).
+    /// Misskey flags, as in the query (`emoji`, `avatar`, `thumbnail`, `static`, `preview`,
+    /// `badge`).
     pub flags: Vec<&'static str>,
+    /// A video's poster time, as the store mode's `t` (`2.5`, `10%`).
+    pub time: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
     /// `inside`, `cover`, `fill`, `contain`.
@@ -37,6 +43,13 @@ pub fn convert(
     options: &Options,
     settings: &Settings,
 ) -> Result<Rendered, String> {
+    let sniffed = match sniff(input, true) {
+        Sniffed::Known(f) => f,
+        Sniffed::NeedMore => return Err("unrecognised input".into()),
+    };
+    if media::video::container(sniffed).is_some() {
+        return video(input, output_name, options, settings);
+    }
     let format = match sniff(input, true) {
         Sniffed::Known(f) if f.capabilities().transform => f,
         Sniffed::Known(f) => return Err(format!("cannot convert {}", f.name())),
@@ -44,6 +57,9 @@ pub fn convert(
     };
     let limits = settings.limits.into();
     let stop = media::Stop::default();
+    if options.time.is_some() {
+        return Err("--time is for videos".into());
+    }
     if !options.flags.is_empty() {
         let resize_options = options.width.is_some()
             || options.height.is_some()
@@ -53,24 +69,13 @@ pub fn convert(
         if resize_options {
             return Err("the Misskey flags take no size, fit, format or quality".into());
         }
-        let query = format!("url=http%3A%2F%2Flocalhost%2F&{}", options.flags.join("&"));
-        let transform = match misskey::parse("/", Some(&query), false, None, &[]) {
-            Ok(misskey::Route::Proxy(plan)) => plan.transform,
-            Ok(misskey::Route::Hello) => None,
-            Err(e) => return Err(e.to_string()),
-        }
-        .ok_or("no transform selected")?;
+        let (transform, _) = misskey_transform(options)?;
         let prepared = media::prepare(input, format, transform, &limits).map_err(text)?;
         return prepared.render(input, &stop).map_err(text);
     }
     let (t, prepared) = resize_transform(input, format, output_name, options, settings)?;
-    // Whatever `auto` may pick: the file has no `Accept`.
-    let all = Accepted {
-        avif: true,
-        webp: true,
-    };
     let policy = OutputPolicy::from(&settings.resize);
-    let choice = choose_prepared(&policy, &prepared, format, &t, all);
+    let choice = choose_prepared(&policy, &prepared, format, &t, ALL);
     if let Some(why) = &choice.fallback {
         eprintln!("media-proxy: {why}");
     }
@@ -80,6 +85,65 @@ pub fn convert(
         .map_err(text)
 }
 
+/// The transform (and, for `thumbnail`, the frame time) the Misskey flags select.
+fn misskey_transform(options: &Options) -> Result<(Transform, Option<At>), String> {
+    let query = format!("url=http%3A%2F%2Flocalhost%2F&{}", options.flags.join("&"));
+    let plan = match misskey::parse("/", Some(&query), false, None, &[]) {
+        Ok(misskey::Route::Proxy(plan)) => plan,
+        Ok(misskey::Route::Hello) => return Err("no transform selected".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let transform = plan.transform.ok_or("no transform selected")?;
+    Ok((transform, plan.frame))
+}
+
+/// The still of a video's frame: `thumbnail` (Misskey's), or the store mode's poster with
+/// its sizes, `--time` and output negotiation.
+fn video(
+    input: &[u8],
+    output_name: &str,
+    options: &Options,
+    settings: &Settings,
+) -> Result<Rendered, String> {
+    let limits: media::Limits = settings.limits.into();
+    let stop = media::Stop::default();
+    if !options.flags.is_empty() {
+        let (transform, frame) = misskey_transform(options)?;
+        let at = frame.ok_or("a video takes --thumbnail (or the store mode's options)")?;
+        if options.time.is_some() {
+            return Err("--time is a store-mode option; --thumbnail takes 5 %".into());
+        }
+        return media::video::render_file(input, at, transform, None, &limits, &stop).map_err(text);
+    }
+    let t = store_transform(output_name, options, settings)?;
+    let track = media::video::mp4::track_in(input, input.len() as u64).map_err(text)?;
+    let (w, h) = media::video::upright(&track);
+    let transform = Transform::Resize(t.resize);
+    let (ow, oh) = transform.target(w, h);
+    let facts = SourceFacts {
+        format: Format::Jpeg,
+        animated: false,
+        pixels: u64::from(ow) * u64::from(oh),
+    };
+    let policy = OutputPolicy::from(&settings.resize);
+    let choice = choose_output(&policy, t.format, t.quality, &facts, ALL);
+    media::video::render_file(
+        input,
+        t.frame,
+        transform,
+        Some(choice.output),
+        &limits,
+        &stop,
+    )
+    .map_err(text)
+}
+
+/// Whatever `auto` may pick: the file has no `Accept`.
+const ALL: Accepted = Accepted {
+    avif: true,
+    webp: true,
+};
+
 fn resize_transform(
     input: &[u8],
     format: Format,
@@ -87,6 +151,24 @@ fn resize_transform(
     options: &Options,
     settings: &Settings,
 ) -> Result<(resize::StoreTransform, media::Prepared), String> {
+    let t = store_transform(output_name, options, settings)?;
+    let prepared = media::prepare(
+        input,
+        format,
+        Transform::Resize(t.resize),
+        &settings.limits.into(),
+    )
+    .map_err(text)?;
+    Ok((t, prepared))
+}
+
+/// The store mode's transform for the options (the output file's extension picks the
+/// format when `--format` does not).
+fn store_transform(
+    output_name: &str,
+    options: &Options,
+    settings: &Settings,
+) -> Result<resize::StoreTransform, String> {
     let extension = output_name
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
@@ -111,6 +193,10 @@ fn resize_transform(
     if let Some(q) = options.quality {
         query.push(format!("q={q}"));
     }
+    if let Some(t) = &options.time {
+        let encoded: String = url::form_urlencoded::byte_serialize(t.as_bytes()).collect();
+        query.push(format!("t={encoded}"));
+    }
     let rules = resize::Rules {
         max_side: settings.resize.max_output_dimension,
         allowed_sizes: Vec::new(),
@@ -118,15 +204,7 @@ fn resize_transform(
     };
     let plan = request::resize::parse("/file", Some(&query.join("&")), false, None, &rules)
         .map_err(|e| e.to_string())?;
-    let t = plan.transform.ok_or("nothing to do")?;
-    let prepared = media::prepare(
-        input,
-        format,
-        Transform::Resize(t.resize),
-        &settings.limits.into(),
-    )
-    .map_err(text)?;
-    Ok((t, prepared))
+    plan.transform.ok_or_else(|| "nothing to do".into())
 }
 
 fn text(e: media::Error) -> String {

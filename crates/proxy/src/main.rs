@@ -44,11 +44,13 @@ enum Command {
     },
     /// Run the image engine on a local file, as the server would for the same options.
     ///
-    /// With a Misskey flag (--emoji, --avatar, --static, --preview, --badge) the output is
-    /// that transform's (WebP; PNG for the badge). Otherwise --width/--height/--fit/
-    /// --format/--quality mean the store mode's w, h, fit, format and q; without --format
-    /// the output file's extension picks it (.webp .avif .jpg .png .gif; any other: the
-    /// input's own family). Limits come from the settings (defaults, --config, env).
+    /// With a Misskey flag (--emoji, --avatar, --thumbnail, --static, --preview, --badge)
+    /// the output is that transform's (WebP; PNG for the badge). Otherwise --width/--height/
+    /// --fit/--format/--quality/--time mean the store mode's w, h, fit, format, q and t;
+    /// without --format the output file's extension picks it (.webp .avif .jpg .png .gif;
+    /// any other: the input's own family). A video (MP4/MOV) gives the still of one frame:
+    /// --thumbnail (5 %, as Misskey's) or a poster at --time. Limits come from the settings
+    /// (defaults, --config, env).
     Convert(ConvertArgs),
     /// Serve AWS Lambda invocations (function URL events, streamed responses) instead of
     /// listening on a port. The default when AWS_LAMBDA_RUNTIME_API is set.
@@ -72,6 +74,9 @@ struct ConvertArgs {
     emoji: bool,
     #[arg(long)]
     avatar: bool,
+    /// A video's frame at 5 % of its duration (an image: as --static).
+    #[arg(long)]
+    thumbnail: bool,
     /// The first frame only (alone: a still WebP, as `static`).
     #[arg(long = "static")]
     still: bool,
@@ -94,6 +99,9 @@ struct ConvertArgs {
     /// 1–100.
     #[arg(long)]
     quality: Option<u8>,
+    /// A video's poster time: seconds (2.5) or a percentage (10%) (store mode `t`).
+    #[arg(long)]
+    time: Option<String>,
     /// A TOML configuration file (for the limits and default qualities).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
@@ -164,6 +172,7 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, Stop> {
     let flags = [
         (args.emoji, "emoji"),
         (args.avatar, "avatar"),
+        (args.thumbnail, "thumbnail"),
         (args.still, "static"),
         (args.preview, "preview"),
         (args.badge, "badge"),
@@ -179,6 +188,7 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, Stop> {
         fit: args.fit,
         format: args.format,
         quality: args.quality,
+        time: args.time,
     };
     let input = std::fs::read(&args.input)
         .map_err(|e| Stop::Failed(format!("cannot read {}: {e}", args.input.display())))?;

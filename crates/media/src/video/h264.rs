@@ -4,12 +4,13 @@
 //! phones and the fediverse send; High 10, 4:2:2 and 4:4:4 are refused from the profile in
 //! the `avcC` box before anything is decoded.
 //!
-//! Input: the track's [`Codec::H264`] and the bytes of the samples of a [`super::FramePlan`]
-//! (keyframe first); output: the last frame decoded, as RGB. The samples are converted from
-//! the MP4 form (each NAL unit behind a 1-, 2- or 4-byte length) to the start-code form the
-//! decoder reads, the parameter sets in front of the first. Reordered frames (B-frames) are
-//! flushed at the end: the frame kept is the last the decoder gives, within the reorder
-//! delay of the target. Uses `pixels`, `Error`.
+//! Input: the track's [`Codec::H264`], the bytes of the samples of a [`super::FramePlan`]
+//! (keyframe first) and which picture to keep; output: that picture, as RGB. The samples are
+//! converted from the MP4 form (each NAL unit behind a 1-, 2- or 4-byte length) to the
+//! start-code form the decoder reads, the parameter sets in front of the first. The decoder
+//! gives pictures out in presentation order, reordered ones (B-frames) held until later
+//! samples or the flush at the end: the plan says which of them is the frame. Uses
+//! `pixels`, `Error`, `Stop`.
 
 use openh264::decoder::{Decoder, DecoderConfig, Flush};
 use openh264::formats::YUVSource;
@@ -17,20 +18,32 @@ use openh264::OpenH264API;
 
 use super::Codec;
 use crate::pixels::{Channels, Frame};
-use crate::Error;
+use crate::{Error, Stop};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 /// The last frame of decoding `samples` (decode order, keyframe first) of an H.264 track.
 /// Never panics: a panic in the decoder or the conversion becomes [`Error::Panicked`].
-pub fn decode(codec: &Codec, samples: &[&[u8]]) -> Result<Frame, Error> {
+/// `stop` is checked before each sample: up to [`super::MAX_DECODE_AHEAD`] pictures of a 4K
+/// stream are seconds of a core.
+pub fn decode(
+    codec: &Codec,
+    samples: &[&[u8]],
+    picture: usize,
+    stop: &Stop,
+) -> Result<Frame, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_frames(codec, samples)
+        decode_frames(codec, samples, picture, stop)
     }))
     .unwrap_or(Err(Error::Panicked))
 }
 
-fn decode_frames(codec: &Codec, samples: &[&[u8]]) -> Result<Frame, Error> {
+fn decode_frames(
+    codec: &Codec,
+    samples: &[&[u8]],
+    picture: usize,
+    stop: &Stop,
+) -> Result<Frame, Error> {
     let Codec::H264 {
         profile,
         sps,
@@ -40,9 +53,7 @@ fn decode_frames(codec: &Codec, samples: &[&[u8]]) -> Result<Frame, Error> {
     else {
         return Err(Error::Unsupported("this video codec"));
     };
-    if matches!(profile, 110 | 122 | 244 | 44) {
-        return Err(Error::Unsupported("H.264 High 10, 4:2:2 or 4:4:4"));
-    }
+    supported(*profile)?;
     if !matches!(nal_length, 1 | 2 | 4) {
         return Err(Error::Invalid(format!(
             "H.264 NAL length of {nal_length} bytes"
@@ -55,8 +66,15 @@ fn decode_frames(codec: &Codec, samples: &[&[u8]]) -> Result<Frame, Error> {
     let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
     let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
         .map_err(|e| Error::Invalid(format!("H.264 decoder: {e}")))?;
-    let mut last = None;
+    // Pictures come out in presentation order; only the one kept is converted (the others
+    // are references). A damaged stream may give fewer: the last one given is kept then.
+    let mut out = Pictures {
+        given: 0,
+        kept: None,
+        picture,
+    };
     for (i, sample) in samples.iter().enumerate() {
+        stop.check()?;
         let mut packet = Vec::with_capacity(sample.len() + 64);
         if i == 0 {
             for set in sps.iter().chain(pps) {
@@ -65,20 +83,53 @@ fn decode_frames(codec: &Codec, samples: &[&[u8]]) -> Result<Frame, Error> {
             }
         }
         annex_b(sample, usize::from(*nal_length), &mut packet)?;
-        // Only the last sample's picture is converted: the earlier ones are references.
-        // The decoder may refuse a damaged picture and go on; the last one must come out.
-        let decoded = decoder.decode(&packet);
-        if i + 1 == samples.len() {
-            last = decoded.ok().flatten().map(|yuv| rgb(&yuv));
+        // The decoder may refuse a damaged picture and go on.
+        if let Ok(Some(yuv)) = decoder.decode(&packet) {
+            out.give(&yuv);
+        }
+        if out.done() {
+            break;
         }
     }
-    let held = decoder
-        .flush_remaining()
-        .map_err(|e| Error::Invalid(format!("H.264: {e}")))?;
-    if let Some(yuv) = held.last() {
-        last = Some(rgb(yuv));
+    if !out.done() {
+        let held = decoder
+            .flush_remaining()
+            .map_err(|e| Error::Invalid(format!("H.264: {e}")))?;
+        for yuv in &held {
+            out.give(yuv);
+        }
     }
-    last.ok_or_else(|| Error::Invalid("H.264: no picture decoded".into()))
+    out.kept
+        .ok_or_else(|| Error::Invalid("H.264: no picture decoded".into()))
+}
+
+/// The pictures a decoder gives out, counted; the one asked for (else the last) kept.
+struct Pictures {
+    given: usize,
+    kept: Option<Frame>,
+    picture: usize,
+}
+
+impl Pictures {
+    fn give(&mut self, yuv: &openh264::decoder::DecodedYUV<'_>) {
+        if self.given <= self.picture {
+            self.kept = Some(rgb(yuv));
+        }
+        self.given += 1;
+    }
+
+    fn done(&self) -> bool {
+        self.given > self.picture
+    }
+}
+
+/// Refuses the profiles OpenH264 does not decode (from the `avcC` box, before any sample is
+/// read): High 10 (110), High 4:2:2 (122), High 4:4:4 (244) and CAVLC 4:4:4 (44).
+pub fn supported(profile: u8) -> Result<(), Error> {
+    if matches!(profile, 110 | 122 | 244 | 44) {
+        return Err(Error::Unsupported("H.264 High 10, 4:2:2 or 4:4:4"));
+    }
+    Ok(())
 }
 
 /// One MP4 sample (length-prefixed NAL units) appended to `out` with start codes.
@@ -134,7 +185,7 @@ mod tests {
                     .ok_or_else(|| Error::Invalid("past the end".into()))
             })
             .collect::<Result<_, _>>()?;
-        decode(&t.codec, &samples)
+        decode(&t.codec, &samples, p.picture, &Stop::default())
     }
 
     fn mean(frame: &Frame) -> f64 {
@@ -150,7 +201,7 @@ mod tests {
             ("h264_aac_320x240_3s_faststart.mp4", 320, 240),
             ("h264_single_frame.mp4", 320, 240),
         ] {
-            let f = frame_of(name, At::Fraction(0.05)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let f = frame_of(name, At::Millionths(50000)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(
                 (f.width, f.height, f.data.len()),
                 (w, h, (w * h * 3) as usize),
@@ -165,10 +216,10 @@ mod tests {
         // Black for its first second, then a picture: the first frame and 0.5 s are black,
         // 2 s is not (a decoder that always gave the first frame fails here).
         let name = "h264_black_first_second.mp4";
-        let at = |s| frame_of(name, At::Seconds(s)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(mean(&at(0.0)) < 20.0);
-        assert!(mean(&at(0.5)) < 20.0);
-        assert!(mean(&at(2.0)) > 40.0, "{}", mean(&at(2.0)));
+        let at = |s| frame_of(name, At::Millis(s)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(mean(&at(0)) < 20.0);
+        assert!(mean(&at(500)) < 20.0);
+        assert!(mean(&at(2000)) > 40.0, "{}", mean(&at(2000)));
     }
 
     #[test]
@@ -176,7 +227,7 @@ mod tests {
         for name in ["h264_high10_320x240.mp4", "h264_yuv444_odd_321x241.mp4"] {
             assert!(
                 matches!(
-                    frame_of(name, At::Fraction(0.05)),
+                    frame_of(name, At::Millionths(50000)),
                     Err(Error::Unsupported(_))
                 ),
                 "{name}"
@@ -190,7 +241,7 @@ mod tests {
             nal_length: 4,
         };
         assert!(matches!(
-            decode(&codec, &[&[0, 0, 1, 0, 5, 5]]),
+            decode(&codec, &[&[0, 0, 1, 0, 5, 5]], 0, &Stop::default()),
             Err(Error::Invalid(_))
         ));
     }

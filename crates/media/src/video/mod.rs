@@ -1,15 +1,25 @@
-//! Video, for thumbnails (issue 19, under way): what to read of a video, by range, to decode
-//! one frame — never the whole file — and the frame. So far: ISO BMFF (MP4, MOV, M4A)
-//! indexes ([`mp4`]) and H.264 ([`h264`]); WebM/Matroska and AV1/VP9 follow the same shape.
+//! Video, for thumbnails and posters: what to read of a video, by range, to decode one
+//! frame — never the whole file — and the still image of that frame. ISO BMFF (MP4, MOV,
+//! M4A) indexes ([`mp4`]) and H.264 ([`h264`]); other containers and codecs are refused by
+//! [`check`] before their samples are read.
 //!
-//! Input: bytes of the container as the caller reads them (box headers, then the index);
-//! output: the video [`Track`] (codec, size, rotation, duration) and a [`FramePlan`] — the
-//! byte ranges of the samples to decode for the frame at a time. Uses `Error` and the
+//! The steps, in order: [`mp4::Locator`] (where the index is) → [`mp4::track`] (the video
+//! [`Track`]) → [`check`] (a codec this build decodes, a frame within the limits) →
+//! [`frame_plan`] (the samples to read) → [`cost`] (memory, for admission) → [`render`]
+//! (decode, turn upright, size and encode like a still image).
+//!
+//! Input: bytes of the container as the caller reads them (box headers, the index, the
+//! samples); output: a [`Track`], a [`FramePlan`], a [`Rendered`] image. Uses `Error`,
+//! `Limits`, `Stop`, the still-image steps of the crate root, `transform` (rotation) and the
 //! `mp4-atom` box decoder. Synchronous and pure, like the rest of the engine: the service
 //! does the reading (ranged GETs through the guarded fetcher or the store).
 
 pub mod h264;
 pub mod mp4;
+
+use image::metadata::Orientation;
+
+use crate::{Error, Limits, Output, Rendered, Stop, Transform};
 
 /// The video codecs a track may carry. Only what a thumbnail needs is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +59,15 @@ pub struct Track {
     pub(crate) table: mp4::SampleTable,
 }
 
-/// Where in the video the frame is taken.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Where in the video the frame is taken (integers, so that a time can be part of a
+/// cache key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum At {
-    /// A fraction of the duration (Misskey's thumbnails: 0.05).
-    Fraction(f64),
-    Seconds(f64),
+    /// Millionths of the duration (Misskey's thumbnails: 50 000, 5 %); over a million is
+    /// the end.
+    Millionths(u32),
+    /// Milliseconds from the start; past the end is the last frame.
+    Millis(u64),
 }
 
 /// One sample (a coded frame) of the track: where its bytes are.
@@ -76,6 +89,9 @@ pub struct FramePlan {
     /// The target was further than [`MAX_DECODE_AHEAD`] samples after its keyframe: the
     /// keyframe alone is decoded (the frame is then up to a GOP early).
     pub keyframe_only: bool,
+    /// Which of the pictures the decoder gives out (0-based, in presentation order) is the
+    /// frame: with reordering (B-frames) the last sample decoded is not the last shown.
+    pub picture: usize,
 }
 
 impl FramePlan {
@@ -88,3 +104,240 @@ impl FramePlan {
 /// Samples decoded after the keyframe at most to reach the exact frame (a GOP of 2 s at
 /// 60 fps). A longer run decodes the keyframe alone: bounded work whatever the encoder did.
 pub const MAX_DECODE_AHEAD: u32 = 120;
+
+/// The containers a still can be taken from, by their sniffed format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// MP4, MOV, M4V, 3GP (and M4A, which holds no video): read with [`mp4`].
+    IsoBmff,
+    /// WebM and Matroska: recognised, not read yet (refused as unsupported).
+    Matroska,
+}
+
+/// The container of a sniffed format, when it is one a video may be in.
+pub fn container(format: crate::Format) -> Option<Container> {
+    use crate::Format as F;
+    match format {
+        F::QuickTime | F::Mp4Video | F::Mp4Audio | F::M4v | F::M4a | F::ThreeGpp | F::ThreeGpp2 => {
+            Some(Container::IsoBmff)
+        }
+        F::WebmVideo | F::WebmAudio => Some(Container::Matroska),
+        _ => None,
+    }
+}
+
+/// The time of Misskey's own video thumbnails: 5 % of the duration.
+pub const MISSKEY_FRAME: At = At::Millionths(50_000);
+
+/// Refuses, before any sample is read, a track this build cannot make a still of: a codec
+/// it does not decode (`Error::Unsupported`), no size, or a frame over `limits.max_pixels`
+/// (`Error::TooLarge`).
+pub fn check(track: &Track, limits: &Limits) -> Result<(), Error> {
+    match &track.codec {
+        Codec::H264 { profile, .. } => h264::supported(*profile)?,
+        Codec::Av1 => return Err(Error::Unsupported("AV1 video")),
+        Codec::Vp9 => return Err(Error::Unsupported("VP9 video")),
+        Codec::Vp8 => return Err(Error::Unsupported("VP8 video")),
+        Codec::Hevc => return Err(Error::Unsupported("HEVC video")),
+        Codec::Other(_) => return Err(Error::Unsupported("this video codec")),
+    }
+    if track.width == 0 || track.height == 0 {
+        return Err(Error::Invalid("a video track without a size".into()));
+    }
+    let pixels = u64::from(track.width) * u64::from(track.height);
+    if pixels > limits.max_pixels {
+        return Err(Error::TooLarge(format!(
+            "{}×{} video frames, over {} pixels",
+            track.width, track.height, limits.max_pixels
+        )));
+    }
+    Ok(())
+}
+
+/// The samples to read for the frame at `at`: [`mp4::plan`], decoding at most
+/// `limits.max_total_pixels` worth of pictures (beyond it, the keyframe alone).
+pub fn frame_plan(track: &Track, at: At, limits: &Limits) -> Result<FramePlan, Error> {
+    let plan = mp4::plan(track, at, u64::MAX)?;
+    let pixels = u64::from(track.width) * u64::from(track.height);
+    if (plan.samples.len() as u64).saturating_mul(pixels) <= limits.max_total_pixels {
+        return Ok(plan);
+    }
+    Ok(FramePlan {
+        samples: plan.samples.into_iter().take(1).collect(),
+        keyframe_only: true,
+        picture: 0,
+    })
+}
+
+/// Reference pictures an H.264 decoder may hold (the level maximum, 16) and the one being
+/// decoded, plus its output copy.
+const DECODER_PICTURES: u64 = 18;
+
+/// Peak memory of [`render`] for `track`, in bytes (an upper estimate): the decoder's
+/// pictures (4:2:0, 1.5 bytes a pixel), the RGB frame and its upright copy, the output.
+pub fn cost(track: &Track, transform: Transform, output: Option<Output>) -> u64 {
+    let pixels = u64::from(track.width) * u64::from(track.height);
+    let (w, h) = upright(track);
+    let (ow, oh) = transform.target(w, h);
+    let out = u64::from(ow) * u64::from(oh);
+    let avif = if matches!(output, Some(Output::Avif { .. })) {
+        out * 8
+    } else {
+        0
+    };
+    pixels * 3 / 2 * DECODER_PICTURES + pixels * 3 * 2 + out * 8 + avif
+}
+
+/// The displayed size: the coded size turned by the rotation.
+pub fn upright(track: &Track) -> (u32, u32) {
+    match track.rotation {
+        90 | 270 => (track.height, track.width),
+        _ => (track.width, track.height),
+    }
+}
+
+/// The still image of the frame of a plan: `samples` (the plan's, in its order) decoded,
+/// its `picture` kept, turned upright by the track's rotation, then sized, placed and encoded like
+/// the first frame of an image for `transform` (`output`: the store mode's encoding, else
+/// the transform's own). Never panics.
+pub fn render(
+    track: &Track,
+    samples: &[&[u8]],
+    picture: usize,
+    transform: Transform,
+    output: Option<Output>,
+    stop: &Stop,
+) -> Result<Rendered, Error> {
+    let frame = match &track.codec {
+        Codec::H264 { .. } => h264::decode(&track.codec, samples, picture, stop)?,
+        _ => return Err(Error::Unsupported("this video codec")),
+    };
+    stop.check()?;
+    let orientation = match track.rotation {
+        90 => Orientation::Rotate90,
+        180 => Orientation::Rotate180,
+        270 => Orientation::Rotate270,
+        _ => Orientation::NoTransforms,
+    };
+    let frame = crate::transform::orient(frame, orientation)?;
+    stop.check()?;
+    crate::still(frame, transform, output)
+}
+
+/// The still of the frame at `at` of a whole file in memory (the `convert` command): the
+/// same steps as a ranged reader, each read a slice.
+pub fn render_file(
+    file: &[u8],
+    at: At,
+    transform: Transform,
+    output: Option<Output>,
+    limits: &Limits,
+    stop: &Stop,
+) -> Result<Rendered, Error> {
+    let track = mp4::track_in(file, file.len() as u64)?;
+    check(&track, limits)?;
+    let plan = frame_plan(&track, at, limits)?;
+    let samples = plan
+        .samples
+        .iter()
+        .map(|s| {
+            let start = usize::try_from(s.offset).unwrap_or(usize::MAX);
+            file.get(start..start.saturating_add(s.size as usize))
+                .ok_or_else(|| Error::Invalid("a video sample past the end of the file".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    render(&track, &samples, plan.picture, transform, output, stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
+        std::fs::read(format!("{path}{name}")).unwrap_or_default()
+    }
+
+    /// Every MP4/MOV of the corpus: a still of the size its upright frame gives inside
+    /// 498×422 (decoded again with `image`'s own WebP decoder), or the refusal the matrix
+    /// of `docs/video.md` names.
+    #[test]
+    fn the_corpus_gives_the_matrix() {
+        type Outcome = Result<(u32, u32), &'static str>;
+        let still = |w, h| Ok((w, h));
+        let unsupported = Err("unsupported");
+        let cases: [(&str, Outcome); 15] = [
+            ("h264_640x360_2s.mp4", still(498, 280)),
+            ("h264_1920x1080_1s.mp4", still(498, 280)),
+            ("h264_4096x2160_1s_solid.mp4", still(498, 263)),
+            ("h264_320x240_3s_moov_at_end.mp4", still(320, 240)),
+            ("h264_aac_320x240_3s_faststart.mp4", still(320, 240)),
+            ("h264_320x240_rotate90_metadata.mp4", still(240, 320)),
+            ("h264_black_first_second.mp4", still(320, 240)),
+            ("h264_single_frame.mp4", still(320, 240)),
+            ("h264_high10_320x240.mp4", unsupported),
+            ("h264_yuv444_odd_321x241.mp4", unsupported),
+            ("hevc_320x240_3s.mp4", unsupported),
+            ("hevc_main10_320x240.mov", unsupported),
+            ("prores_proxy_320x240_1s.mov", unsupported),
+            ("av1_320x240_3s.mp4", unsupported),
+            ("audio_only_aac_named.mp4", unsupported),
+        ];
+        for (name, want) in cases {
+            let file = corpus(name);
+            let got = render_file(
+                &file,
+                MISSKEY_FRAME,
+                Transform::Static,
+                None,
+                &Limits::default(),
+                &Stop::default(),
+            );
+            let got = match got {
+                Ok(r) => {
+                    assert_eq!(r.format, crate::Format::Webp, "{name}");
+                    let img =
+                        image::load_from_memory_with_format(&r.bytes, image::ImageFormat::WebP)
+                            .unwrap_or_else(|e| panic!("{name}: {e}"));
+                    Ok((img.width(), img.height()))
+                }
+                Err(Error::Unsupported(_)) => Err("unsupported"),
+                Err(e) => panic!("{name}: {e}"),
+            };
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn frames_over_the_pixel_limit_are_refused_before_decoding() {
+        let file = corpus("h264_4096x2160_1s_solid.mp4");
+        let limits = Limits {
+            max_pixels: 4096 * 2160 - 1,
+            ..Limits::default()
+        };
+        let got = render_file(
+            &file,
+            MISSKEY_FRAME,
+            Transform::Static,
+            None,
+            &limits,
+            &Stop::default(),
+        );
+        assert!(matches!(got, Err(Error::TooLarge(_))), "{got:?}");
+    }
+
+    #[test]
+    fn decoding_ahead_is_bounded_by_the_total_pixel_limit() {
+        let track = mp4::track_in(&corpus("h264_black_first_second.mp4"), 1 << 20).unwrap();
+        let at = At::Millis(2_000);
+        let exact = frame_plan(&track, at, &Limits::default()).unwrap();
+        assert!(exact.samples.len() > 1 && !exact.keyframe_only);
+        let tight = Limits {
+            max_total_pixels: 320 * 240,
+            ..Limits::default()
+        };
+        let bounded = frame_plan(&track, at, &tight).unwrap();
+        assert_eq!(bounded.samples.len(), 1);
+        assert!(bounded.keyframe_only && bounded.samples[0].keyframe);
+    }
+}

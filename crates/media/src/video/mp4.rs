@@ -27,6 +27,10 @@ use crate::Error;
 /// Bytes to read for one top-level box header (with a 64-bit size).
 pub const HEADER_LEN: u64 = 16;
 
+/// How far (in samples) decode order may stray from presentation order: the H.264 limit of
+/// reordered pictures.
+const REORDER: u32 = 16;
+
 /// Top-level boxes walked at most before the `moov` must have been found.
 pub const MAX_TOP_LEVEL_BOXES: u32 = 64;
 
@@ -134,6 +138,9 @@ impl Locator {
 pub(crate) struct SampleTable {
     /// `stts`: runs of (sample count, duration of each).
     times: Vec<(u32, u32)>,
+    /// `ctts`: runs of (sample count, presentation minus decode time); empty: none (the
+    /// samples are shown in decode order).
+    shifts: Vec<(u32, i64)>,
     /// `stss`: 1-based numbers of the sync samples; `None`: every sample is one.
     sync: Option<Vec<u32>>,
     /// `stsc`: runs of (first chunk, 1-based; samples per chunk).
@@ -195,6 +202,54 @@ impl SampleTable {
             first = first.saturating_add(count);
         }
         first.saturating_sub(1)
+    }
+
+    /// Presentation times of samples `first..=last` (decode time plus the `ctts` shift),
+    /// in one pass over each table's entries.
+    fn presentation(&self, first: u32, last: u32) -> Vec<i64> {
+        let n = (last - first + 1) as usize;
+        let mut times = Vec::with_capacity(n);
+        let (mut index, mut start) = (0u32, 0u64);
+        for &(count, delta) in &self.times {
+            if times.len() == n {
+                break;
+            }
+            let end = index.saturating_add(count);
+            let mut i = index.max(first);
+            while i < end && i <= last {
+                let dts = start.saturating_add(u64::from(i - index) * u64::from(delta));
+                times.push(i64::try_from(dts).unwrap_or(i64::MAX));
+                i += 1;
+            }
+            start = start.saturating_add(u64::from(count) * u64::from(delta));
+            index = end;
+        }
+        // A table shorter than the samples: the rest at its end.
+        let tail = times.last().copied().unwrap_or(0);
+        times.resize(n, tail);
+        let mut index = 0u32;
+        for &(count, shift) in &self.shifts {
+            let end = index.saturating_add(count);
+            for i in index.max(first)..end.min(last.saturating_add(1)) {
+                if let Some(t) = times.get_mut((i - first) as usize) {
+                    *t = t.saturating_add(shift);
+                }
+            }
+            if end > last {
+                break;
+            }
+            index = end;
+        }
+        times
+    }
+
+    /// The shift of the first sample: where presentation time zero is (an encoder that
+    /// reorders delays every picture by it; the edit list usually takes it out again).
+    fn first_shift(&self) -> i64 {
+        self.shifts
+            .first()
+            .filter(|&&(count, _)| count > 0)
+            .map_or(0, |&(_, shift)| shift)
     }
 
     /// The sync sample (0-based) decoding must start from to reach `target`: the last one at
@@ -362,6 +417,12 @@ pub fn track(moov: &[u8]) -> Result<Track, Error> {
             .iter()
             .map(|e| (e.sample_count, e.sample_delta))
             .collect(),
+        shifts: stbl.ctts.as_ref().map_or_else(Vec::new, |c| {
+            c.entries
+                .iter()
+                .map(|e| (e.sample_count, e.sample_offset))
+                .collect()
+        }),
         sync: stbl.stss.as_ref().map(|s| s.entries.clone()),
         chunk_runs: stbl
             .stsc
@@ -445,11 +506,30 @@ pub fn plan(track: &Track, at: At, max_bytes: u64) -> Result<FramePlan, Error> {
         return Err(Error::Unsupported("an MP4 without samples in its index"));
     }
     let ticks = match at {
-        At::Fraction(f) => track.duration as f64 * f.clamp(0.0, 1.0),
-        At::Seconds(s) => s.max(0.0) * f64::from(track.timescale),
+        At::Millionths(m) => track.duration as f64 * f64::from(m.min(1_000_000)) / 1e6,
+        At::Millis(ms) => ms as f64 * f64::from(track.timescale) / 1000.0,
     };
     // Saturating float-to-integer cast: a NaN is 0.
-    let target = table.sample_at(ticks as u64).min(count - 1);
+    let ticks = ticks as u64;
+    // The picture on screen at `ticks`: the one presented last at or before it, among the
+    // samples around the one decoded then (pictures are reordered by a few at most).
+    let near = table.sample_at(ticks).min(count - 1);
+    let (lo, hi) = (
+        near.saturating_sub(REORDER),
+        near.saturating_add(REORDER).min(count - 1),
+    );
+    let shown = i64::try_from(ticks)
+        .unwrap_or(i64::MAX)
+        .saturating_add(table.first_shift());
+    let around = table.presentation(lo, hi);
+    let on_screen = |(_, &t): &(usize, &i64)| t <= shown;
+    let target = around
+        .iter()
+        .enumerate()
+        .filter(on_screen)
+        .max_by_key(|&(_, &t)| t)
+        .or_else(|| around.iter().enumerate().min_by_key(|&(_, &t)| t))
+        .map_or(near, |(i, _)| lo + i as u32);
     let keyframe = table.keyframe_for(target).min(count - 1);
     let (last, keyframe_only) = if target.saturating_sub(keyframe) > MAX_DECODE_AHEAD {
         (keyframe, true)
@@ -457,9 +537,16 @@ pub fn plan(track: &Track, at: At, max_bytes: u64) -> Result<FramePlan, Error> {
         (target.max(keyframe), false)
     };
     let samples = table.locate(keyframe, last)?;
+    // The decoder gives pictures out in presentation order: the target comes after every
+    // decoded picture presented before it.
+    let times = table.presentation(keyframe, last);
+    let at = times.last().copied().unwrap_or(0);
+    let before = times.len().saturating_sub(1);
+    let picture = times.iter().take(before).filter(|&&t| t < at).count();
     let plan = FramePlan {
         samples,
         keyframe_only,
+        picture,
     };
     if plan.bytes() > max_bytes {
         return Err(Error::TooLarge(format!(
@@ -556,17 +643,19 @@ mod tests {
 
     #[test]
     fn the_frame_at_five_percent_is_its_keyframe_and_the_samples_after_it() {
-        // 60 frames over 2 s, one keyframe: 5 % is 0.1 s, the fourth frame.
+        // 60 frames over 2 s, one keyframe: 5 % is 0.1 s, the fourth frame shown: a P
+        // picture x264 puts second in decode order, before the two B pictures shown ahead
+        // of it (which it does not need). It is the second picture out of the decoder.
         let file = corpus("h264_640x360_2s.mp4");
         let (t, _) = index_of(&file).unwrap_or_else(|e| panic!("{e}"));
         let Codec::H264 { nal_length, .. } = t.codec else {
             panic!("h264");
         };
-        let p = plan(&t, At::Fraction(0.05), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan(&t, At::Millionths(50000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.keyframe_only);
         let indexes: Vec<u32> = p.samples.iter().map(|s| s.index).collect();
-        assert_eq!(indexes, [0, 1, 2, 3]);
-        assert!(p.samples[0].keyframe && !p.samples[3].keyframe);
+        assert_eq!((indexes, p.picture), (vec![0, 1], 1));
+        assert!(p.samples[0].keyframe && !p.samples[1].keyframe);
         for s in &p.samples {
             let bytes = &file[s.offset as usize..(s.offset + u64::from(s.size)) as usize];
             let types = nal_types(bytes, nal_length)
@@ -582,14 +671,15 @@ mod tests {
         }
         // The same in seconds; a time past the end is the last frame, decoded from its
         // keyframe (59 samples ahead: within the limit).
-        let p = plan(&t, At::Seconds(0.1), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.samples.last().map(|s| s.index), Some(3));
-        let p = plan(&t, At::Seconds(99.0), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((p.samples.len(), p.keyframe_only), (60, false));
-        assert_eq!(p.samples.last().map(|s| s.index), Some(59));
+        let p = plan(&t, At::Millis(100), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.samples.last().map(|s| s.index), Some(1));
+        // The last picture shown comes out of the decoder after every other one decoded.
+        let p = plan(&t, At::Millis(99000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!p.keyframe_only);
+        assert_eq!(p.picture, p.samples.len() - 1);
         // A frame costing more than the byte limit is refused.
         assert!(matches!(
-            plan(&t, At::Fraction(0.05), 100),
+            plan(&t, At::Millionths(50000), 100),
             Err(Error::TooLarge(_))
         ));
     }
@@ -602,7 +692,7 @@ mod tests {
             header_bytes <= 4 * HEADER_LEN,
             "{header_bytes} bytes of headers"
         );
-        let p = plan(&t, At::Fraction(0.05), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan(&t, At::Millionths(50000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             p.bytes() < file.len() as u64 / 4,
             "{} of {}",
@@ -616,6 +706,41 @@ mod tests {
             let bytes = &file[s.offset as usize..(s.offset + u64::from(s.size)) as usize];
             assert!(nal_types(bytes, nal_length).is_some(), "sample {}", s.index);
         }
+    }
+
+    /// Decode order I P B B P B B: the picture on screen at a time is found by its
+    /// presentation time, and the plan says where it comes out of the decoder.
+    #[test]
+    fn reordered_pictures_are_chosen_by_presentation_time() {
+        let t = Track {
+            codec: Codec::Vp9,
+            width: 16,
+            height: 16,
+            rotation: 0,
+            timescale: 1000,
+            duration: 8,
+            table: SampleTable {
+                times: vec![(8, 1)],
+                // Presentation times 1 4 2 3 7 5 6 8: shown from 1 (the first shift).
+                shifts: vec![(1, 1), (1, 3), (2, 0), (1, 3), (2, 0), (1, 1)],
+                sync: Some(vec![1]),
+                chunk_runs: vec![(1, 8)],
+                chunks: vec![0],
+                sizes: Sizes::Same { count: 8, size: 1 },
+            },
+        };
+        // At 2 ms the picture presented at 3 (decoded fourth) is on screen; before it come
+        // the ones presented at 1 and 2, so it is the third picture out.
+        let p = plan(&t, At::Millis(2), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let indexes: Vec<u32> = p.samples.iter().map(|s| s.index).collect();
+        assert_eq!((indexes, p.picture), (vec![0, 1, 2, 3], 2));
+        // At 3 ms: the P picture decoded second, after the two B pictures shown before it.
+        let p = plan(&t, At::Millis(3), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let indexes: Vec<u32> = p.samples.iter().map(|s| s.index).collect();
+        assert_eq!((indexes, p.picture), (vec![0, 1], 1));
+        // At 0: the first picture.
+        let p = plan(&t, At::Millis(0), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.samples.len(), p.picture), (1, 0));
     }
 
     #[test]
@@ -665,12 +790,13 @@ mod tests {
         // clamped to the samples that exist, at once.
         let t = track(SampleTable {
             times: vec![(u32::MAX, 1)],
+            shifts: vec![(u32::MAX, i64::MAX), (u32::MAX, -5)],
             sync: None,
             chunk_runs: vec![(1, 3)],
             chunks: vec![100],
             sizes: Sizes::Each(vec![10, 20, 30]),
         });
-        let p = plan(&t, At::Fraction(0.5), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan(&t, At::Millionths(500000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             p.samples,
             [Sample {
@@ -683,6 +809,7 @@ mod tests {
         // A target further than the decode-ahead limit from its keyframe: the keyframe.
         let t = track(SampleTable {
             times: vec![(200, 1)],
+            shifts: vec![],
             sync: Some(vec![1]),
             chunk_runs: vec![(1, 200)],
             chunks: vec![0],
@@ -691,7 +818,7 @@ mod tests {
                 size: 1,
             },
         });
-        let p = plan(&t, At::Fraction(1.0), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan(&t, At::Millionths(1000000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert!(p.keyframe_only);
         assert_eq!(
             p.samples,
@@ -728,7 +855,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    plan(&track(table.clone()), At::Fraction(1.0), 1 << 20),
+                    plan(&track(table.clone()), At::Millionths(1000000), 1 << 20),
                     Err(Error::Invalid(_))
                 ),
                 "{table:?}"
@@ -736,7 +863,11 @@ mod tests {
         }
         // No samples at all (a fragmented MP4's index).
         assert!(matches!(
-            plan(&track(SampleTable::default()), At::Fraction(0.05), 1 << 20),
+            plan(
+                &track(SampleTable::default()),
+                At::Millionths(50000),
+                1 << 20
+            ),
             Err(Error::Unsupported(_))
         ));
     }

@@ -98,6 +98,8 @@ pub struct ImageLimits {
     /// Pixel operations an SVG render may need at its output size (what bounds its CPU:
     /// the renderer cannot be interrupted).
     pub max_svg_work: u64,
+    /// Bytes of a video read for one thumbnail or poster (index and samples); over → 413.
+    pub max_video_read: u64,
 }
 
 /// The pool that runs image work (never on the async workers), and its admission rules.
@@ -131,6 +133,7 @@ impl Default for ImageLimits {
             max_alloc: d.max_alloc,
             max_svg_elements: d.max_svg_elements,
             max_svg_work: d.max_svg_work,
+            max_video_read: d.max_video_read,
         }
     }
 }
@@ -144,6 +147,7 @@ impl From<ImageLimits> for media::Limits {
             max_alloc: l.max_alloc,
             max_svg_elements: l.max_svg_elements,
             max_svg_work: l.max_svg_work,
+            max_video_read: l.max_video_read,
         }
     }
 }
@@ -371,6 +375,7 @@ impl Settings {
             || l.max_alloc == 0
             || l.max_svg_elements == 0
             || l.max_svg_work == 0
+            || l.max_video_read == 0
         {
             return Err(invalid("limits", "every limit must be at least 1"));
         }

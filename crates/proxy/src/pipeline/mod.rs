@@ -9,8 +9,9 @@
 //!   coalesced render, or the original streamed.
 //! - the steps both share: [`reuse`] (negative cache, variant lookup, coalescing — every
 //!   decision about repeated work), [`render`] (prepare, admit, render on the pool),
-//!   [`sniff`] (the type from the first bytes), [`names`] (download names); [`flight`] is
-//!   the coalescing mechanism.
+//!   [`sniff`] (the type from the first bytes), [`names`] (download names), [`video`] (a
+//!   video's index and the samples of one frame, read by range); [`flight`] is the
+//!   coalescing mechanism.
 
 pub mod flight;
 pub mod names;
@@ -19,6 +20,7 @@ pub mod render;
 pub mod reuse;
 pub mod sniff;
 pub mod store;
+pub mod video;
 
 pub use remote::{Passthrough, Payload, Pipeline, RelayControls, Reply};
 pub use reuse::{CacheStatus, Reuse};

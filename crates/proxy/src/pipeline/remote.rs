@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use media::format::{sniff, Sniffed, SNIFF_LEN};
+use media::video::{At, Container};
 use media::{Format, Transform};
 use std::sync::Arc;
 
@@ -33,11 +34,13 @@ use super::names;
 use super::render::{Input, Renderer};
 use super::reuse::{CacheStatus, Found, Fresh, Reuse};
 use super::sniff::{passable, sniff_body, sniff_complete};
+use super::video::{self, Ranges, Reader};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::range::Resolved;
 use crate::request::Plan;
 use crate::source::http::OriginRange;
+use crate::source::Room;
 use crate::source::{Fetched, Fetcher, SourceError};
 use crate::workers::{Reservation, Workers};
 
@@ -137,7 +140,7 @@ impl Pipeline {
     pub async fn run(&self, plan: Plan) -> (Option<CacheStatus>, Result<Reply, AppError>) {
         match plan.transform {
             Some(transform) => {
-                let (source, key) = remote_variant(&plan.url, transform);
+                let (source, key) = remote_variant(&plan.url, transform, plan.frame);
                 let (status, variant) = self
                     .transformed(&source, &key, move |this, key| {
                         this.render_url(plan, transform, key)
@@ -211,7 +214,21 @@ impl Pipeline {
         // Held until the render ends: bounds what downloads and queued bodies hold.
         let _place = self.workers.enter()?;
         self.admit_fetch(plan.client)?;
+        if let Some(at) = plan.frame {
+            return self.thumbnail(plan, at, transform, key).await;
+        }
         let source = self.download(&plan.url).await?;
+        self.render_image(&plan, source, transform, key).await
+    }
+
+    /// A downloaded source rendered as an image (anything else: 404).
+    async fn render_image(
+        &self,
+        plan: &Plan,
+        source: Downloaded,
+        transform: Transform,
+        key: VariantKey,
+    ) -> Result<Fresh, AppError> {
         let name = names::source_name(&plan.url_filename, &source.content_disposition);
         let format = sniff_complete(&source.bytes);
         if !format.capabilities().transform {
@@ -226,6 +243,101 @@ impl Pipeline {
         let variant = self.render(input, transform, name).await?;
         drop(source);
         Ok(Fresh { key, variant })
+    }
+
+    /// `thumbnail`: the origin is asked for the head by range. A video is then read by
+    /// range (an origin without ranges: its one body, forward, only as far as needed) and
+    /// the still of its frame at `at` rendered; an image is rendered like `static`.
+    async fn thumbnail(
+        &self,
+        plan: Plan,
+        at: At,
+        transform: Transform,
+        key: VariantKey,
+    ) -> Result<Fresh, AppError> {
+        let head_range = OriginRange {
+            first: 0,
+            last: Some(SNIFF_LEN as u64 - 1),
+        };
+        let mut first = self
+            .fetcher
+            .fetch(&plan.url, Some(head_range), None)
+            .await?;
+        let name = names::source_name(&plan.url_filename, &first.content_disposition);
+        let mut room = self.workers.reservation();
+        let (format, head, total) = match first.partial {
+            Some(granted) => {
+                room.make_room(SNIFF_LEN as u64)
+                    .map_err(SourceError::from)?;
+                let (head, _) = first.body.read_head(SNIFF_LEN).await?;
+                let complete = granted.total == Some(head.len() as u64);
+                let format = match sniff(&head, complete) {
+                    Sniffed::Known(f) => f,
+                    Sniffed::NeedMore => Format::unknown(),
+                };
+                (format, head, granted.total)
+            }
+            None => {
+                let (format, head, ended) = sniff_body(&mut first.body, &mut room).await?;
+                let total = if ended {
+                    Some(head.len() as u64)
+                } else {
+                    first.content_length
+                };
+                (format, head, total)
+            }
+        };
+        match media::video::container(format) {
+            Some(Container::IsoBmff) => {}
+            Some(Container::Matroska) => {
+                return Err(media::Error::Unsupported("WebM and Matroska video").into())
+            }
+            None if first.partial.is_some() => {
+                // An image behind an origin with ranges: read whole, like any transform.
+                drop((first, head, room));
+                let source = self.download(&plan.url).await?;
+                return self.render_image(&plan, source, transform, key).await;
+            }
+            None => {
+                let mut body = first.body;
+                body.unread(head);
+                let mut memory = room;
+                let bytes = body.read_all(&mut memory).await?;
+                let source = Downloaded {
+                    bytes,
+                    content_disposition: first.content_disposition,
+                    _memory: Arc::new(memory),
+                };
+                return self.render_image(&plan, source, transform, key).await;
+            }
+        }
+        let limit = self.renderer.limits().max_video_read;
+        let (ranges, head) = match first.partial {
+            Some(_) => (
+                Ranges::Remote {
+                    fetcher: self.fetcher.clone(),
+                    url: plan.url.clone(),
+                    validator: first.validator.clone(),
+                },
+                head,
+            ),
+            None => {
+                let mut body = first.body;
+                body.unread(head);
+                (Ranges::Forward(body), Bytes::new())
+            }
+        };
+        let reader = Reader::new(ranges, total, &head, limit, self.workers.clone())?;
+        drop((head, room));
+        let frame = video::read_frame(reader, at, self.renderer.limits()).await?;
+        let variant = self.renderer.render_video(frame, transform, None).await?;
+        Ok(Fresh {
+            key,
+            variant: Variant {
+                name: Some(name),
+                ..variant
+            },
+        })
     }
 
     /// The whole body of `url`, downloaded once for every render that wants it meanwhile.
@@ -403,7 +515,7 @@ impl Pipeline {
             // sniff only says Svg for a complete document, so `head` is all of it. Its
             // raster is a variant like any transform: cached, coalesced, and a refusal
             // (too costly, past the deadline) remembered, so it cannot be repeated at will.
-            let (source, key) = remote_variant(&plan.url, Transform::SvgRaster);
+            let (source, key) = remote_variant(&plan.url, Transform::SvgRaster, None);
             // A place like any image request: bounds the SVGs being parsed and rendered.
             let _place = self.workers.enter()?;
             let svg_name = name.clone();
@@ -472,9 +584,14 @@ impl Pipeline {
 
 /// The negative-cache name of a remote source and the key of one of its variants: one
 /// source (the URL) → one variant per transform; nothing else varies.
-fn remote_variant(url: &url::Url, transform: Transform) -> (String, VariantKey) {
+fn remote_variant(url: &url::Url, transform: Transform, frame: Option<At>) -> (String, VariantKey) {
+    let mut variant = format!("{transform:?}");
+    if let Some(at) = frame {
+        // A video's frame (`thumbnail`); images give the same as `static` under this key.
+        variant.push_str(&format!(" frame {at:?}"));
+    }
     (
         format!("remote\0{url}"),
-        VariantKey::of(&["remote", url.as_str(), &format!("{transform:?}")]),
+        VariantKey::of(&["remote", url.as_str(), &variant]),
     )
 }

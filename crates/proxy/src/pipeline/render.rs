@@ -3,13 +3,16 @@
 //! caller has chosen the output — the render admitted by its memory estimate and run on the
 //! pool under the deadline. Input: the bytes and their sniffed format, a [`media::Transform`];
 //! output: a [`Variant`] (bytes, format, created-at; the caller adds its validators and
-//! name). Uses `cache` (the `Variant` type), `error`, `metrics`, `workers`.
+//! name). A video's frame ([`Renderer::render_video`]) is admitted by the estimate of its
+//! track and rendered the same way. Uses `cache` (the `Variant` type), `error`, `metrics`,
+//! `workers`, the video step's [`VideoFrame`].
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use media::{Format, Prepared, Transform};
 
+use super::video::VideoFrame;
 use crate::cache::{exact, Variant};
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -65,7 +68,41 @@ impl Renderer {
             .workers
             .render(prepared, input.bytes, input.held)
             .await?;
-        Ok(Variant {
+        Ok(fresh(rendered))
+    }
+
+    /// The still of a video's frame for `transform` (`output`: the store mode's encoding),
+    /// admitted by [`media::video::cost`] of its track, on the pool under the deadline.
+    pub(crate) async fn render_video(
+        &self,
+        frame: VideoFrame,
+        transform: Transform,
+        output: Option<media::Output>,
+    ) -> Result<Variant, AppError> {
+        self.metrics.renders.inc();
+        let cost = media::video::cost(&frame.track, transform, output);
+        let rendered = self
+            .workers
+            .run(cost, move |stop| {
+                let samples: Vec<&[u8]> = frame.samples.iter().map(|s| s.as_ref()).collect();
+                let picture = frame.picture;
+                media::video::render(&frame.track, &samples, picture, transform, output, stop)
+            })
+            .await?;
+        Ok(fresh(rendered))
+    }
+
+    /// The limits inputs are checked against (the store's revalidation prepares a head
+    /// with them on the calling thread).
+    pub(crate) fn limits(&self) -> &media::Limits {
+        &self.limits
+    }
+}
+
+/// A variant of freshly rendered bytes (the caller adds validators and the name).
+fn fresh(rendered: media::Rendered) -> Variant {
+    {
+        Variant {
             bytes: exact(rendered.bytes),
             format: rendered.format,
             etag: None,
@@ -74,12 +111,6 @@ impl Renderer {
             fallback: None,
             name: None,
             created: SystemTime::now(),
-        })
-    }
-
-    /// The limits inputs are checked against (the store's revalidation prepares a head
-    /// with them on the calling thread).
-    pub(crate) fn limits(&self) -> &media::Limits {
-        &self.limits
+        }
     }
 }

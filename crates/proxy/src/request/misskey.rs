@@ -1,4 +1,5 @@
-//! The Misskey media proxy query: `?url=<remote>&emoji|avatar|static|preview|badge|fallback`.
+//! The Misskey media proxy query:
+//! `?url=<remote>&emoji|avatar|thumbnail|static|preview|badge|fallback`.
 //!
 //! Flags use presence semantics (`emoji`, `emoji=`, `emoji=0` all turn it on), keys are
 //! case-sensitive, unknown keys are ignored, and the path is ignored except that `/` with
@@ -28,6 +29,9 @@ pub struct Plan {
     /// The transform the flags select; `None` means "pass the original through" (or, for
     /// an SVG, rasterise it: decided once the bytes are known).
     pub transform: Option<Transform>,
+    /// `thumbnail`: when the source is a video, the still of the frame at this time
+    /// (sized by `transform`, `Static`); an image is transformed as usual.
+    pub frame: Option<media::video::At>,
     /// Answer errors with a placeholder image instead of an error status.
     pub fallback: bool,
     /// The download name before the extension rule: the last path segment of `url`, as
@@ -62,6 +66,7 @@ pub fn parse(
             "emoji" => flags.emoji = true,
             "avatar" => flags.avatar = true,
             "static" => flags.still = true,
+            "thumbnail" => flags.thumbnail = true,
             "preview" => flags.preview = true,
             "badge" => flags.badge = true,
             "fallback" => flags.fallback = true,
@@ -97,9 +102,11 @@ pub fn parse(
         .and_then(|mut segments| segments.next_back())
         .unwrap_or("")
         .to_owned();
+    let (transform, frame) = flags.transform();
     Ok(Route::Proxy(Plan {
         url,
-        transform: flags.transform(),
+        transform,
+        frame,
         fallback: flags.fallback,
         url_filename,
         head_only,
@@ -113,18 +120,21 @@ struct Flags {
     emoji: bool,
     avatar: bool,
     still: bool,
+    thumbnail: bool,
     preview: bool,
     badge: bool,
     fallback: bool,
 }
 
 impl Flags {
-    /// The spec's table, first match wins.
-    fn transform(&self) -> Option<Transform> {
-        if self.emoji {
+    /// The spec's table, first match wins; `thumbnail` (row 1b) also takes a video's frame.
+    fn transform(&self) -> (Option<Transform>, Option<media::video::At>) {
+        let transform = if self.emoji {
             Some(Transform::Emoji { still: self.still })
         } else if self.avatar {
             Some(Transform::Avatar { still: self.still })
+        } else if self.thumbnail {
+            return (Some(Transform::Static), Some(media::video::MISSKEY_FRAME));
         } else if self.still {
             Some(Transform::Static)
         } else if self.preview {
@@ -133,7 +143,8 @@ impl Flags {
             Some(Transform::Badge)
         } else {
             None
-        }
+        };
+        (transform, None)
     }
 }
 
@@ -220,6 +231,32 @@ mod tests {
         }
         assert!(plan(&format!("{u}&fallback")).fallback);
         assert!(!plan(u).fallback);
+    }
+
+    #[test]
+    fn thumbnail_takes_a_frame_after_emoji_and_avatar() {
+        let u = "url=https%3A%2F%2Fexample.com%2Fa.mp4";
+        let frame = Some(media::video::MISSKEY_FRAME);
+        for (flags, want, at) in [
+            ("&thumbnail=1", Some(Transform::Static), frame),
+            ("&thumbnail&static&preview", Some(Transform::Static), frame),
+            ("&preview&thumbnail", Some(Transform::Static), frame),
+            (
+                "&thumbnail&emoji",
+                Some(Transform::Emoji { still: false }),
+                None,
+            ),
+            (
+                "&avatar&thumbnail",
+                Some(Transform::Avatar { still: false }),
+                None,
+            ),
+            ("&static", Some(Transform::Static), None),
+            ("&Thumbnail", None, None),
+        ] {
+            let p = plan(&format!("{u}{flags}"));
+            assert_eq!((p.transform, p.frame), (want, at), "flags `{flags}`");
+        }
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct StoreTransform {
     pub format: FormatChoice,
     /// `q`; `None`: the format's default.
     pub quality: Option<u8>,
+    /// `t`: a video original's poster time (default 5 %, as Misskey's thumbnails); images
+    /// ignore it.
+    pub frame: media::video::At,
     /// The transform in one canonical text (every default spelled out), for validators
     /// and cache keys: two URLs that mean the same thing give the same text.
     pub canonical: String,
@@ -121,8 +124,8 @@ pub enum ResizeError {
     Signature(#[from] SignatureError),
 }
 
-const PARAMS: [&str; 11] = [
-    "d", "w", "h", "fit", "format", "q", "enlarge", "static", "bg", "v", "sig",
+const PARAMS: [&str; 12] = [
+    "d", "w", "h", "fit", "format", "q", "enlarge", "static", "bg", "t", "v", "sig",
 ];
 
 /// Parses a store request: `path` as received (percent-encoded), `query` without `?`.
@@ -269,8 +272,10 @@ fn parse_transform(params: &Params, rules: &Rules) -> Result<Option<StoreTransfo
         return Err(ResizeError::Conflict("`q` does not apply to png or gif"));
     }
     let background = get("bg").map(parse_colour).transpose()?;
+    let frame = get("t").map(parse_time).transpose()?;
     let transforms = sized
         || get("static").is_some()
+        || frame.is_some()
         || quality.is_some()
         || background.is_some()
         || matches!(format, Some(f) if f != FormatChoice::Original);
@@ -290,7 +295,7 @@ fn parse_transform(params: &Params, rules: &Rules) -> Result<Option<StoreTransfo
         max_side: rules.max_side,
     };
     let opt = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-    let canonical = format!(
+    let mut canonical = format!(
         "w={};h={};fit={fit:?};enlarge={};static={};bg={:02x}{:02x}{:02x}{:02x};format={};q={}",
         opt(width),
         opt(height),
@@ -303,10 +308,18 @@ fn parse_transform(params: &Params, rules: &Rules) -> Result<Option<StoreTransfo
         format.name(),
         opt(quality.map(u32::from)),
     );
+    if let Some(at) = frame {
+        // Only when given: the text (and every validator) of a URL without `t` stays as is.
+        canonical.push_str(&match at {
+            media::video::At::Millis(ms) => format!(";t={ms}ms"),
+            media::video::At::Millionths(m) => format!(";t={m}ppm"),
+        });
+    }
     Ok(Some(StoreTransform {
         resize,
         format,
         quality,
+        frame: frame.unwrap_or(media::video::MISSKEY_FRAME),
         canonical,
     }))
 }
@@ -342,6 +355,33 @@ fn side(param: &'static str, v: &str, rules: &Rules) -> Result<u32, ResizeError>
         return Err(ResizeError::SizeNotAllowed(n));
     }
     Ok(n)
+}
+
+/// `t`: seconds (`2.5`, up to a day, to the millisecond) or a percentage of the duration
+/// (`10%`, up to `100%`).
+fn parse_time(v: &str) -> Result<media::video::At, ResizeError> {
+    let bad = || ResizeError::Value {
+        param: "t",
+        reason: "expected seconds (2.5) or a percentage (10%)".into(),
+    };
+    let (number, percent) = match v.strip_suffix('%') {
+        Some(n) => (n, true),
+        None => (v, false),
+    };
+    let plain = !number.is_empty()
+        && number.len() <= 12
+        && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && number.bytes().filter(|&b| b == b'.').count() <= 1;
+    let value: f64 = if plain {
+        number.parse().map_err(|_| bad())?
+    } else {
+        return Err(bad());
+    };
+    match (percent, value) {
+        (true, p) if p <= 100.0 => Ok(media::video::At::Millionths((p * 10_000.0).round() as u32)),
+        (false, s) if s <= 86_400.0 => Ok(media::video::At::Millis((s * 1000.0).round() as u64)),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_quality(v: &str) -> Result<u8, ResizeError> {
@@ -434,6 +474,34 @@ mod tests {
             max_side: 4096,
             ..Rules::default()
         }
+    }
+
+    #[test]
+    fn t_is_seconds_or_a_percentage_and_part_of_the_canonical_text() {
+        use media::video::At;
+        let t = |q: &str| plan("/v.mp4", q).map(|p| p.transform.map(|t| (t.frame, t.canonical)));
+        let frame = |q: &str| t(q).ok().flatten().map(|(f, _)| f);
+        assert_eq!(frame("d=100x100"), Some(At::Millionths(50_000)));
+        assert_eq!(frame("d=100x100&t=2.5"), Some(At::Millis(2500)));
+        assert_eq!(frame("t=0"), Some(At::Millis(0)));
+        assert_eq!(frame("d=100&t=10%"), Some(At::Millionths(100_000)));
+        assert_eq!(frame("d=100&t=100%"), Some(At::Millionths(1_000_000)));
+        for bad in [
+            "t=", "t=-1", "t=1e3", "t=101%", "t=NaN", "t=1.2.3", "t=%", "t=90000",
+        ] {
+            assert!(
+                matches!(
+                    t(&format!("d=100&{bad}")),
+                    Err(ResizeError::Value { param: "t", .. })
+                ),
+                "{bad}"
+            );
+        }
+        let text = |q: &str| t(q).ok().flatten().map(|(_, c)| c).unwrap_or_default();
+        assert!(!text("d=100").contains(";t="));
+        assert_ne!(text("d=100&t=1"), text("d=100&t=2"));
+        assert_ne!(text("d=100&t=1"), text("d=100&t=1%"));
+        assert_eq!(text("d=100&t=1"), text("d=100&t=1.000"));
     }
 
     fn plan(path: &str, query: &str) -> Result<StorePlan, ResizeError> {

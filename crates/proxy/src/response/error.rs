@@ -54,6 +54,7 @@ impl AppError {
                 StoreError::Timeout => (S::GATEWAY_TIMEOUT, "store timed out"),
                 StoreError::Denied(_) => (S::BAD_GATEWAY, "store refused access"),
                 StoreError::Unavailable(_) => (S::BAD_GATEWAY, "store unavailable"),
+                StoreError::Changed => (S::BAD_GATEWAY, "store object changed"),
                 StoreError::NoRoom(n) => no_room(*n),
             },
             AppError::Source(e) => match e {

@@ -47,6 +47,10 @@ pub enum StoreError {
     /// Any other store failure: connection, protocol, I/O (upstream; 502).
     #[error("store failed: {0}")]
     Unavailable(String),
+    /// The object was replaced between two reads of one video (upstream; 502: asking
+    /// again reads the new one).
+    #[error("the object changed while it was read")]
+    Changed,
     /// The memory budget has no room for the object now (503) or ever (413).
     #[error("no room in the memory budget: {0}")]
     NoRoom(super::NoRoom),
@@ -159,15 +163,36 @@ impl Store {
     /// Starts reading `key`: metadata now, the body as it is read. Larger than the cap:
     /// refused from the metadata, before any body byte is read.
     pub async fn get(&self, key: &str) -> Result<StoreObject, StoreError> {
+        self.get_with(key, GetOptions::default()).await
+    }
+
+    /// The bytes `range` of `key` (cut at its end), of the version `version` only (an
+    /// object replaced meanwhile: `StoreError::Changed`, never a splice of two versions).
+    /// S3: one ranged GET; a directory: a seek.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        version: &str,
+    ) -> Result<StoreObject, StoreError> {
+        let options = GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let object = self.get_with(key, options).await?;
+        if object.meta.version != version {
+            return Err(StoreError::Changed);
+        }
+        Ok(object)
+    }
+
+    async fn get_with(&self, key: &str, options: GetOptions) -> Result<StoreObject, StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
         self.stay_inside(&path).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let result = tokio::time::timeout(
-            self.timeout,
-            self.inner.get_opts(&path, GetOptions::default()),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout)??;
+        let result = tokio::time::timeout(self.timeout, self.inner.get_opts(&path, options))
+            .await
+            .map_err(|_| StoreError::Timeout)??;
         let meta = &result.meta;
         if meta.size > self.max_size {
             return Err(StoreError::TooLarge {

@@ -195,6 +195,50 @@ fn convert_runs_the_engine_on_local_files() {
     assert!(!o.status.success(), "flags and sizes do not mix");
 }
 
+#[test]
+fn convert_makes_a_videos_thumbnail_or_poster() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::helpers::corpus("video/h264_black_first_second.mp4");
+    let run = |out: &str, args: &[&str]| {
+        let path = dir.path().join(out);
+        let o = media_proxy()
+            .arg("convert")
+            .arg(&input)
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        (o.status.success(), std::fs::read(&path).unwrap_or_default())
+    };
+    let mean = |rgb: &[u8]| rgb.iter().map(|&b| f64::from(b)).sum::<f64>() / rgb.len() as f64;
+    let (ok, bytes) = run("t.webp", &["--thumbnail"]);
+    assert!(ok);
+    let d = crate::store::decode(&bytes);
+    assert_eq!((d.format, d.width, d.height), ("webp", 320, 240));
+    let (ok, bytes) = run("p.png", &["--width", "160", "--time", "2"]);
+    assert!(ok);
+    let d = crate::store::decode(&bytes);
+    assert_eq!((d.format, d.width, d.height), ("png", 160, 120));
+    assert!(mean(&d.rgb) > 40.0, "the picture after the black second");
+    let (ok, bytes) = run("q.jpg", &["--width", "160", "--time", "0.5"]);
+    assert!(ok);
+    assert!(
+        mean(&crate::store::decode(&bytes).rgb) < 20.0,
+        "still black at 0.5 s"
+    );
+    // A flag that is not for videos, and --time on an image, are refused.
+    assert!(!run("e.webp", &["--emoji"]).0);
+    let png = crate::helpers::corpus("png-pngsuite/basn6a08.png");
+    let o = media_proxy()
+        .arg("convert")
+        .arg(&png)
+        .arg(dir.path().join("i.png"))
+        .args(["--width", "10", "--time", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}
+
 /// The same flags give the same bytes offline and over HTTP.
 #[tokio::test]
 async fn convert_gives_the_bytes_the_server_sends() {
@@ -207,6 +251,7 @@ async fn convert_gives_the_bytes_the_server_sends() {
             "avatar",
         ),
         ("png-pngsuite/basn6a08.png", "static"),
+        ("video/h264_320x240_rotate90_metadata.mp4", "thumbnail"),
     ] {
         let url = app.proxy_url(
             "x",

@@ -160,6 +160,7 @@ pub async fn spawn_origin_on(addr: SocketAddr) -> std::io::Result<Origin> {
         .route("/echo", get(echo))
         .route("/generated/{spec}", get(generated))
         .route("/padded/{size}/{*rel}", get(padded))
+        .route("/made/{name}", get(made_file))
         .fallback(get(corpus_file_by_any_path))
         .with_state(hits.clone())
         .layer(axum::middleware::from_fn_with_state(hits.clone(), record));
@@ -220,6 +221,27 @@ async fn corpus_file(
         return StatusCode::NOT_FOUND.into_response();
     };
     serve_bytes(bytes, &opts, &headers)
+}
+
+/// Where tests put the files they make (videos made with ffmpeg): served at `/made/<name>`.
+pub fn made_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("media-proxy-tests-made");
+    std::fs::create_dir_all(&dir).expect("made dir");
+    dir
+}
+
+async fn made_file(
+    Path(name): Path<String>,
+    Query(opts): Query<FileOptions>,
+    headers: HeaderMap,
+) -> Response {
+    if name.contains('/') || name.starts_with('.') {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match std::fs::read(made_dir().join(name)) {
+        Ok(bytes) => serve_bytes(bytes, &opts, &headers),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// `/padded/{bytes}/{rel}`: the corpus file, then zeros up to `bytes` in all (a large "video"

@@ -28,3 +28,4 @@ mod passthrough;
 mod ssrf;
 mod store;
 mod store_s3;
+mod video;

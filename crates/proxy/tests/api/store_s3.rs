@@ -659,3 +659,34 @@ async fn the_store_mode_and_the_s3_cache_work_the_same_under_lambda() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_video_poster_from_s3_pulls_a_small_part_of_the_object() {
+    let moto = start_moto().await;
+    let (endpoint, log, sent) = recording_proxy(moto.url.clone()).await;
+    let app = start_binary(&endpoint, &[]).await;
+    // About 20 MB with its index at the end.
+    let video = std::fs::read(crate::video::large_video(false)).unwrap();
+    moto.put("clips/large.mp4", &video).await;
+    let read = || sent.load(std::sync::atomic::Ordering::SeqCst);
+
+    let r = app.get("clips/large.mp4?w=320&format=webp", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let d = decode(&r.body);
+    assert_eq!((d.format, d.width, d.height), ("webp", 320, 180));
+    // Let the abandoned first GET stop before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pulled = read();
+    eprintln!("{pulled} of {} bytes pulled from S3", video.len());
+    assert!(
+        pulled < video.len() as u64 / 4,
+        "a poster pulled {pulled} of {} bytes",
+        video.len()
+    );
+    let seen = log.lock().unwrap().clone();
+    let gets = seen.iter().filter(|(m, _)| m == "GET").count();
+    assert!(
+        gets <= 8,
+        "a GET for the head, ranged reads after it: {seen:?}"
+    );
+}

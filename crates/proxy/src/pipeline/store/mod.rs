@@ -44,6 +44,7 @@ use super::flight::Flights;
 use super::render::{Input, Renderer};
 use super::reuse::{CacheStatus, Fresh, Reuse};
 use super::sniff::{passable, sniff_body, sniff_complete};
+use super::video::{self, Ranges, Reader};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::resize::{FormatChoice, StorePlan, StoreTransform};
@@ -95,8 +96,8 @@ pub struct StorePipeline {
     renderer: Renderer,
     policy: OutputPolicy,
     reuse: Reuse,
-    /// Whole-original downloads in progress, by key.
-    downloads: Flights<(Bytes, ObjectMeta, Arc<Reservation>)>,
+    /// Original downloads in progress (whole, or a video's head), by key.
+    downloads: Flights<Original>,
 }
 
 impl StorePipeline {
@@ -265,7 +266,27 @@ impl StorePipeline {
     ) -> Result<Fresh, AppError> {
         // Held until the render ends: bounds what downloads and queued bodies hold.
         let _place = self.workers.enter()?;
-        let (bytes, meta, memory) = self.download(&object_key, opened).await?;
+        let (bytes, meta, memory) = match self.download(&object_key, opened).await? {
+            Original::Whole {
+                bytes,
+                meta,
+                memory,
+            } => (bytes, meta, memory),
+            Original::Video { head, meta, format } => {
+                let variant = self
+                    .render_video(&object_key, &head, &meta, format, &t, accept)
+                    .await?;
+                let key = self.key_read(
+                    &object_key,
+                    &t,
+                    accept,
+                    &meta,
+                    looked_up,
+                    &looked_up_version,
+                );
+                return Ok(Fresh { key, variant });
+            }
+        };
         let format = sniff_complete(&bytes);
         if !format.capabilities().transform {
             // 422, not the remote mode's 404: here a 404 means "no such key".
@@ -279,34 +300,115 @@ impl StorePipeline {
         // The download's reservation (kept until the render ends) covers the input.
         let variant = self.render(input, &t, &meta, accept).await?;
         drop(memory);
-        let key = if meta.version == looked_up_version {
-            looked_up
-        } else {
-            let bucket = output_bucket(&self.policy, t.format, accept);
-            variant_key(&object_key, &meta.version, &t.canonical, &bucket)
-        };
+        let key = self.key_read(
+            &object_key,
+            &t,
+            accept,
+            &meta,
+            looked_up,
+            &looked_up_version,
+        );
         Ok(Fresh { key, variant })
     }
 
-    /// The whole original at `key`, read once for every render that wants it meanwhile
-    /// (`opened`: a GET already under way, used if this request starts the download).
-    async fn download(
+    /// The variant key of the version actually read: `looked_up` unless the object
+    /// changed between the HEAD and the GET.
+    fn key_read(
         &self,
-        key: &str,
-        opened: Option<StoreObject>,
-    ) -> Result<(Bytes, ObjectMeta, Arc<Reservation>), AppError> {
+        object_key: &str,
+        t: &StoreTransform,
+        accept: Accepted,
+        meta: &ObjectMeta,
+        looked_up: VariantKey,
+        looked_up_version: &str,
+    ) -> VariantKey {
+        if meta.version == looked_up_version {
+            looked_up
+        } else {
+            let bucket = output_bucket(&self.policy, t.format, accept);
+            variant_key(object_key, &meta.version, &t.canonical, &bucket)
+        }
+    }
+
+    /// The original at `key`, read once for every render that wants it meanwhile
+    /// (`opened`: a GET already under way, used if this request starts the download): the
+    /// whole of it, or — a video — only its head: a video is read by range, never whole.
+    async fn download(&self, key: &str, opened: Option<StoreObject>) -> Result<Original, AppError> {
         let (store, owned) = (self.store.clone(), key.to_owned());
         let mut memory = self.workers.reservation();
         self.reuse
             .download_once(&self.downloads, key, || async move {
-                let object = match opened {
+                let mut object = match opened {
                     Some(object) => object,
                     None => store.get(&owned).await?,
                 };
+                let (format, head, _) = sniff_body(&mut object.body, &mut memory).await?;
+                if media::video::container(format).is_some() {
+                    // The rest of the GET is dropped unread.
+                    let meta = object.meta;
+                    return Ok(Original::Video { head, meta, format });
+                }
+                object.body.unread(head);
                 let bytes = object.body.read_all(&mut memory).await?;
-                Ok((bytes, object.meta, Arc::new(memory)))
+                Ok(Original::Whole {
+                    bytes,
+                    meta: object.meta,
+                    memory: Arc::new(memory),
+                })
             })
             .await
+    }
+
+    /// A video original's poster: the frame at `t.frame` read by range (the head already
+    /// read), in the negotiated output (a video's own family is JPEG), its validators from
+    /// the version read.
+    async fn render_video(
+        &self,
+        object_key: &str,
+        head: &[u8],
+        meta: &ObjectMeta,
+        format: Format,
+        t: &StoreTransform,
+        accept: Accepted,
+    ) -> Result<Variant, AppError> {
+        if media::video::container(format) != Some(media::video::Container::IsoBmff) {
+            return Err(media::Error::Unsupported("WebM and Matroska video").into());
+        }
+        let ranges = Ranges::Store {
+            store: self.store.clone(),
+            key: object_key.to_owned(),
+            version: meta.version.clone(),
+        };
+        let limits = self.renderer.limits();
+        let reader = Reader::new(
+            ranges,
+            Some(meta.size),
+            head,
+            limits.max_video_read,
+            self.workers.clone(),
+        )?;
+        let frame = video::read_frame(reader, t.frame, limits).await?;
+        let transform = Transform::Resize(t.resize);
+        let (w, h) = media::video::upright(&frame.track);
+        let (ow, oh) = transform.target(w, h);
+        let facts = SourceFacts {
+            format: Format::Jpeg,
+            animated: false,
+            pixels: u64::from(ow) * u64::from(oh),
+        };
+        let choice = choose_output(&self.policy, t.format, t.quality, &facts, accept);
+        let v = validators(meta, &t.canonical, Some(choice.output), choice.vary_accept);
+        let variant = self
+            .renderer
+            .render_video(frame, transform, Some(choice.output))
+            .await?;
+        Ok(Variant {
+            etag: Some(v.etag),
+            last_modified: Some(v.last_modified),
+            vary_accept: v.vary_accept,
+            fallback: choice.fallback,
+            ..variant
+        })
     }
 
     /// The render step with the negotiated output: prepared, the output and its validators
@@ -374,6 +476,24 @@ impl StorePipeline {
     }
 }
 
+/// An original as the renders of it share it.
+#[derive(Debug, Clone)]
+enum Original {
+    /// An image, read whole; its bytes stay counted in the budget until the last render
+    /// of them lets go.
+    Whole {
+        bytes: Bytes,
+        meta: ObjectMeta,
+        memory: Arc<Reservation>,
+    },
+    /// A video: only its head was read.
+    Video {
+        head: Bytes,
+        meta: ObjectMeta,
+        format: Format,
+    },
+}
+
 /// What a revalidation found out from the head of the original.
 enum Revalidated {
     NotModified(Validators),
@@ -420,6 +540,7 @@ fn default_svg_transform() -> StoreTransform {
         },
         format: FormatChoice::Auto,
         quality: None,
+        frame: media::video::MISSKEY_FRAME,
         canonical: "svg-raster".into(),
     }
 }
