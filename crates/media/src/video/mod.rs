@@ -14,6 +14,7 @@
 //! `mp4-atom` box decoder. Synchronous and pure, like the rest of the engine: the service
 //! does the reading (ranged GETs through the guarded fetcher or the store).
 
+pub mod av1;
 pub mod h264;
 pub mod mp4;
 
@@ -135,7 +136,7 @@ pub const MISSKEY_FRAME: At = At::Millionths(50_000);
 pub fn check(track: &Track, limits: &Limits) -> Result<(), Error> {
     match &track.codec {
         Codec::H264 { profile, .. } => h264::supported(*profile)?,
-        Codec::Av1 => return Err(Error::Unsupported("AV1 video")),
+        Codec::Av1 => {}
         Codec::Vp9 => return Err(Error::Unsupported("VP9 video")),
         Codec::Vp8 => return Err(Error::Unsupported("VP8 video")),
         Codec::Hevc => return Err(Error::Unsupported("HEVC video")),
@@ -210,6 +211,7 @@ pub fn render(
 ) -> Result<Rendered, Error> {
     let frame = match &track.codec {
         Codec::H264 { .. } => h264::decode(&track.codec, samples, picture, stop)?,
+        Codec::Av1 => av1::decode(samples, picture, stop)?,
         _ => return Err(Error::Unsupported("this video codec")),
     };
     stop.check()?;
@@ -280,7 +282,7 @@ mod tests {
             ("hevc_320x240_3s.mp4", unsupported),
             ("hevc_main10_320x240.mov", unsupported),
             ("prores_proxy_320x240_1s.mov", unsupported),
-            ("av1_320x240_3s.mp4", unsupported),
+            ("av1_320x240_3s.mp4", still(320, 240)),
             ("audio_only_aac_named.mp4", unsupported),
         ];
         for (name, want) in cases {

@@ -188,13 +188,13 @@ async fn every_corpus_video_gives_its_still_or_a_clean_4xx() {
         ("h264_320x240_rotate90_metadata.mp4", still(240, 320)),
         ("h264_black_first_second.mp4", still(320, 240)),
         ("h264_single_frame.mp4", still(320, 240)),
+        ("av1_320x240_3s.mp4", still(320, 240)),
         // Decoders this build does not have: refused from the index, before any sample.
         ("h264_high10_320x240.mp4", Err(422)),
         ("h264_yuv444_odd_321x241.mp4", Err(422)),
         ("hevc_320x240_3s.mp4", Err(422)),
         ("hevc_main10_320x240.mov", Err(422)),
         ("prores_proxy_320x240_1s.mov", Err(422)),
-        ("av1_320x240_3s.mp4", Err(422)),
         ("av1_svt_320x240_3s.webm", Err(422)),
         ("vp8_320x240_3s.webm", Err(422)),
         ("vp9_alpha_320x240_2s.webm", Err(422)),
@@ -251,6 +251,10 @@ async fn the_still_is_ffmpegs_frame_at_five_percent_not_the_first() {
         (
             corpus("h264_1920x1080_1s.mp4"),
             origin.url("/corpus/video/h264_1920x1080_1s.mp4?ranges"),
+        ),
+        (
+            corpus("av1_320x240_3s.mp4"),
+            origin.url("/corpus/video/av1_320x240_3s.mp4?ranges"),
         ),
     ];
     for (path, url) in &cases {
