@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(probe render mp4_index request)
+[ ${#targets[@]} -gt 0 ] || targets=(probe render mp4_index mkv_index request)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 seeds=../shared/corpus
@@ -18,7 +18,7 @@ for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   case "$t" in
     request) dirs=("fuzz/corpus/$t") ;;
-    mp4_index) dirs=("fuzz/corpus/$t" "$seeds/video") ;;
+    mp4_index | mkv_index) dirs=("fuzz/corpus/$t" "$seeds/video") ;;
     *) dirs=("fuzz/corpus/$t" "$seeds") ;;
   esac
   echo "==> $t for ${seconds}s"

@@ -3,7 +3,8 @@
 //! [`request::misskey::parse`], sizes and formats through the store mode's
 //! [`request::resize::parse`] — so a conversion gives the bytes the server would send.
 //!
-//! A video (MP4/MOV) gives the still of one frame, as a `thumbnail` or a store poster does.
+//! A video (MP4/MOV, WebM) gives the still of one frame, as a `thumbnail` or a store poster
+//! does.
 //!
 //! Input: a file's bytes, the output name and the options; output: the rendered bytes. Uses
 //! `config`, `pipeline::store` (output negotiation), `request`.
@@ -116,7 +117,7 @@ fn video(
         return media::video::render_file(input, at, transform, None, &limits, &stop).map_err(text);
     }
     let t = store_transform(output_name, options, settings)?;
-    let track = media::video::mp4::track_in(input, input.len() as u64).map_err(text)?;
+    let track = media::video::track_in(input).map_err(text)?;
     let (w, h) = media::video::upright(&track);
     let transform = Transform::Resize(t.resize);
     let (ow, oh) = transform.target(w, h);

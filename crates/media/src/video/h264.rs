@@ -173,8 +173,7 @@ mod tests {
 
     /// The frame at `at` of a corpus file: its index, its plan, the planned samples.
     fn frame_of(name: &str, at: At) -> Result<Frame, Error> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
-        let file = std::fs::read(format!("{path}{name}")).unwrap_or_default();
+        let file = crate::video::tests::corpus(name);
         let t = track_in(&file, 16 << 20)?;
         let p = plan(&t, at, 64 << 20)?;
         let samples: Vec<&[u8]> = p

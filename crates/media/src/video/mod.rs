@@ -1,12 +1,14 @@
 //! Video, for thumbnails and posters: what to read of a video, by range, to decode one
-//! frame — never the whole file — and the still image of that frame. ISO BMFF (MP4, MOV,
-//! M4A) indexes ([`mp4`]) and H.264 ([`h264`]); other containers and codecs are refused by
-//! [`check`] before their samples are read.
+//! frame — never the whole file — and the still image of that frame. Containers: ISO BMFF
+//! (MP4, MOV, M4A; [`mp4`]) and WebM/Matroska ([`mkv`]); codecs: H.264 ([`h264`]), AV1
+//! ([`av1`]), VP9 ([`vp9`]); the others are refused by [`check`] before any sample is read.
 //!
 //! The steps, in order: [`mp4::Locator`] (where the index is) → [`mp4::track`] (the video
 //! [`Track`]) → [`check`] (a codec this build decodes, a frame within the limits) →
 //! [`frame_plan`] (the samples to read) → [`cost`] (memory, for admission) → [`render`]
-//! (decode, turn upright, size and encode like a still image).
+//! (decode, turn upright, size and encode like a still image). WebM: [`mkv::Locator`] →
+//! [`mkv::Locator::track`] → [`check`] → [`mkv::cluster_at`] → [`mkv::cluster_plan`] (on a
+//! prefix of the cluster) → [`bounded`] → [`cost`] → [`render`].
 //!
 //! Input: bytes of the container as the caller reads them (box headers, the index, the
 //! samples); output: a [`Track`], a [`FramePlan`], a [`Rendered`] image. Uses `Error`,
@@ -16,7 +18,9 @@
 
 pub mod av1;
 pub mod h264;
+pub mod mkv;
 pub mod mp4;
+pub mod vp9;
 
 use image::metadata::Orientation;
 
@@ -57,7 +61,15 @@ pub struct Track {
     pub timescale: u32,
     /// In `timescale` ticks (from the media header, else the sum of the sample durations).
     pub duration: u64,
-    pub(crate) table: mp4::SampleTable,
+    pub(crate) table: Table,
+}
+
+/// Where a track's samples are described: an MP4 sample table, or a Matroska index (the
+/// cues; the blocks are read from their cluster).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Table {
+    Mp4(mp4::SampleTable),
+    Matroska(mkv::Index),
 }
 
 /// Where in the video the frame is taken (integers, so that a time can be part of a
@@ -111,7 +123,7 @@ pub const MAX_DECODE_AHEAD: u32 = 120;
 pub enum Container {
     /// MP4, MOV, M4V, 3GP (and M4A, which holds no video): read with [`mp4`].
     IsoBmff,
-    /// WebM and Matroska: recognised, not read yet (refused as unsupported).
+    /// WebM and Matroska: read with [`mkv`].
     Matroska,
 }
 
@@ -137,7 +149,7 @@ pub fn check(track: &Track, limits: &Limits) -> Result<(), Error> {
     match &track.codec {
         Codec::H264 { profile, .. } => h264::supported(*profile)?,
         Codec::Av1 => {}
-        Codec::Vp9 => return Err(Error::Unsupported("VP9 video")),
+        Codec::Vp9 => {}
         Codec::Vp8 => return Err(Error::Unsupported("VP8 video")),
         Codec::Hevc => return Err(Error::Unsupported("HEVC video")),
         Codec::Other(_) => return Err(Error::Unsupported("this video codec")),
@@ -155,19 +167,24 @@ pub fn check(track: &Track, limits: &Limits) -> Result<(), Error> {
     Ok(())
 }
 
-/// The samples to read for the frame at `at`: [`mp4::plan`], decoding at most
-/// `limits.max_total_pixels` worth of pictures (beyond it, the keyframe alone).
+/// The samples to read for the frame at `at` of an MP4 track: [`mp4::plan`], then
+/// [`bounded`].
 pub fn frame_plan(track: &Track, at: At, limits: &Limits) -> Result<FramePlan, Error> {
-    let plan = mp4::plan(track, at, u64::MAX)?;
+    Ok(bounded(mp4::plan(track, at, u64::MAX)?, track, limits))
+}
+
+/// A plan decoding at most `limits.max_total_pixels` worth of pictures (beyond it, the
+/// keyframe alone).
+pub fn bounded(plan: FramePlan, track: &Track, limits: &Limits) -> FramePlan {
     let pixels = u64::from(track.width) * u64::from(track.height);
     if (plan.samples.len() as u64).saturating_mul(pixels) <= limits.max_total_pixels {
-        return Ok(plan);
+        return plan;
     }
-    Ok(FramePlan {
+    FramePlan {
         samples: plan.samples.into_iter().take(1).collect(),
         keyframe_only: true,
         picture: 0,
-    })
+    }
 }
 
 /// Reference pictures an H.264 decoder may hold (the level maximum, 16) and the one being
@@ -212,6 +229,7 @@ pub fn render(
     let frame = match &track.codec {
         Codec::H264 { .. } => h264::decode(&track.codec, samples, picture, stop)?,
         Codec::Av1 => av1::decode(samples, picture, stop)?,
+        Codec::Vp9 => vp9::decode(samples, picture, stop)?,
         _ => return Err(Error::Unsupported("this video codec")),
     };
     stop.check()?;
@@ -226,6 +244,21 @@ pub fn render(
     crate::still(frame, transform, output)
 }
 
+/// Whether a file starts as WebM/Matroska does (an EBML header).
+fn is_matroska(file: &[u8]) -> bool {
+    file.starts_with(&[0x1A, 0x45, 0xDF, 0xA3])
+}
+
+/// The video track of a whole file in memory, MP4/MOV or WebM/Matroska.
+pub fn track_in(file: &[u8]) -> Result<Track, Error> {
+    let all = file.len() as u64;
+    if is_matroska(file) {
+        mkv::track_in(file, all)
+    } else {
+        mp4::track_in(file, all)
+    }
+}
+
 /// The still of the frame at `at` of a whole file in memory (the `convert` command): the
 /// same steps as a ranged reader, each read a slice.
 pub fn render_file(
@@ -236,9 +269,14 @@ pub fn render_file(
     limits: &Limits,
     stop: &Stop,
 ) -> Result<Rendered, Error> {
-    let track = mp4::track_in(file, file.len() as u64)?;
+    let webm = is_matroska(file);
+    let track = track_in(file)?;
     check(&track, limits)?;
-    let plan = frame_plan(&track, at, limits)?;
+    let plan = if webm {
+        bounded(mkv::plan_in(file, &track, at)?, &track, limits)
+    } else {
+        frame_plan(&track, at, limits)?
+    };
     let samples = plan
         .samples
         .iter()
@@ -252,15 +290,16 @@ pub fn render_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn corpus(name: &str) -> Vec<u8> {
+    /// A file of `shared/corpus/video/` (empty when missing: the test then fails on it).
+    pub(crate) fn corpus(name: &str) -> Vec<u8> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
         std::fs::read(format!("{path}{name}")).unwrap_or_default()
     }
 
-    /// Every MP4/MOV of the corpus: a still of the size its upright frame gives inside
+    /// Every MP4/MOV/WebM of the corpus: a still of the size its upright frame gives inside
     /// 498×422 (decoded again with `image`'s own WebP decoder), or the refusal the matrix
     /// of `docs/video.md` names.
     #[test]
@@ -268,7 +307,7 @@ mod tests {
         type Outcome = Result<(u32, u32), &'static str>;
         let still = |w, h| Ok((w, h));
         let unsupported = Err("unsupported");
-        let cases: [(&str, Outcome); 15] = [
+        let cases: [(&str, Outcome); 19] = [
             ("h264_640x360_2s.mp4", still(498, 280)),
             ("h264_1920x1080_1s.mp4", still(498, 280)),
             ("h264_4096x2160_1s_solid.mp4", still(498, 263)),
@@ -283,6 +322,10 @@ mod tests {
             ("hevc_main10_320x240.mov", unsupported),
             ("prores_proxy_320x240_1s.mov", unsupported),
             ("av1_320x240_3s.mp4", still(320, 240)),
+            ("av1_svt_320x240_3s.webm", still(320, 240)),
+            ("vp9_opus_320x240_3s.webm", still(320, 240)),
+            ("vp9_alpha_320x240_2s.webm", still(320, 240)),
+            ("vp8_320x240_3s.webm", unsupported),
             ("audio_only_aac_named.mp4", unsupported),
         ];
         for (name, want) in cases {

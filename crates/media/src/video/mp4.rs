@@ -21,7 +21,7 @@ use std::io::Cursor;
 
 use mp4_atom::{Decode, Moov, StszSamples};
 
-use super::{At, Codec, FramePlan, Sample, Track, MAX_DECODE_AHEAD};
+use super::{At, Codec, FramePlan, Sample, Table, Track, MAX_DECODE_AHEAD};
 use crate::Error;
 
 /// Bytes to read for one top-level box header (with a 64-bit size).
@@ -447,7 +447,7 @@ pub fn track(moov: &[u8]) -> Result<Track, Error> {
         rotation: rotation(m.a, m.b),
         timescale: mdhd.timescale,
         duration,
-        table,
+        table: Table::Mp4(table),
     })
 }
 
@@ -499,7 +499,9 @@ pub fn track_in(file: &[u8], max_index: u64) -> Result<Track, Error> {
 
 /// The samples to decode for the frame at `at` in `track`, at most `max_bytes` of them.
 pub fn plan(track: &Track, at: At, max_bytes: u64) -> Result<FramePlan, Error> {
-    let table = &track.table;
+    let Table::Mp4(table) = &track.table else {
+        return Err(Error::Unsupported("a WebM track read as MP4"));
+    };
     let count = table.count();
     if count == 0 {
         // Also a fragmented MP4, whose samples are described in `moof` boxes.
@@ -560,11 +562,7 @@ pub fn plan(track: &Track, at: At, max_bytes: u64) -> Result<FramePlan, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn corpus(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
-        std::fs::read(format!("{path}{name}")).unwrap_or_default()
-    }
+    use crate::video::tests::corpus;
 
     /// The track, and the bytes of box headers read to find its index (the `moov` itself
     /// excluded), counted by driving the [`Locator`] by hand as a ranged reader does.
@@ -719,7 +717,7 @@ mod tests {
             rotation: 0,
             timescale: 1000,
             duration: 8,
-            table: SampleTable {
+            table: Table::Mp4(SampleTable {
                 times: vec![(8, 1)],
                 // Presentation times 1 4 2 3 7 5 6 8: shown from 1 (the first shift).
                 shifts: vec![(1, 1), (1, 3), (2, 0), (1, 3), (2, 0), (1, 1)],
@@ -727,7 +725,7 @@ mod tests {
                 chunk_runs: vec![(1, 8)],
                 chunks: vec![0],
                 sizes: Sizes::Same { count: 8, size: 1 },
-            },
+            }),
         };
         // At 2 ms the picture presented at 3 (decoded fourth) is on screen; before it come
         // the ones presented at 1 and 2, so it is the third picture out.
@@ -784,7 +782,7 @@ mod tests {
             rotation: 0,
             timescale: 1000,
             duration: u64::MAX / 2,
-            table,
+            table: Table::Mp4(table),
         };
         // Four billion samples claimed by one `stts` entry, three sizes: the target is
         // clamped to the samples that exist, at once.

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use media::format::{sniff, Sniffed, SNIFF_LEN};
-use media::video::{At, Container};
+use media::video::At;
 use media::{Format, Transform};
 use std::sync::Arc;
 
@@ -255,14 +255,7 @@ impl Pipeline {
         transform: Transform,
         key: VariantKey,
     ) -> Result<Fresh, AppError> {
-        let head_range = OriginRange {
-            first: 0,
-            last: Some(SNIFF_LEN as u64 - 1),
-        };
-        let mut first = self
-            .fetcher
-            .fetch(&plan.url, Some(head_range), None)
-            .await?;
+        let mut first = self.fetch_head(&plan.url).await?;
         let name = names::source_name(&plan.url_filename, &first.content_disposition);
         let mut room = self.workers.reservation();
         let (format, head, total) = match first.partial {
@@ -287,11 +280,8 @@ impl Pipeline {
                 (format, head, total)
             }
         };
-        match media::video::container(format) {
-            Some(Container::IsoBmff) => {}
-            Some(Container::Matroska) => {
-                return Err(media::Error::Unsupported("WebM and Matroska video").into())
-            }
+        let container = match media::video::container(format) {
+            Some(container) => container,
             None if first.partial.is_some() => {
                 // An image behind an origin with ranges: read whole, like any transform.
                 drop((first, head, room));
@@ -310,7 +300,7 @@ impl Pipeline {
                 };
                 return self.render_image(&plan, source, transform, key).await;
             }
-        }
+        };
         let limit = self.renderer.limits().max_video_read;
         let (ranges, head) = match first.partial {
             Some(_) => (
@@ -329,7 +319,7 @@ impl Pipeline {
         };
         let reader = Reader::new(ranges, total, &head, limit, self.workers.clone())?;
         drop((head, room));
-        let frame = video::read_frame(reader, at, self.renderer.limits()).await?;
+        let frame = video::read_frame(reader, container, at, self.renderer.limits()).await?;
         let variant = self.renderer.render_video(frame, transform, None).await?;
         Ok(Fresh {
             key,
@@ -390,18 +380,21 @@ impl Pipeline {
         })
     }
 
+    /// The origin asked for the first [`SNIFF_LEN`] bytes only: a 206 (with the total
+    /// length) from an origin with ranges, else its whole body as a 200, not read yet.
+    async fn fetch_head(&self, url: &url::Url) -> Result<Fetched, SourceError> {
+        let head = OriginRange {
+            first: 0,
+            last: Some(SNIFF_LEN as u64 - 1),
+        };
+        self.fetcher.fetch(url, Some(head), None).await
+    }
+
     /// `HEAD` and `Range`: first ask the origin for just the head. A 206 tells us the total
     /// length and that the origin can serve ranges; a 200 means it cannot, and the answer
     /// is cut out of that stream instead.
     async fn ranged(&self, plan: Plan) -> Result<Reply, AppError> {
-        let head_range = OriginRange {
-            first: 0,
-            last: Some(SNIFF_LEN as u64 - 1),
-        };
-        let mut first = self
-            .fetcher
-            .fetch(&plan.url, Some(head_range), None)
-            .await?;
+        let mut first = self.fetch_head(&plan.url).await?;
         let Some(granted) = first.partial else {
             return self.serve_body(plan, first).await;
         };

@@ -16,7 +16,7 @@
 //! validator (`If-Range`): an object that changes between reads is never spliced.
 
 use bytes::Bytes;
-use media::video::{self, mp4, At, Sample, Track};
+use media::video::{self, mkv, mp4, At, Container, Sample, Track};
 
 use crate::error::AppError;
 use crate::source::http::OriginRange;
@@ -223,9 +223,88 @@ pub(crate) struct VideoFrame {
     _reader: Reader,
 }
 
-/// The index and the samples of the frame at `at`, read through `reader` (see the module
-/// docs for the steps).
+/// The index and the samples of the frame at `at` of a video in `container`, read through
+/// `reader` (see the module docs for the steps).
 pub(crate) async fn read_frame(
+    reader: Reader,
+    container: Container,
+    at: At,
+    limits: &media::Limits,
+) -> Result<VideoFrame, AppError> {
+    match container {
+        Container::IsoBmff => read_mp4(reader, at, limits).await,
+        Container::Matroska => read_webm(reader, at, limits).await,
+    }
+}
+
+/// First read of a cluster's prefix; each further read is half as large again as the last
+/// (what is read past the frame stays under half of what was needed).
+const CLUSTER_READ: u64 = 128 * 1024;
+
+/// WebM/Matroska: the index parts (found from element headers and the SeekHead), the
+/// track, then the prefix of the cue's cluster up to the frame.
+async fn read_webm(
+    mut reader: Reader,
+    at: At,
+    limits: &media::Limits,
+) -> Result<VideoFrame, AppError> {
+    let (mut locator, mut step) = mkv::Locator::new(reader.total, reader.limit);
+    while let mkv::Step::Read { offset, len } = step {
+        let bytes = reader.read(offset, len).await?;
+        step = locator.feed(&bytes)?;
+    }
+    // The cues of a long video are real work to decode: on the pool, as a moov is.
+    let track = reader
+        .workers
+        .run(INDEX_COST, move |_| locator.track())
+        .await?;
+    video::check(&track, limits)?;
+    let offset = mkv::cluster_at(&track, at)?;
+    let mut cluster: Vec<u8> = Vec::new();
+    let mut room = reader.workers.reservation();
+    let mut chunk = CLUSTER_READ;
+    let plan = loop {
+        let more = reader.read(offset + cluster.len() as u64, chunk).await?;
+        let ended = (more.len() as u64) < chunk;
+        room.make_room((cluster.len() + more.len()) as u64)
+            .map_err(SourceError::from)?;
+        cluster.extend_from_slice(&more);
+        drop(more);
+        match mkv::cluster_plan(&track, at, offset, &cluster)? {
+            Some(plan) => break plan,
+            None if ended => {
+                return Err(media::Error::Invalid("the video ends inside a cluster".into()).into())
+            }
+            None => chunk = chunk.saturating_add(chunk / 2),
+        }
+    };
+    let plan = video::bounded(plan, &track, limits);
+    let cluster = Bytes::from(cluster);
+    let samples = plan
+        .samples
+        .iter()
+        .map(|s| {
+            let at = usize::try_from(s.offset - offset).unwrap_or(usize::MAX);
+            at.checked_add(s.size as usize)
+                .filter(|&e| e <= cluster.len())
+                .map(|e| cluster.slice(at..e))
+                .ok_or_else(|| media::Error::Invalid("a frame outside its cluster".into()).into())
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    reader.rooms.push(room);
+    Ok(VideoFrame {
+        track,
+        samples,
+        picture: plan.picture,
+        _reader: reader,
+    })
+}
+
+/// Memory of decoding an index on the pool beyond the bytes read (which are counted).
+const INDEX_COST: u64 = 1 << 20;
+
+/// MP4/MOV: the `moov` (found from box headers), the track, the samples of the plan.
+async fn read_mp4(
     mut reader: Reader,
     at: At,
     limits: &media::Limits,
@@ -234,7 +313,7 @@ pub(crate) async fn read_frame(
     // mp4-atom holds the tables as vectors: about twice the bytes of the box, and the box.
     let cost = (moov.len() as u64)
         .saturating_mul(4)
-        .saturating_add(1 << 20);
+        .saturating_add(INDEX_COST);
     let track = reader.workers.run(cost, move |_| mp4::track(&moov)).await?;
     video::check(&track, limits)?;
     let plan = video::frame_plan(&track, at, limits)?;

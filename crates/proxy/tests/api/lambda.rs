@@ -872,4 +872,27 @@ async fn figures() {
             idle
         );
     }
+    // Video thumbnails, when bench/video-figures.sh runs its origin (nginx, ranges).
+    if let Ok(origin) = std::env::var("MEDIA_PROXY_BENCH_VIDEO_ORIGIN") {
+        for name in ["h264_720p.mp4", "h264_1080p_faststart.mp4", "vp9_720p.webm"] {
+            let url: String =
+                form_urlencoded::byte_serialize(format!("{origin}/{name}?lambda").as_bytes())
+                    .collect();
+            let started = Instant::now();
+            let reply = function
+                .api
+                .get(&format!("/t.webp?url={url}&thumbnail=1"), &[])
+                .await;
+            let took = started.elapsed();
+            assert_eq!(reply.status, 200, "{name}");
+            let d = image_webp::WebPDecoder::new(Cursor::new(&reply.body)).unwrap();
+            println!(
+                "video {name} → thumbnail under the Lambda runtime: {}x{} WebP, {:.0} ms end to end; peak RSS so far {:.1} MiB, function memory 256 MB",
+                d.dimensions().0,
+                d.dimensions().1,
+                took.as_secs_f64() * 1000.0,
+                peak_rss_mib(pid),
+            );
+        }
+    }
 }

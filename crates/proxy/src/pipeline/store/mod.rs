@@ -371,9 +371,8 @@ impl StorePipeline {
         t: &StoreTransform,
         accept: Accepted,
     ) -> Result<Variant, AppError> {
-        if media::video::container(format) != Some(media::video::Container::IsoBmff) {
-            return Err(media::Error::Unsupported("WebM and Matroska video").into());
-        }
+        let container =
+            media::video::container(format).ok_or(media::Error::Unsupported("this container"))?;
         let ranges = Ranges::Store {
             store: self.store.clone(),
             key: object_key.to_owned(),
@@ -387,7 +386,7 @@ impl StorePipeline {
             limits.max_video_read,
             self.workers.clone(),
         )?;
-        let frame = video::read_frame(reader, t.frame, limits).await?;
+        let frame = video::read_frame(reader, container, t.frame, limits).await?;
         let transform = Transform::Resize(t.resize);
         let (w, h) = media::video::upright(&frame.track);
         let (ow, oh) = transform.target(w, h);
