@@ -244,7 +244,8 @@ mod tests {
                     file.get(s.offset as usize..(s.offset + u64::from(s.size)) as usize)
                 })
                 .collect();
-            let f = decode(&samples, p.picture, &Stop::default()).unwrap_or_else(|e| panic!("{e}"));
+            let f =
+                decode(&samples, p.picture(), &Stop::default()).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!((f.width, f.height, f.data.len()), (320, 240, 320 * 240 * 3));
             let mean = f.data.iter().map(|&b| f64::from(b)).sum::<f64>() / f.data.len() as f64;
             assert!(mean > 10.0, "{at:?}: a picture");

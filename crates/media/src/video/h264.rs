@@ -26,14 +26,19 @@ const START_CODE: [u8; 4] = [0, 0, 0, 1];
 /// Never panics: a panic in the decoder or the conversion becomes [`Error::Panicked`].
 /// `stop` is checked before each sample: up to [`super::MAX_DECODE_AHEAD`] pictures of a 4K
 /// stream are seconds of a core.
+///
+/// Pictures no other picture refers to (`nal_ref_idc` 0: most B-frames) are not decoded
+/// unless they are the frame itself: skipping them changes nothing for the others, and saves
+/// a third of the work of a typical x264 stream. `shown_before` (the plan's) says which
+/// pictures come out of the decoder before the frame, so the frame is still found.
 pub fn decode(
     codec: &Codec,
     samples: &[&[u8]],
-    picture: usize,
+    shown_before: &[bool],
     stop: &Stop,
 ) -> Result<Frame, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_frames(codec, samples, picture, stop)
+        decode_frames(codec, samples, shown_before, stop)
     }))
     .unwrap_or(Err(Error::Panicked))
 }
@@ -41,7 +46,7 @@ pub fn decode(
 fn decode_frames(
     codec: &Codec,
     samples: &[&[u8]],
-    picture: usize,
+    shown_before: &[bool],
     stop: &Stop,
 ) -> Result<Frame, Error> {
     let Codec::H264 {
@@ -68,6 +73,16 @@ fn decode_frames(
         .map_err(|e| Error::Invalid(format!("H.264 decoder: {e}")))?;
     // Pictures come out in presentation order; only the one kept is converted (the others
     // are references). A damaged stream may give fewer: the last one given is kept then.
+    let last = samples.len().saturating_sub(1);
+    let length = usize::from(*nal_length);
+    let skipped = |i: usize, sample: &[u8]| i != 0 && i != last && !referenced(sample, length);
+    // The frame comes out after the decoded pictures shown before it.
+    let picture = samples
+        .iter()
+        .zip(shown_before)
+        .enumerate()
+        .filter(|&(i, (sample, &before))| before && !skipped(i, sample))
+        .count();
     let mut out = Pictures {
         given: 0,
         kept: None,
@@ -75,6 +90,9 @@ fn decode_frames(
     };
     for (i, sample) in samples.iter().enumerate() {
         stop.check()?;
+        if skipped(i, sample) {
+            continue;
+        }
         let mut packet = Vec::with_capacity(sample.len() + 64);
         if i == 0 {
             for set in sps.iter().chain(pps) {
@@ -82,7 +100,7 @@ fn decode_frames(
                 packet.extend_from_slice(set);
             }
         }
-        annex_b(sample, usize::from(*nal_length), &mut packet)?;
+        annex_b(sample, length, &mut packet)?;
         // The decoder may refuse a damaged picture and go on.
         if let Ok(Some(yuv)) = decoder.decode(&packet) {
             out.give(&yuv);
@@ -130,6 +148,36 @@ pub fn supported(profile: u8) -> Result<(), Error> {
         return Err(Error::Unsupported("H.264 High 10, 4:2:2 or 4:4:4"));
     }
     Ok(())
+}
+
+/// Whether a sample's picture may be referred to by others: any of its slices has a
+/// non-zero `nal_ref_idc`, or it has no slice at all (kept: it may carry parameter sets).
+/// A sample that cannot be walked is kept too (the decoder then judges it).
+fn referenced(sample: &[u8], nal_length: usize) -> bool {
+    let mut rest = sample;
+    let mut slices = false;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_at_checked(nal_length) else {
+            return true;
+        };
+        let len = len
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let Some((nal, tail)) = tail.split_at_checked(len) else {
+            return true;
+        };
+        if let Some(&header) = nal.first() {
+            // Slice types 1 (non-IDR) and 5 (IDR); bits 5–6 are nal_ref_idc.
+            if matches!(header & 0x1f, 1 | 5) {
+                slices = true;
+                if header & 0x60 != 0 {
+                    return true;
+                }
+            }
+        }
+        rest = tail;
+    }
+    !slices
 }
 
 /// One MP4 sample (length-prefixed NAL units) appended to `out` with start codes.
@@ -184,7 +232,7 @@ mod tests {
                     .ok_or_else(|| Error::Invalid("past the end".into()))
             })
             .collect::<Result<_, _>>()?;
-        decode(&t.codec, &samples, p.picture, &Stop::default())
+        decode(&t.codec, &samples, &p.shown_before, &Stop::default())
     }
 
     fn mean(frame: &Frame) -> f64 {
@@ -208,6 +256,32 @@ mod tests {
             );
             assert!(mean(&f) > 10.0, "{name}: a picture, not black");
         }
+    }
+
+    #[test]
+    fn pictures_nothing_refers_to_are_found_and_not_decoded() {
+        // The whole 2 s of an x264 file (B-frames): a sample in three or so is a picture
+        // no other refers to; the keyframe and the P-frames are references.
+        let file = crate::video::tests::corpus("h264_640x360_2s.mp4");
+        let t = track_in(&file, 16 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let Codec::H264 { nal_length, .. } = t.codec else {
+            panic!("h264")
+        };
+        let p = plan(&t, At::Millis(99_000), 64 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let unreferenced = p
+            .samples
+            .iter()
+            .filter(|s| {
+                let bytes = &file[s.offset as usize..(s.offset + u64::from(s.size)) as usize];
+                !referenced(bytes, usize::from(nal_length))
+            })
+            .count();
+        assert!(p.samples[0].keyframe);
+        assert!(
+            unreferenced > p.samples.len() / 5 && unreferenced < p.samples.len() / 2,
+            "{unreferenced} of {}",
+            p.samples.len()
+        );
     }
 
     #[test]
@@ -240,7 +314,7 @@ mod tests {
             nal_length: 4,
         };
         assert!(matches!(
-            decode(&codec, &[&[0, 0, 1, 0, 5, 5]], 0, &Stop::default()),
+            decode(&codec, &[&[0, 0, 1, 0, 5, 5]], &[false], &Stop::default()),
             Err(Error::Invalid(_))
         ));
     }

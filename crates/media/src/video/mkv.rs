@@ -594,10 +594,15 @@ pub fn cluster_plan(
             keyframe: f.key,
         })
         .collect();
+    // Every frame decoded before the last is shown before it.
+    let mut shown_before = vec![true; samples.len()];
+    if let Some(last) = shown_before.last_mut() {
+        *last = false;
+    }
     Ok(Some(FramePlan {
-        picture: samples.len().saturating_sub(1),
         samples,
         keyframe_only,
+        shown_before,
     }))
 }
 

@@ -102,12 +102,19 @@ pub struct FramePlan {
     /// The target was further than [`MAX_DECODE_AHEAD`] samples after its keyframe: the
     /// keyframe alone is decoded (the frame is then up to a GOP early).
     pub keyframe_only: bool,
-    /// Which of the pictures the decoder gives out (0-based, in presentation order) is the
-    /// frame: with reordering (B-frames) the last sample decoded is not the last shown.
-    pub picture: usize,
+    /// For each sample, whether its picture is shown before the frame (the last sample's:
+    /// `false`). With reordering (B-frames) the last sample decoded is not the last shown:
+    /// the frame is the picture the decoder gives out after those ([`FramePlan::picture`]).
+    pub shown_before: Vec<bool>,
 }
 
 impl FramePlan {
+    /// Which of the pictures the decoder gives out (0-based, in presentation order) is the
+    /// frame, when every sample is decoded.
+    pub fn picture(&self) -> usize {
+        picture(&self.shown_before)
+    }
+
     /// Bytes of every sample to read.
     pub fn bytes(&self) -> u64 {
         self.samples.iter().map(|s| u64::from(s.size)).sum()
@@ -183,7 +190,7 @@ pub fn bounded(plan: FramePlan, track: &Track, limits: &Limits) -> FramePlan {
     FramePlan {
         samples: plan.samples.into_iter().take(1).collect(),
         keyframe_only: true,
-        picture: 0,
+        shown_before: vec![false],
     }
 }
 
@@ -214,22 +221,28 @@ pub fn upright(track: &Track) -> (u32, u32) {
     }
 }
 
+/// The index of the frame among the pictures given out, when samples are decoded whose
+/// pictures are `shown_before` the frame or not.
+fn picture(shown_before: &[bool]) -> usize {
+    shown_before.iter().filter(|&&b| b).count()
+}
+
 /// The still image of the frame of a plan: `samples` (the plan's, in its order) decoded,
-/// its `picture` kept, turned upright by the track's rotation, then sized, placed and encoded like
+/// the frame kept (`shown_before`: the plan's), turned upright by the track's rotation, then sized, placed and encoded like
 /// the first frame of an image for `transform` (`output`: the store mode's encoding, else
 /// the transform's own). Never panics.
 pub fn render(
     track: &Track,
     samples: &[&[u8]],
-    picture: usize,
+    shown_before: &[bool],
     transform: Transform,
     output: Option<Output>,
     stop: &Stop,
 ) -> Result<Rendered, Error> {
     let frame = match &track.codec {
-        Codec::H264 { .. } => h264::decode(&track.codec, samples, picture, stop)?,
-        Codec::Av1 => av1::decode(samples, picture, stop)?,
-        Codec::Vp9 => vp9::decode(samples, picture, stop)?,
+        Codec::H264 { .. } => h264::decode(&track.codec, samples, shown_before, stop)?,
+        Codec::Av1 => av1::decode(samples, picture(shown_before), stop)?,
+        Codec::Vp9 => vp9::decode(samples, picture(shown_before), stop)?,
         _ => return Err(Error::Unsupported("this video codec")),
     };
     stop.check()?;
@@ -286,7 +299,14 @@ pub fn render_file(
                 .ok_or_else(|| Error::Invalid("a video sample past the end of the file".into()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    render(&track, &samples, plan.picture, transform, output, stop)
+    render(
+        &track,
+        &samples,
+        &plan.shown_before,
+        transform,
+        output,
+        stop,
+    )
 }
 
 #[cfg(test)]

@@ -544,11 +544,15 @@ pub fn plan(track: &Track, at: At, max_bytes: u64) -> Result<FramePlan, Error> {
     let times = table.presentation(keyframe, last);
     let at = times.last().copied().unwrap_or(0);
     let before = times.len().saturating_sub(1);
-    let picture = times.iter().take(before).filter(|&&t| t < at).count();
+    let shown_before = times
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| i < before && t < at)
+        .collect();
     let plan = FramePlan {
         samples,
         keyframe_only,
-        picture,
+        shown_before,
     };
     if plan.bytes() > max_bytes {
         return Err(Error::TooLarge(format!(
@@ -652,7 +656,7 @@ mod tests {
         let p = plan(&t, At::Millionths(50000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.keyframe_only);
         let indexes: Vec<u32> = p.samples.iter().map(|s| s.index).collect();
-        assert_eq!((indexes, p.picture), (vec![0, 1], 1));
+        assert_eq!((indexes, p.picture()), (vec![0, 1], 1));
         assert!(p.samples[0].keyframe && !p.samples[1].keyframe);
         for s in &p.samples {
             let bytes = &file[s.offset as usize..(s.offset + u64::from(s.size)) as usize];
@@ -674,7 +678,7 @@ mod tests {
         // The last picture shown comes out of the decoder after every other one decoded.
         let p = plan(&t, At::Millis(99000), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert!(!p.keyframe_only);
-        assert_eq!(p.picture, p.samples.len() - 1);
+        assert_eq!(p.picture(), p.samples.len() - 1);
         // A frame costing more than the byte limit is refused.
         assert!(matches!(
             plan(&t, At::Millionths(50000), 100),
@@ -731,14 +735,14 @@ mod tests {
         // the ones presented at 1 and 2, so it is the third picture out.
         let p = plan(&t, At::Millis(2), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         let indexes: Vec<u32> = p.samples.iter().map(|s| s.index).collect();
-        assert_eq!((indexes, p.picture), (vec![0, 1, 2, 3], 2));
+        assert_eq!((indexes, p.picture()), (vec![0, 1, 2, 3], 2));
         // At 3 ms: the P picture decoded second, after the two B pictures shown before it.
         let p = plan(&t, At::Millis(3), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         let indexes: Vec<u32> = p.samples.iter().map(|s| s.index).collect();
-        assert_eq!((indexes, p.picture), (vec![0, 1], 1));
+        assert_eq!((indexes, p.picture()), (vec![0, 1], 1));
         // At 0: the first picture.
         let p = plan(&t, At::Millis(0), 1 << 20).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((p.samples.len(), p.picture), (1, 0));
+        assert_eq!((p.samples.len(), p.picture()), (1, 0));
     }
 
     #[test]

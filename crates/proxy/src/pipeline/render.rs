@@ -85,8 +85,8 @@ impl Renderer {
             .workers
             .run(cost, move |stop| {
                 let samples: Vec<&[u8]> = frame.samples.iter().map(|s| s.as_ref()).collect();
-                let picture = frame.picture;
-                media::video::render(&frame.track, &samples, picture, transform, output, stop)
+                let before = &frame.shown_before;
+                media::video::render(&frame.track, &samples, before, transform, output, stop)
             })
             .await?;
         Ok(fresh(rendered))

@@ -218,8 +218,8 @@ impl Reader {
 pub(crate) struct VideoFrame {
     pub track: Track,
     pub samples: Vec<Bytes>,
-    /// Which picture decoded from them is the frame (`FramePlan::picture`).
-    pub picture: usize,
+    /// Which of their pictures are shown before the frame (`FramePlan::shown_before`).
+    pub shown_before: Vec<bool>,
     _reader: Reader,
 }
 
@@ -295,7 +295,7 @@ async fn read_webm(
     Ok(VideoFrame {
         track,
         samples,
-        picture: plan.picture,
+        shown_before: plan.shown_before,
         _reader: reader,
     })
 }
@@ -321,7 +321,7 @@ async fn read_mp4(
     Ok(VideoFrame {
         track,
         samples,
-        picture: plan.picture,
+        shown_before: plan.shown_before,
         _reader: reader,
     })
 }
