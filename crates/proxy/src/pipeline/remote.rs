@@ -34,7 +34,7 @@ use super::names;
 use super::render::{Input, Renderer};
 use super::reuse::{CacheStatus, Found, Fresh, Reuse};
 use super::sniff::{passable, sniff_body, sniff_complete};
-use super::video::{self, Ranges, Reader};
+use super::video::{self, Ranged, Ranges, Reader};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::range::Resolved;
@@ -255,6 +255,8 @@ impl Pipeline {
         transform: Transform,
         key: VariantKey,
     ) -> Result<Fresh, AppError> {
+        // Every read of the video, this one included, within one exchange's time.
+        let deadline = tokio::time::Instant::now() + self.fetcher.total_timeout();
         let mut first = self.fetch_head(&plan.url).await?;
         let name = names::source_name(&plan.url_filename, &first.content_disposition);
         let mut room = self.workers.reservation();
@@ -304,11 +306,11 @@ impl Pipeline {
         let limit = self.renderer.limits().max_video_read;
         let (ranges, head) = match first.partial {
             Some(_) => (
-                Ranges::Remote {
+                Ranges::Ranged(Ranged::Remote {
                     fetcher: self.fetcher.clone(),
                     url: plan.url.clone(),
                     validator: first.validator.clone(),
-                },
+                }),
                 head,
             ),
             None => {
@@ -317,7 +319,7 @@ impl Pipeline {
                 (Ranges::Forward(body), Bytes::new())
             }
         };
-        let reader = Reader::new(ranges, total, &head, limit, self.workers.clone())?;
+        let reader = Reader::new(ranges, total, &head, limit, deadline, self.workers.clone())?;
         drop((head, room));
         let frame = video::read_frame(reader, container, at, self.renderer.limits()).await?;
         let variant = self.renderer.render_video(frame, transform, None).await?;

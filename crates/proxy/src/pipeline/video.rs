@@ -20,7 +20,7 @@ use media::video::{self, mkv, mp4, At, Container, Sample, Track};
 
 use crate::error::AppError;
 use crate::source::http::OriginRange;
-use crate::source::store::Store;
+use crate::source::store::{Store, StoreError};
 use crate::source::{Body, Fetcher, Room, SourceError};
 use crate::workers::{Reservation, Workers};
 
@@ -30,6 +30,15 @@ const MERGE_GAP: u64 = 64 * 1024;
 
 /// Where a video's bytes come from.
 pub(crate) enum Ranges {
+    /// A source read by range.
+    Ranged(Ranged),
+    /// An origin without ranges: its one body, read forward only as far as needed and
+    /// kept from its start.
+    Forward(Body<SourceError>),
+}
+
+/// A source read by range.
+pub(crate) enum Ranged {
     /// An origin that answered a range with 206: each read is one more ranged GET.
     Remote {
         fetcher: Fetcher,
@@ -44,9 +53,6 @@ pub(crate) enum Ranges {
         /// The version every read must find (`ObjectMeta::version`).
         version: String,
     },
-    /// An origin without ranges: its one body, read forward only as far as needed and
-    /// kept from its start.
-    Forward(Body<SourceError>),
 }
 
 /// Reads of one video, under the byte limit and the memory budget.
@@ -59,6 +65,9 @@ pub(crate) struct Reader {
     read: u64,
     limit: u64,
     workers: Workers,
+    /// When every read must be done: one origin exchange's time (`timeouts.total`, or
+    /// `store.timeout`) for all of them, so many slow reads cannot add up.
+    deadline: tokio::time::Instant,
     /// The memory of the prefix, and of the other bytes read.
     prefix_room: Reservation,
     rooms: Vec<Reservation>,
@@ -66,12 +75,14 @@ pub(crate) struct Reader {
 
 impl Reader {
     /// `head`: the first bytes, already read (kept as the prefix, counted in the budget
-    /// here); `total`: the file's length when known.
+    /// here); `total`: the file's length when known; `deadline`: when every read must be
+    /// done (the head's included: from when it was asked for).
     pub(crate) fn new(
         ranges: Ranges,
         total: Option<u64>,
         head: &[u8],
         limit: u64,
+        deadline: tokio::time::Instant,
         workers: Workers,
     ) -> Result<Reader, AppError> {
         let mut prefix_room = workers.reservation();
@@ -85,6 +96,7 @@ impl Reader {
             prefix: head.to_vec(),
             limit,
             workers,
+            deadline,
             prefix_room,
             rooms: Vec::new(),
         })
@@ -114,39 +126,14 @@ impl Reader {
         }
         self.count(end - offset)?;
         let mut room = self.workers.reservation();
-        let bytes = match &self.ranges {
-            Ranges::Remote {
-                fetcher,
-                url,
-                validator,
-            } => {
-                let want = OriginRange {
-                    first: offset,
-                    last: Some(end - 1),
-                };
-                let fetched = fetcher.fetch(url, Some(want), validator.as_deref()).await?;
-                match fetched.partial {
-                    Some(got) if got.first == offset && got.last < end => {
-                        fetched.body.read_all(&mut room).await?
-                    }
-                    // If-Range failed (the file changed) or the origin stopped serving ranges.
-                    _ => {
-                        return Err(SourceError::Unreachable(
-                            "the video changed, or its origin stopped serving ranges".into(),
-                        )
-                        .into())
-                    }
-                }
-            }
-            Ranges::Store {
-                store,
-                key,
-                version,
-            } => {
-                let object = store.get_range(key, offset..end, version).await?;
-                object.body.read_all(&mut room).await?
-            }
-            Ranges::Forward(_) => unreachable!("answered above"),
+        let Ranges::Ranged(source) = &self.ranges else {
+            return Err(AppError::Internal("a forward body read by range".into()));
+        };
+        let fetch = ranged(source, offset, end, &mut room);
+        let bytes = match tokio::time::timeout_at(self.deadline, fetch).await {
+            Ok(bytes) => bytes?,
+            // Every read of one video within one origin exchange's time.
+            Err(_) => return Err(self.timed_out()),
         };
         self.rooms.push(room);
         Ok(bytes)
@@ -203,6 +190,14 @@ impl Reader {
         Ok(())
     }
 
+    /// The answer when the reads took longer than their time: the source's own timeout.
+    fn timed_out(&self) -> AppError {
+        match self.ranges {
+            Ranges::Ranged(Ranged::Store { .. }) => StoreError::Timeout.into(),
+            _ => SourceError::Timeout("total").into(),
+        }
+    }
+
     /// Counts `n` more bytes taken from the source: over the limit → 413, before they are.
     fn count(&mut self, n: u64) -> Result<(), AppError> {
         self.read = self.read.saturating_add(n);
@@ -210,6 +205,47 @@ impl Reader {
             return Err(SourceError::TooLarge { limit: self.limit }.into());
         }
         Ok(())
+    }
+}
+
+/// One ranged read of `offset..end`: a GET with `Range` (and `If-Range`) from the origin,
+/// or a ranged GET of the store's object, read whole into `room`.
+async fn ranged(
+    source: &Ranged,
+    offset: u64,
+    end: u64,
+    room: &mut Reservation,
+) -> Result<Bytes, AppError> {
+    match source {
+        Ranged::Remote {
+            fetcher,
+            url,
+            validator,
+        } => {
+            let want = OriginRange {
+                first: offset,
+                last: Some(end - 1),
+            };
+            let fetched = fetcher.fetch(url, Some(want), validator.as_deref()).await?;
+            match fetched.partial {
+                Some(got) if got.first == offset && got.last < end => {
+                    Ok(fetched.body.read_all(room).await?)
+                }
+                // If-Range failed (the file changed) or the origin stopped serving ranges.
+                _ => Err(SourceError::Unreachable(
+                    "the video changed, or its origin stopped serving ranges".into(),
+                )
+                .into()),
+            }
+        }
+        Ranged::Store {
+            store,
+            key,
+            version,
+        } => {
+            let object = store.get_range(key, offset..end, version).await?;
+            Ok(object.body.read_all(room).await?)
+        }
     }
 }
 

@@ -221,6 +221,11 @@ impl Fetcher {
         })
     }
 
+    /// How long one origin exchange may take (`timeouts.total`).
+    pub fn total_timeout(&self) -> Duration {
+        self.settings.timeouts.total
+    }
+
     /// GETs `url`, following redirects, and returns once the response head is in.
     /// `range` asks the origin for part of the body; `if_range` makes that conditional.
     pub async fn fetch(

@@ -144,6 +144,11 @@ impl Store {
         }))
     }
 
+    /// How long one store request may take (`store.timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The metadata of `key` alone (S3: one HEAD; a directory: one `stat`). Larger than
     /// the cap: refused here already.
     pub async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {

@@ -238,6 +238,9 @@ async fn made_file(
     if name.contains('/') || name.starts_with('.') {
         return StatusCode::NOT_FOUND.into_response();
     }
+    if let Some(ms) = opts.delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     match std::fs::read(made_dir().join(name)) {
         Ok(bytes) => serve_bytes(bytes, &opts, &headers),
         Err(_) => StatusCode::NOT_FOUND.into_response(),

@@ -504,3 +504,28 @@ async fn store_posters_take_t_and_the_output_negotiation() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, corpus("h264_black_first_second.mp4"));
 }
+
+#[tokio::test]
+async fn all_the_reads_of_one_video_share_one_origin_exchange_time() {
+    // Each answer of this origin takes 300 ms; a thumbnail of a file with its index at the
+    // end takes four reads (head, the index's header, the index, the frame): within
+    // `timeouts.total` each, not all together.
+    let (app, origin) = spawn_app_and_origin(|s| {
+        s.timeouts.total = std::time::Duration::from_secs(1);
+    })
+    .await;
+    large_video(false);
+    let file = "/made/large-moov-at-end.mp4";
+    let r = thumbnail(&app, &origin.url(&format!("{file}?ranges&delay=300")), "").await;
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let reads = origin
+        .hits()
+        .iter()
+        .filter(|h| h.target.starts_with(file))
+        .count();
+    assert!(reads >= 3, "stopped after {reads} reads, at the time limit");
+    // The same file from a prompt origin.
+    let r = thumbnail(&app, &origin.url(&format!("{file}?ranges")), "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

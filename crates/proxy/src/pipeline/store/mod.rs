@@ -44,7 +44,7 @@ use super::flight::Flights;
 use super::render::{Input, Renderer};
 use super::reuse::{CacheStatus, Fresh, Reuse};
 use super::sniff::{passable, sniff_body, sniff_complete};
-use super::video::{self, Ranges, Reader};
+use super::video::{self, Ranged, Ranges, Reader};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
 use crate::request::resize::{FormatChoice, StorePlan, StoreTransform};
@@ -373,17 +373,18 @@ impl StorePipeline {
     ) -> Result<Variant, AppError> {
         let container =
             media::video::container(format).ok_or(media::Error::Unsupported("this container"))?;
-        let ranges = Ranges::Store {
+        let ranges = Ranges::Ranged(Ranged::Store {
             store: self.store.clone(),
             key: object_key.to_owned(),
             version: meta.version.clone(),
-        };
+        });
         let limits = self.renderer.limits();
         let reader = Reader::new(
             ranges,
             Some(meta.size),
             head,
             limits.max_video_read,
+            tokio::time::Instant::now() + self.store.timeout(),
             self.workers.clone(),
         )?;
         let frame = video::read_frame(reader, container, t.frame, limits).await?;
