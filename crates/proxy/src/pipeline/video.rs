@@ -4,16 +4,21 @@
 //! [`VideoFrame`] to render (the track and the bytes of the samples its frame needs). Uses
 //! `media::video` (the container and codec steps, pure), `source`, `workers`, `error`.
 //!
-//! The steps ([`read_frame`]): the box headers, walked by `media::video::mp4::Locator` (a
-//! few 16-byte reads, served from the sniffed head when they fall in it) → the index
-//! (`moov`, one read) → the track, decoded on the worker pool (a large index is real work)
-//! → `video::check` (codec, size) before any sample is read → the frame plan → the samples,
-//! neighbours read together (one range for a keyframe and the pictures after it).
+//! The steps ([`read_frame`]), MP4/MOV: the box headers, walked by
+//! `media::video::mp4::Locator` (a few 16-byte reads, served from the sniffed head when
+//! they fall in it) → the index (`moov`, one read) → the track, decoded on the worker pool
+//! (a large index is real work) → `video::check` (codec, size) before any sample is read →
+//! the frame plan → the samples, neighbours read together (one range for a keyframe and the
+//! pictures after it). WebM/Matroska: the element headers and the index parts
+//! (`media::video::mkv::Locator`) → the track, on the pool → `video::check` → the cue's
+//! cluster, read from its start only as far as the frame.
 //!
 //! Every byte read counts against `limits.max_video_read` (413 beyond) and is held in the
-//! memory budget as it arrives. Ranged reads go through the same guarded fetcher as every
-//! fetch (address checks, redirects, size cap), each conditional on the first answer's
-//! validator (`If-Range`): an object that changes between reads is never spliced.
+//! memory budget as it arrives; all the reads share one origin exchange's time (504
+//! beyond). Ranged reads go through the same guarded fetcher as every fetch (address
+//! checks, redirects, size cap), each conditional on the first answer's validator
+//! (`If-Range`; the store: the object's version): an object that changes between reads is
+//! never spliced.
 
 use bytes::Bytes;
 use media::video::{self, mkv, mp4, At, Container, Sample, Track};
