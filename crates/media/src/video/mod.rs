@@ -1,7 +1,8 @@
 //! Video, for thumbnails and posters: what to read of a video, by range, to decode one
 //! frame — never the whole file — and the still image of that frame. Containers: ISO BMFF
 //! (MP4, MOV, M4A; [`mp4`]) and WebM/Matroska ([`mkv`]); codecs: H.264 ([`h264`]), AV1
-//! ([`av1`]), VP9 ([`vp9`]); the others are refused by [`check`] before any sample is read.
+//! ([`av1`]), VP9 ([`vp9`]), VP8 key frames ([`vp8`]); the others are refused by [`check`]
+//! before any sample is read.
 //!
 //! The steps, in order: [`mp4::Locator`] (where the index is) → [`mp4::track`] (the video
 //! [`Track`]) → [`check`] (a codec this build decodes, a frame within the limits) →
@@ -20,6 +21,7 @@ pub mod av1;
 pub mod h264;
 pub mod mkv;
 pub mod mp4;
+pub mod vp8;
 pub mod vp9;
 
 use image::metadata::Orientation;
@@ -157,7 +159,7 @@ pub fn check(track: &Track, limits: &Limits) -> Result<(), Error> {
         Codec::H264 { profile, .. } => h264::supported(*profile)?,
         Codec::Av1 => {}
         Codec::Vp9 => {}
-        Codec::Vp8 => return Err(Error::Unsupported("VP8 video")),
+        Codec::Vp8 => {}
         Codec::Hevc => return Err(Error::Unsupported("HEVC video")),
         Codec::Other(_) => return Err(Error::Unsupported("this video codec")),
     }
@@ -181,10 +183,13 @@ pub fn frame_plan(track: &Track, at: At, limits: &Limits) -> Result<FramePlan, E
 }
 
 /// A plan decoding at most `limits.max_total_pixels` worth of pictures (beyond it, the
-/// keyframe alone).
+/// keyframe alone), and only the keyframe of a codec decoded from key frames alone (VP8).
 pub fn bounded(plan: FramePlan, track: &Track, limits: &Limits) -> FramePlan {
     let pixels = u64::from(track.width) * u64::from(track.height);
-    if (plan.samples.len() as u64).saturating_mul(pixels) <= limits.max_total_pixels {
+    let keyframes_only = track.codec == Codec::Vp8;
+    if !keyframes_only
+        && (plan.samples.len() as u64).saturating_mul(pixels) <= limits.max_total_pixels
+    {
         return plan;
     }
     FramePlan {
@@ -243,6 +248,7 @@ pub fn render(
         Codec::H264 { .. } => h264::decode(&track.codec, samples, shown_before, stop)?,
         Codec::Av1 => av1::decode(samples, picture(shown_before), stop)?,
         Codec::Vp9 => vp9::decode(samples, picture(shown_before), stop)?,
+        Codec::Vp8 => vp8::decode(samples)?,
         _ => return Err(Error::Unsupported("this video codec")),
     };
     stop.check()?;
@@ -345,7 +351,7 @@ pub(crate) mod tests {
             ("av1_svt_320x240_3s.webm", still(320, 240)),
             ("vp9_opus_320x240_3s.webm", still(320, 240)),
             ("vp9_alpha_320x240_2s.webm", still(320, 240)),
-            ("vp8_320x240_3s.webm", unsupported),
+            ("vp8_320x240_3s.webm", still(320, 240)),
             ("audio_only_aac_named.mp4", unsupported),
         ];
         for (name, want) in cases {
