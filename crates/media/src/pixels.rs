@@ -42,6 +42,17 @@ impl std::fmt::Debug for Frame {
 }
 
 impl Frame {
+    /// An 8-bit RGB picture of `width`×`height` (a decoded video frame).
+    pub fn rgb(width: u32, height: u32, data: Vec<u8>) -> Frame {
+        Frame {
+            width,
+            height,
+            channels: Channels::Rgb,
+            data,
+            delay_ms: 0,
+        }
+    }
+
     /// From an `image` crate picture: RGBA when it has alpha, RGB otherwise; any bit depth,
     /// palette or grey input becomes 8-bit RGB(A).
     pub fn from_dynamic(img: image::DynamicImage) -> Frame {

@@ -14,7 +14,7 @@ use std::ptr;
 
 use libaom_sys as aom;
 
-use crate::pixels::{Channels, Frame};
+use crate::pixels::Frame;
 use crate::{Error, Stop};
 
 /// The picture `picture` (0-based, in presentation order) of decoding `samples`, else the
@@ -215,13 +215,7 @@ fn rgb(img: &aom::aom_image) -> Result<Frame, Error> {
         }
         .map_err(bad)?;
     }
-    Ok(Frame {
-        width: w,
-        height: h,
-        channels: Channels::Rgb,
-        data,
-        delay_ms: 0,
-    })
+    Ok(Frame::rgb(w, h, data))
 }
 
 #[cfg(test)]

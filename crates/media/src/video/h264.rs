@@ -17,7 +17,7 @@ use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 
 use super::Codec;
-use crate::pixels::{Channels, Frame};
+use crate::pixels::Frame;
 use crate::{Error, Stop};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
@@ -204,13 +204,8 @@ fn rgb(yuv: &openh264::decoder::DecodedYUV<'_>) -> Frame {
     let (w, h) = yuv.dimensions();
     let mut data = vec![0; w * h * 3];
     yuv.write_rgb8(&mut data);
-    Frame {
-        width: u32::try_from(w).unwrap_or(0),
-        height: u32::try_from(h).unwrap_or(0),
-        channels: Channels::Rgb,
-        data,
-        delay_ms: 0,
-    }
+    let side = |v: usize| u32::try_from(v).unwrap_or(0);
+    Frame::rgb(side(w), side(h), data)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use rusty_vp9::{DecodedFrame, Vp9Decoder};
 
-use crate::pixels::{Channels, Frame};
+use crate::pixels::Frame;
 use crate::{Error, Stop};
 
 /// The shown picture `picture` (0-based) of decoding `samples`, else the last one shown.
@@ -114,13 +114,7 @@ fn rgb(f: &DecodedFrame) -> Result<Frame, Error> {
     } else {
         return Err(Error::Unsupported("VP9 of 12 bits"));
     }
-    Ok(Frame {
-        width: w,
-        height: h,
-        channels: Channels::Rgb,
-        data,
-        delay_ms: 0,
-    })
+    Ok(Frame::rgb(w, h, data))
 }
 
 fn bad_layout() -> Error {

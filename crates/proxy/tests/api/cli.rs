@@ -154,25 +154,29 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cache.bucket"));
 }
 
+/// `media-proxy convert INPUT DIR/OUT ARGS…`: whether it succeeded, and what it wrote.
+fn convert(input: &std::path::Path, out: &std::path::Path, args: &[&str]) -> (bool, Vec<u8>) {
+    let o = media_proxy()
+        .arg("convert")
+        .arg(input)
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!("{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    (o.status.success(), std::fs::read(out).unwrap_or_default())
+}
+
 #[test]
 fn convert_runs_the_engine_on_local_files() {
     let dir = tempfile::tempdir().unwrap();
     let input = crate::helpers::corpus("png-pngsuite/basn6a08.png");
     let run = |out: &str, args: &[&str]| {
-        let path = dir.path().join(out);
-        let o = media_proxy()
-            .arg("convert")
-            .arg(&input)
-            .arg(&path)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::fs::read(&path).unwrap()
+        let (ok, bytes) = convert(&input, &dir.path().join(out), args);
+        assert!(ok, "{args:?}");
+        bytes
     };
     let d = crate::store::decode(&run("a.webp", &["--emoji"]));
     assert_eq!((d.format, d.width, d.height), ("webp", 32, 32));
@@ -199,17 +203,7 @@ fn convert_runs_the_engine_on_local_files() {
 fn convert_makes_a_videos_thumbnail_or_poster() {
     let dir = tempfile::tempdir().unwrap();
     let input = crate::helpers::corpus("video/h264_black_first_second.mp4");
-    let run = |out: &str, args: &[&str]| {
-        let path = dir.path().join(out);
-        let o = media_proxy()
-            .arg("convert")
-            .arg(&input)
-            .arg(&path)
-            .args(args)
-            .output()
-            .unwrap();
-        (o.status.success(), std::fs::read(&path).unwrap_or_default())
-    };
+    let run = |out: &str, args: &[&str]| convert(&input, &dir.path().join(out), args);
     let mean = |rgb: &[u8]| rgb.iter().map(|&b| f64::from(b)).sum::<f64>() / rgb.len() as f64;
     let (ok, bytes) = run("t.webp", &["--thumbnail"]);
     assert!(ok);
@@ -229,14 +223,8 @@ fn convert_makes_a_videos_thumbnail_or_poster() {
     // A flag that is not for videos, and --time on an image, are refused.
     assert!(!run("e.webp", &["--emoji"]).0);
     let png = crate::helpers::corpus("png-pngsuite/basn6a08.png");
-    let o = media_proxy()
-        .arg("convert")
-        .arg(&png)
-        .arg(dir.path().join("i.png"))
-        .args(["--width", "10", "--time", "1"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    let args = ["--width", "10", "--time", "1"];
+    assert!(!convert(&png, &dir.path().join("i.png"), &args).0);
 }
 
 /// The same flags give the same bytes offline and over HTTP.
