@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn av1_in_mp4_gives_its_frames() {
-        let file = crate::video::tests::corpus("av1_320x240_3s.mp4");
+        let file = crate::video::corpus("av1_320x240_3s.mp4");
         let t = track_in(&file, 16 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.codec, Codec::Av1);
         for at in [At::Millis(0), At::Millionths(50_000), At::Millis(2_500)] {

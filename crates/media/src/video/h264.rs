@@ -216,7 +216,7 @@ mod tests {
 
     /// The frame at `at` of a corpus file: its index, its plan, the planned samples.
     fn frame_of(name: &str, at: At) -> Result<Frame, Error> {
-        let file = crate::video::tests::corpus(name);
+        let file = crate::video::corpus(name);
         let t = track_in(&file, 16 << 20)?;
         let p = plan(&t, at, 64 << 20)?;
         let samples: Vec<&[u8]> = p
@@ -257,7 +257,7 @@ mod tests {
     fn pictures_nothing_refers_to_are_found_and_not_decoded() {
         // The whole 2 s of an x264 file (B-frames): a sample in three or so is a picture
         // no other refers to; the keyframe and the P-frames are references.
-        let file = crate::video::tests::corpus("h264_640x360_2s.mp4");
+        let file = crate::video::corpus("h264_640x360_2s.mp4");
         let t = track_in(&file, 16 << 20).unwrap_or_else(|e| panic!("{e}"));
         let Codec::H264 { nal_length, .. } = t.codec else {
             panic!("h264")

@@ -315,15 +315,17 @@ pub fn render_file(
     )
 }
 
+/// A file of `shared/corpus/video/` for the tests of the video modules (empty when missing:
+/// the test then fails on it).
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+pub(crate) fn corpus(name: &str) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
+    std::fs::read(format!("{path}{name}")).unwrap_or_default()
+}
 
-    /// A file of `shared/corpus/video/` (empty when missing: the test then fails on it).
-    pub(crate) fn corpus(name: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
-        std::fs::read(format!("{path}{name}")).unwrap_or_default()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     /// Every MP4/MOV/WebM of the corpus: a still of the size its upright frame gives inside
     /// 498×422 (decoded again with `image`'s own WebP decoder), or the refusal the matrix

@@ -566,7 +566,7 @@ pub fn plan(track: &Track, at: At, max_bytes: u64) -> Result<FramePlan, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video::tests::corpus;
+    use crate::video::corpus;
 
     /// The track, and the bytes of box headers read to find its index (the `moov` itself
     /// excluded), counted by driving the [`Locator`] by hand as a ranged reader does.

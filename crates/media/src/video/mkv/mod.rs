@@ -20,6 +20,9 @@
 //! a [`FramePlan`]. Every size and offset is checked; a damaged or hostile file is an
 //! `Error::Invalid`, an index over the caller's limit an `Error::TooLarge`. Uses `Error`.
 
+mod ebml;
+
+use self::ebml::*;
 use super::{At, Codec, FramePlan, Sample, Table, Track, MAX_DECODE_AHEAD};
 use crate::Error;
 
@@ -29,106 +32,8 @@ pub const HEADER_LEN: u64 = 12;
 /// Top-level elements walked at most (headers read) before the index must be complete.
 const MAX_ELEMENTS: u32 = 256;
 
-const EBML: u32 = 0x1A45_DFA3;
-const SEGMENT: u32 = 0x1853_8067;
-const SEEK_HEAD: u32 = 0x114D_9B74;
-const SEEK: u32 = 0x4DBB;
-const SEEK_ID: u32 = 0x53AB;
-const SEEK_POSITION: u32 = 0x53AC;
-const INFO: u32 = 0x1549_A966;
-const TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
-const DURATION: u32 = 0x4489;
-const TRACKS: u32 = 0x1654_AE6B;
-const TRACK_ENTRY: u32 = 0xAE;
-const TRACK_NUMBER: u32 = 0xD7;
-const TRACK_TYPE: u32 = 0x83;
-const CODEC_ID: u32 = 0x86;
-const VIDEO: u32 = 0xE0;
-const PIXEL_WIDTH: u32 = 0xB0;
-const PIXEL_HEIGHT: u32 = 0xBA;
-const CUES: u32 = 0x1C53_BB6B;
-const CUE_POINT: u32 = 0xBB;
-const CUE_TIME: u32 = 0xB3;
-const CUE_TRACK_POSITIONS: u32 = 0xB7;
-const CUE_TRACK: u32 = 0xF7;
-const CUE_CLUSTER_POSITION: u32 = 0xF1;
-const CLUSTER: u32 = 0x1F43_B675;
-const TIMESTAMP: u32 = 0xE7;
-const SIMPLE_BLOCK: u32 = 0xA3;
-const BLOCK_GROUP: u32 = 0xA0;
-const BLOCK: u32 = 0xA1;
-const REFERENCE_BLOCK: u32 = 0xFB;
-
 fn broken(what: &str) -> Error {
     Error::Invalid(format!("damaged WebM: {what}"))
-}
-
-/// A variable-length integer at the start of `bytes`: its value (the length marker kept
-/// for IDs, removed for sizes) and its length. `None`: not enough bytes, or no marker.
-fn vint(bytes: &[u8], keep_marker: bool) -> Option<(u64, usize)> {
-    let first = *bytes.first()?;
-    let len = first.leading_zeros() as usize + 1;
-    if len > 8 {
-        return None;
-    }
-    let raw = bytes.get(..len)?;
-    let mut value = if keep_marker {
-        u64::from(first)
-    } else {
-        u64::from(first) & (0xFF >> len)
-    };
-    for &b in raw.get(1..)? {
-        value = (value << 8) | u64::from(b);
-    }
-    Some((value, len))
-}
-
-/// An element header: its ID, its body's size (`None`: unknown, all ones) and the header's
-/// length.
-fn header(bytes: &[u8]) -> Option<(u32, Option<u64>, usize)> {
-    let (id, id_len) = vint(bytes, true)?;
-    if id_len > 4 {
-        return None;
-    }
-    let (size, size_len) = vint(bytes.get(id_len..)?, false)?;
-    let unknown = size == (1u64 << (7 * size_len)) - 1;
-    Some((
-        u32::try_from(id).ok()?,
-        (!unknown).then_some(size),
-        id_len + size_len,
-    ))
-}
-
-/// The child elements of a body in memory: (ID, body). Stops at the first damaged or
-/// truncated one (an element of unknown size is not allowed inside the bodies read here).
-fn children(body: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
-    children_at(body, 0).map(|(id, _, child)| (id, child))
-}
-
-/// [`children`], each with where its body starts (`base`: where `body` starts).
-fn children_at(body: &[u8], base: usize) -> impl Iterator<Item = (u32, usize, &[u8])> {
-    let (mut rest, mut at) = (body, base);
-    std::iter::from_fn(move || {
-        let (id, size, len) = header(rest)?;
-        let end = len.checked_add(usize::try_from(size?).ok()?)?;
-        let child = rest.get(len..end)?;
-        let start = at + len;
-        rest = rest.get(end..)?;
-        at += end;
-        Some((id, start, child))
-    })
-}
-
-fn uint(body: &[u8]) -> Option<u64> {
-    (body.len() <= 8).then(|| body.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
-}
-
-fn float(body: &[u8]) -> Option<f64> {
-    match body.len() {
-        4 => Some(f64::from(f32::from_be_bytes(body.try_into().ok()?))),
-        8 => Some(f64::from_be_bytes(body.try_into().ok()?)),
-        _ => None,
-    }
 }
 
 /// What to read next.
@@ -665,7 +570,7 @@ pub fn plan_in(file: &[u8], track: &Track, at: At) -> Result<FramePlan, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::video::tests::corpus;
+    use crate::video::corpus;
 
     #[test]
     fn the_corpus_webm_files_give_their_track_and_plan() {
