@@ -85,6 +85,10 @@ pub(crate) fn raster_cost(
         Format::Png | Format::Apng | Format::Tiff => rgba(w, h) * 3,
         // AVIF: the decoder's YUV planes (up to 16-bit 4:4:4 with alpha) and the RGB(A) copy.
         Format::Avif => rgba(w, h) * 3,
+        // HEIC: the tiles' YUV planes, the RGBA canvas at 16 bits, the 8-bit copy.
+        Format::Heic => rgba(w, h) * 4,
+        // JPEG XL renders in 32-bit floats: four channels of four bytes, and the 8-bit copy.
+        Format::Jxl => rgba(w, h) * 6,
         _ => rgba(w, h) * 2,
     };
     // Resized, oriented and encoded copies of the (small) result.

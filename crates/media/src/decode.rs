@@ -1,12 +1,14 @@
 //! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
 //! GIF through `gif` + `gif-dispose` ([`crate::gif`]); AVIF through libavif ([`crate::avif`]);
-//! PNG/APNG, WebP, BMP, ICO (its largest entry) and TIFF through the `image` crate's decoders,
+//! HEIC through heifer ([`crate::heic`]); JPEG XL through jxl-oxide ([`crate::jxl`]); ICO
+//! from its directory ([`crate::ico`]); PNG/APNG, WebP, BMP and TIFF through the `image`
+//! crate's decoders,
 //! under allocation and dimension limits. Animations are decoded one composited frame at a
 //! time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
 //!
 //! Input: bytes, their `Format` and the `Limits`; output: [`Frame`]s. Uses `avif`, `gif`,
-//! `jpeg`, `limits`, `pixels`, `Error`, `Format`.
+//! `heic`, `ico`, `jpeg`, `jxl`, `limits`, `pixels`, `Error`, `Format`.
 
 use std::io::Cursor;
 
@@ -28,6 +30,9 @@ pub fn first_frame(
     match format {
         Format::Jpeg => crate::jpeg::decode_scaled(bytes, min_w, min_h),
         Format::Avif => crate::avif::first_frame(bytes, limits),
+        Format::Heic => crate::heic::first_frame(bytes, limits),
+        Format::Jxl => crate::jxl::first_frame(bytes, limits),
+        Format::Ico => crate::ico::first_frame(bytes, limits),
         // The default image of an APNG may not be part of the animation: take frame one.
         // A GIF's first frame is composited on its screen like the others.
         Format::Apng | Format::Gif => frames(bytes, format, limits)?
@@ -42,7 +47,7 @@ pub fn first_frame(
     }
 }
 
-/// Every frame of an animated GIF, WebP or APNG, composited on the canvas, in order.
+/// Every frame of an animated GIF, WebP, APNG or JPEG XL, composited on the canvas, in order.
 pub fn frames<'a>(
     bytes: &'a [u8],
     format: Format,
@@ -51,6 +56,7 @@ pub fn frames<'a>(
     let cursor = Cursor::new(bytes);
     let frames = match format {
         Format::Gif => return Ok(Box::new(crate::gif::frames(bytes, limits)?)),
+        Format::Jxl => return Ok(Box::new(crate::jxl::frames(bytes, limits)?)),
         Format::Webp => {
             let mut d = image::codecs::webp::WebPDecoder::new(cursor)?;
             d.set_limits(image_limits(limits))?;

@@ -32,6 +32,10 @@ pub enum Format {
     Tiff,
     Ico,
     Svg,
+    /// HEIC/HEIF: HEVC-coded stills (an AV1-coded HEIF is [`Format::Avif`]).
+    Heic,
+    /// JPEG XL, bare codestream or in its container.
+    Jxl,
     Opus,
     OggVideo,
     OggAudio,
@@ -76,6 +80,14 @@ pub struct Capabilities {
     pub transform: bool,
 }
 
+impl Capabilities {
+    /// An image a browser may not show, so that without flags it is converted (the spec's
+    /// rows 5 and 5b: SVG, TIFF, HEIC/HEIF, JPEG XL), never passed through.
+    pub fn converted(self) -> bool {
+        self.transform && !self.passthrough
+    }
+}
+
 impl Format {
     /// Bytes nothing recognised.
     pub fn unknown() -> Format {
@@ -106,6 +118,7 @@ impl Format {
         match self {
             Format::Jpeg => &["jpeg"],
             Format::Tiff => &["tiff"],
+            Format::Heic => &["heif", "hif"],
             Format::Apng => &["apng"],
             _ => &[],
         }
@@ -130,10 +143,13 @@ impl Format {
             Format::Webp => ("image/webp", "webp", true, true),
             Format::Avif => ("image/avif", "avif", true, true),
             Format::Bmp => ("image/bmp", "bmp", true, true),
-            Format::Tiff => ("image/tiff", "tif", true, true),
             Format::Ico => ("image/x-icon", "ico", true, true),
-            // SVG is never passed through as SVG: it is rasterised or refused.
+            // Never passed through: formats not every current browser shows are converted
+            // (SVG rasterised; TIFF, HEIC and JPEG XL decoded) or refused.
             Format::Svg => ("image/svg+xml", "svg", false, true),
+            Format::Tiff => ("image/tiff", "tif", false, true),
+            Format::Heic => ("image/heic", "heic", false, true),
+            Format::Jxl => ("image/jxl", "jxl", false, true),
             Format::Opus => ("audio/opus", "opus", true, false),
             Format::OggVideo => ("video/ogg", "ogv", true, false),
             Format::OggAudio => ("audio/ogg", "ogg", true, false),
@@ -174,6 +190,9 @@ pub fn sniff(head: &[u8], complete: bool) -> Sniffed {
         return Sniffed::Known(Format::Empty);
     }
     let detected = FileFormat::from_bytes(head);
+    if let Some(format) = heif_brand(head) {
+        return Sniffed::Known(format);
+    }
     if let Some(format) = from_detected(detected) {
         return Sniffed::Known(refine_png(format, head));
     }
@@ -236,6 +255,7 @@ fn from_detected(f: FileFormat) -> Option<Format> {
         F::WindowsBitmap => Format::Bmp,
         F::TagImageFileFormat => Format::Tiff,
         F::WindowsIcon => Format::Ico,
+        F::JpegXl => Format::Jxl,
         F::OggOpus => Format::Opus,
         F::OggTheora | F::OggMedia => Format::OggVideo,
         F::OggVorbis | F::OggFlac | F::OggSpeex => Format::OggAudio,
@@ -255,6 +275,35 @@ fn from_detected(f: FileFormat) -> Option<Format> {
         F::WaveformAudio => Format::Wav,
         _ => return None,
     })
+}
+
+/// A HEIF file (ISO BMFF `ftyp` with a HEIF brand) by the codec its brands name: AVIF
+/// (`avif`, `avis`) or HEVC (`heic`, `heix`, `hevc`, `hevx`, `heim`, `heis`). The detector
+/// decides from the major brand alone and calls a `mif1` file with AVIF inside "HEIF".
+/// Hand-written: it is the `ftyp` box's brand list, a few lines.
+fn heif_brand(head: &[u8]) -> Option<Format> {
+    if head.get(4..8) != Some(b"ftyp") {
+        return None;
+    }
+    let size = head
+        .get(..4)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map(u32::from_be_bytes)?;
+    let ftyp = head.get(8..(size as usize).min(head.len()))?;
+    // The major brand, the minor version (skipped), then the compatible brands.
+    let brands = ftyp
+        .get(..4)
+        .into_iter()
+        .chain(ftyp.get(8..).unwrap_or_default().chunks_exact(4));
+    let mut heif = None;
+    for brand in brands {
+        match brand {
+            b"avif" | b"avis" => return Some(Format::Avif),
+            b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" => heif = Some(Format::Heic),
+            _ => {}
+        }
+    }
+    heif
 }
 
 /// The detector recognises APNG only when `acTL` directly follows `IHDR`; the PNG spec

@@ -19,7 +19,10 @@ pub mod error;
 pub mod format;
 pub mod gif;
 pub mod header;
+pub mod heic;
+pub mod ico;
 pub mod jpeg;
+pub mod jxl;
 pub mod limits;
 pub mod ops;
 pub mod pixels;
@@ -206,11 +209,15 @@ pub fn svg_parse_cost(input_len: u64, limits: &Limits) -> u64 {
     budget::svg_parse_cost(input_len, limits.max_svg_elements)
 }
 
-/// Whether `transform` keeps the frames of this input (an animated GIF, WebP or APNG).
+/// Whether `transform` keeps the frames of this input (an animated GIF, WebP, APNG or
+/// JPEG XL).
 fn animates(format: Format, transform: Transform, probe: &probe::Probe) -> bool {
     transform.animated()
         && probe.frames > 1
-        && matches!(format, Format::Gif | Format::Webp | Format::Apng)
+        && matches!(
+            format,
+            Format::Gif | Format::Webp | Format::Apng | Format::Jxl
+        )
 }
 
 impl Prepared {

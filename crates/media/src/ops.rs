@@ -20,8 +20,10 @@ pub enum Transform {
     Preview,
     /// 96×96 greyscale notification badge.
     Badge,
-    /// An SVG with no flags, rasterised inside 2048×2048.
-    SvgRaster,
+    /// No flags, and an image browsers may not show (SVG, TIFF, HEIC/HEIF, JPEG XL):
+    /// converted at its own size, inside 2048×2048, never enlarged; an animation (JPEG XL)
+    /// keeps its frames.
+    Converted,
     /// The store mode's resize (`w`, `h`, `d`, `fit`, `enlarge`, `static`).
     Resize(Resize),
 }
@@ -195,9 +197,8 @@ impl Transform {
         match self {
             Transform::Emoji { still } | Transform::Avatar { still } => !still,
             Transform::Resize(r) => !r.still,
-            Transform::Static | Transform::Preview | Transform::Badge | Transform::SvgRaster => {
-                false
-            }
+            Transform::Converted => true,
+            Transform::Static | Transform::Preview | Transform::Badge => false,
         }
     }
 
@@ -219,7 +220,7 @@ impl Transform {
             Transform::Static => fit_inside(w, h, 498, 422, false),
             Transform::Preview => fit_inside(w, h, 200, 200, false),
             Transform::Badge => fit_inside(w, h, BADGE_SIZE, BADGE_SIZE, true),
-            Transform::SvgRaster => fit_inside(w, h, 2048, 2048, false),
+            Transform::Converted => fit_inside(w, h, 2048, 2048, false),
         }
     }
 }
@@ -284,7 +285,7 @@ mod tests {
             ((3000, 100), Transform::Badge, (96, 3)),
             ((10000, 1), e, (10000, 1)),
             ((1, 10000), e, (1, 128)),
-            ((5000, 1000), Transform::SvgRaster, (2048, 410)),
+            ((5000, 1000), Transform::Converted, (2048, 410)),
         ];
         for ((w, h), t, want) in cases {
             assert_eq!(t.target(w, h), want, "{w}×{h} {t:?}");

@@ -12,8 +12,8 @@
 //!
 //! No transform ([`Pipeline::original`]): the fetch rate, a passthrough place, then the
 //! original passed through as a stream — the sniffed head first, then the rest as it
-//! arrives (no whole-body buffer, no temporary file). An SVG is rasterised instead, as a
-//! cached variant. `Range` is answered from the origin's own range support when it has it,
+//! arrives (no whole-body buffer, no temporary file). An image browsers may not show (SVG,
+//! TIFF, HEIC/HEIF, JPEG XL) is converted to WebP instead, as a cached variant. `Range` is answered from the origin's own range support when it has it,
 //! else cut out of the stream when it starts within the head already read, else with the
 //! whole body as a 200 (never by reading up to a far offset: that made us download 200 MB
 //! to send one byte).
@@ -332,6 +332,42 @@ impl Pipeline {
         })
     }
 
+    /// No flags, and an image browsers may not show (SVG, TIFF, HEIC/HEIF, JPEG XL): its
+    /// conversion is a variant like any transform (cached, coalesced, and a refusal — too
+    /// costly, past the deadline — remembered, so it cannot be repeated at will), answered
+    /// as a WebP. `room` counts `bytes` until the render ends.
+    async fn convert(
+        &self,
+        name: String,
+        format: Format,
+        bytes: Bytes,
+        room: Reservation,
+        url: &url::Url,
+    ) -> Result<Reply, AppError> {
+        let (source, key) = remote_variant(url, Transform::Converted, None);
+        // A place like any image request: bounds the conversions being decoded.
+        let _place = self.workers.enter()?;
+        let output_name = name.clone();
+        let (_, variant) = self
+            .transformed(&source, &key, move |this, key| async move {
+                let input = Input {
+                    held: bytes.len() as u64,
+                    bytes,
+                    format,
+                };
+                let variant = this
+                    .render(input, Transform::Converted, output_name)
+                    .await?;
+                drop(room);
+                Ok(Fresh { key, variant })
+            })
+            .await;
+        Ok(Reply::Transformed {
+            variant: variant?,
+            name,
+        })
+    }
+
     /// The whole body of `url`, downloaded once for every render that wants it meanwhile.
     async fn download(&self, url: &url::Url) -> Result<Downloaded, AppError> {
         let (fetcher, owned) = (self.fetcher.clone(), url.clone());
@@ -404,8 +440,10 @@ impl Pipeline {
         let (head, _) = first.body.read_head(SNIFF_LEN).await?;
         let complete = total == Some(head.len() as u64);
         let format = match sniff(&head, complete) {
-            // SVG is rasterised, never served as a range: take the ordinary path.
-            Sniffed::NeedMore | Sniffed::Known(Format::Svg) => return self.whole(plan).await,
+            // A converted format (SVG, TIFF, HEIC, JPEG XL) is never served as a range: take
+            // the ordinary path.
+            Sniffed::NeedMore => return self.whole(plan).await,
+            Sniffed::Known(f) if f.capabilities().converted() => return self.whole(plan).await,
             Sniffed::Known(f) => f,
         };
         self.check_passthrough(format, total)?;
@@ -500,36 +538,22 @@ impl Pipeline {
             ..
         } = fetched;
         let name = names::source_name(&plan.url_filename, &content_disposition);
-        let (format, head, ended) = {
-            // The sniff may read up to 1 MiB of text that might be an SVG: counted in the
-            // memory budget for as long as it is held (200 stalled connections held 243 MB).
-            let mut room = self.workers.reservation();
-            sniff_body(&mut body, &mut room).await?
-        };
-        if format == Format::Svg {
-            // sniff only says Svg for a complete document, so `head` is all of it. Its
-            // raster is a variant like any transform: cached, coalesced, and a refusal
-            // (too costly, past the deadline) remembered, so it cannot be repeated at will.
-            let (source, key) = remote_variant(&plan.url, Transform::SvgRaster, None);
-            // A place like any image request: bounds the SVGs being parsed and rendered.
-            let _place = self.workers.enter()?;
-            let svg_name = name.clone();
-            let (_, variant) = self
-                .transformed(&source, &key, move |this, key| async move {
-                    let input = Input {
-                        bytes: head,
-                        format: Format::Svg,
-                        held: 0,
-                    };
-                    let variant = this.render(input, Transform::SvgRaster, svg_name).await?;
-                    Ok(Fresh { key, variant })
-                })
-                .await;
-            return Ok(Reply::Transformed {
-                variant: variant?,
-                name,
-            });
+        // The sniff may read up to 1 MiB of text that might be an SVG: counted in the memory
+        // budget for as long as it is held (200 stalled connections held 243 MB).
+        let mut room = self.workers.reservation();
+        let (format, head, ended) = sniff_body(&mut body, &mut room).await?;
+        if format.capabilities().converted() {
+            // sniff only says Svg for a complete document, so `head` is all of it; any other
+            // converted format is read whole, counted in the same reservation.
+            let bytes = if format == Format::Svg {
+                head
+            } else {
+                body.unread(head);
+                body.read_all(&mut room).await?
+            };
+            return self.convert(name, format, bytes, room, &plan.url).await;
         }
+        drop(room);
         let total = if ended {
             Some(head.len() as u64)
         } else {

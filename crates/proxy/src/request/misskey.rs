@@ -3,7 +3,9 @@
 //!
 //! Flags use presence semantics (`emoji`, `emoji=`, `emoji=0` all turn it on), keys are
 //! case-sensitive, unknown keys are ignored, and the path is ignored except that `/` with
-//! no `url` is the deployment check. The precedence of the flags is the spec's table.
+//! no `url` is the deployment check, and that the path form `/<type>/<percent-encoded URL>`
+//! gives the URL when the query has none ([`path_url`]). The precedence of the flags is the
+//! spec's table.
 //!
 //! Input: the raw query (and `Range`); output: a [`Plan`] or a [`RequestError`]. Uses
 //! `range`, `signature`, `media::Transform`.
@@ -55,6 +57,44 @@ pub fn parse(
     range_header: Option<&str>,
     signing_keys: &[Vec<u8>],
 ) -> Result<Route, RequestError> {
+    parse_with(path, query, head_only, range_header, signing_keys, None)
+}
+
+/// The URL of the path form `/<type>/<percent-encoded URL>` (MisskeyIO media-proxy 0.0.25):
+/// the last of at least two path segments, percent-decoded, when it is an `http(s)://` URL
+/// — or, with `store_on` false, a host and a path (`example.com%2Fa.png`), which then gets
+/// `https://` (a path without `url` is no object key then; `/proxy/image.webp` stays a
+/// missing `url`). With a store configured, a path whose last segment does not
+/// decode to an absolute http(s) URL stays an object key: store keys are never shadowed
+/// by a guess.
+pub fn path_url(path: &str, store_on: bool) -> Option<String> {
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let last = segments.next_back()?;
+    segments.next()?; // at least the `<type>` segment before it
+    let decoded = percent_encoding::percent_decode_str(last)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let lower = decoded.get(..8).unwrap_or(&decoded).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Some(decoded);
+    }
+    let decoded = decoded.trim_start_matches('/');
+    if store_on || !decoded.contains('/') || decoded.contains("://") {
+        return None;
+    }
+    Some(format!("https://{decoded}"))
+}
+
+/// [`parse`], with the URL of the path form ([`path_url`]) used when the query has none.
+pub fn parse_with(
+    path: &str,
+    query: Option<&str>,
+    head_only: bool,
+    range_header: Option<&str>,
+    signing_keys: &[Vec<u8>],
+    path_form: Option<String>,
+) -> Result<Route, RequestError> {
     let mut url = None;
     let mut sig = None;
     let mut flags = Flags::default();
@@ -73,7 +113,7 @@ pub fn parse(
             _ => {}
         }
     }
-    let Some(raw) = url else {
+    let Some(raw) = url.or(path_form.map(Into::into)) else {
         return if path == "/" {
             Ok(Route::Hello)
         } else {

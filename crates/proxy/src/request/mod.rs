@@ -3,8 +3,10 @@
 //! [`conditions`]); output: a [`Route`] (and [`Conditions`]). Every default and limit is resolved
 //! here, once; later stages never look at the query again. Uses no HTTP framework types.
 //!
-//! A query with `url` is the remote (Misskey) mode ([`misskey`]); `/` without it is the
-//! deployment check; any other path without `url` is an object key of the store mode
+//! A query with `url` is the remote (Misskey) mode ([`misskey`]), and so is the path form
+//! `/<type>/<percent-encoded URL>` ([`misskey::path_url`]: its last segment decodes to an
+//! `http(s)://` URL, or, with no store, to anything, which gets `https://`); `/` without
+//! `url` is the deployment check; any other path is an object key of the store mode
 //! ([`resize`]) when a store is configured, else a 400.
 
 pub mod conditions;
@@ -41,7 +43,10 @@ pub fn parse(
     remote_keys: &[Vec<u8>],
 ) -> Result<Route, RequestError> {
     let has_url = form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, _)| k == "url");
-    if let (false, true, Some(rules)) = (has_url, path != "/", store) {
+    let path_form = (!has_url)
+        .then(|| misskey::path_url(path, store.is_some()))
+        .flatten();
+    if let (false, None, true, Some(rules)) = (has_url, &path_form, path != "/", store) {
         return Ok(Route::Store(resize::parse(
             path,
             query,
@@ -51,7 +56,7 @@ pub fn parse(
         )?));
     }
     Ok(
-        match misskey::parse(path, query, head_only, range_header, remote_keys)? {
+        match misskey::parse_with(path, query, head_only, range_header, remote_keys, path_form)? {
             misskey::Route::Hello => Route::Hello,
             misskey::Route::Proxy(plan) => Route::Proxy(plan),
         },
@@ -116,6 +121,76 @@ mod tests {
         assert_eq!(
             parse("/a.jpg", Some("w=10"), false, None, None, &[]),
             Err(RequestError::MissingUrl)
+        );
+    }
+
+    #[test]
+    fn the_path_form_gives_the_url_without_shadowing_store_keys() {
+        let rules = resize::Rules {
+            max_side: 4096,
+            ..resize::Rules::default()
+        };
+        let url_of = |path: &str, query: Option<&str>, store| match parse(
+            path,
+            query,
+            false,
+            None,
+            store,
+            &[],
+        ) {
+            Ok(Route::Proxy(p)) => Some((p.url.to_string(), p.transform)),
+            _ => None,
+        };
+        let encoded = "/proxy/image/https%3A%2F%2Fexample.com%2Fa%20b.png";
+        for store in [None, Some(&rules)] {
+            assert_eq!(
+                url_of(encoded, None, store),
+                Some(("https://example.com/a%20b.png".into(), None))
+            );
+            assert_eq!(
+                url_of(
+                    "/avatar/HTTP%3A%2F%2Fexample.com%2Fu.png",
+                    Some("avatar=1"),
+                    store
+                ),
+                Some((
+                    "http://example.com/u.png".into(),
+                    Some(media::Transform::Avatar { still: false })
+                ))
+            );
+        }
+        // No scheme: `https://`, unless a store is on (then it is an object key).
+        assert_eq!(
+            url_of("/proxy/example.com%2Fa.png", Some("static"), None),
+            Some((
+                "https://example.com/a.png".into(),
+                Some(media::Transform::Static)
+            ))
+        );
+        assert!(matches!(
+            parse("/photos/cat.jpg", Some("w=10"), false, None, Some(&rules), &[]),
+            Ok(Route::Store(p)) if p.key == "photos/cat.jpg"
+        ));
+        // A Misskey path without `url` is still that.
+        assert_eq!(
+            parse("/proxy/image.webp", None, false, None, None, &[]),
+            Err(RequestError::MissingUrl)
+        );
+        // One segment is never the path form; `url` in the query wins over the path.
+        assert_eq!(
+            parse(
+                "/https%3A%2F%2Fexample.com%2Fa.png",
+                None,
+                false,
+                None,
+                None,
+                &[]
+            ),
+            Err(RequestError::MissingUrl)
+        );
+        assert_eq!(
+            url_of(encoded, Some("url=http://other.example/b.png"), None).map(|u| u.0),
+            Some("http://other.example/b.png".into())
         );
     }
 }

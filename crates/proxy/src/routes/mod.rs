@@ -150,7 +150,7 @@ async fn remote_request(
         Some(media::Transform::Static) => "static",
         Some(media::Transform::Preview) => "preview",
         Some(media::Transform::Badge) => "badge",
-        Some(media::Transform::SvgRaster | media::Transform::Resize(_)) => "other",
+        Some(media::Transform::Converted | media::Transform::Resize(_)) => "other",
     };
     log.origin_host = plan.url.host_str().map(str::to_owned);
     tracing::debug!(url = %plan.url, "proxying");
