@@ -1,14 +1,14 @@
 //! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
 //! GIF through `gif` + `gif-dispose` ([`crate::gif`]); AVIF through libavif ([`crate::avif`]);
 //! HEIC through heifer ([`crate::heic`]); JPEG XL through jxl-oxide ([`crate::jxl`]); ICO
-//! from its directory ([`crate::ico`]); PNG/APNG, WebP, BMP and TIFF through the `image`
-//! crate's decoders,
+//! from its directory ([`crate::ico`]); TIFF through the `tiff` crate ([`crate::tiff`]);
+//! PNG/APNG, WebP and BMP through the `image` crate's decoders,
 //! under allocation and dimension limits. Animations are decoded one composited frame at a
 //! time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
 //!
 //! Input: bytes, their `Format` and the `Limits`; output: [`Frame`]s. Uses `avif`, `gif`,
-//! `heic`, `ico`, `jpeg`, `jxl`, `limits`, `pixels`, `Error`, `Format`.
+//! `heic`, `ico`, `jpeg`, `jxl`, `tiff`, `limits`, `pixels`, `Error`, `Format`.
 
 use std::io::Cursor;
 
@@ -33,6 +33,7 @@ pub fn first_frame(
         Format::Heic => crate::heic::first_frame(bytes, limits),
         Format::Jxl => crate::jxl::first_frame(bytes, limits),
         Format::Ico => crate::ico::first_frame(bytes, limits),
+        Format::Tiff => crate::tiff::first_frame(bytes, limits),
         // The default image of an APNG may not be part of the animation: take frame one.
         // A GIF's first frame is composited on its screen like the others.
         Format::Apng | Format::Gif => frames(bytes, format, limits)?

@@ -25,7 +25,7 @@ const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 /// The entry picked from the directory.
 struct Entry<'a> {
-    /// Its bytes (cut short where the file ends).
+    /// Its bytes.
     data: &'a [u8],
 }
 
@@ -43,8 +43,9 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The largest entry of the directory. Entries that do not fit in the file are skipped, so a
-/// count of 65,535 costs no more than the directory bytes really present.
+/// The largest entry of the directory. The walk stops where the directory's bytes end, so a
+/// count of 65,535 costs no more than the directory bytes really present; an entry whose
+/// data runs past the end of the file means the file was cut short (refused).
 fn choose(bytes: &[u8]) -> Result<Entry<'_>, Error> {
     let invalid = |why: &str| Error::Invalid(format!("ICO: {why}"));
     let (reserved, kind, count) = (u16_at(bytes, 0), u16_at(bytes, 2), u16_at(bytes, 4));
@@ -64,11 +65,11 @@ fn choose(bytes: &[u8]) -> Result<Entry<'_>, Error> {
         let (Some(len), Some(offset)) = (u32_at(dir, 8), u32_at(dir, 12)) else {
             continue;
         };
-        let start = offset as usize;
-        let Some(rest) = bytes.get(start..).filter(|r| !r.is_empty()) else {
-            continue;
+        // An entry running past the end of the file: the file was cut short.
+        let (start, end) = (offset as usize, offset as usize + len as usize);
+        let Some(data) = bytes.get(start..end).filter(|d| !d.is_empty()) else {
+            return Err(invalid("truncated: an entry runs past the end of the file"));
         };
-        let data = rest.get(..len as usize).unwrap_or(rest);
         let score = (w * h, bpp);
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, Entry { data }));

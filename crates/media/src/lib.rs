@@ -29,6 +29,7 @@ pub mod pixels;
 pub mod placeholder;
 pub mod probe;
 pub mod svg;
+pub mod tiff;
 pub mod transform;
 pub mod video;
 

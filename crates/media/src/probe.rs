@@ -44,6 +44,7 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
         Format::Heic => return crate::heic::probe(bytes),
         Format::Jxl => return crate::jxl::probe(bytes, &crate::Limits::default()),
         Format::Ico => return crate::ico::probe(bytes),
+        Format::Tiff => return crate::tiff::probe(bytes),
         Format::Gif => {
             let (w, h, n) = gif_walk(bytes)?;
             frames = n;
@@ -83,7 +84,6 @@ pub(crate) fn image_decoder(
         Format::Gif => Box::new(image::codecs::gif::GifDecoder::new(cursor)?),
         Format::Webp => Box::new(image::codecs::webp::WebPDecoder::new(cursor)?),
         Format::Bmp => Box::new(image::codecs::bmp::BmpDecoder::new(cursor)?),
-        Format::Tiff => Box::new(image::codecs::tiff::TiffDecoder::new(cursor)?),
         _ => return Err(Error::Unsupported("this format")),
     };
     Ok(decoder)

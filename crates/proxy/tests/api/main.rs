@@ -19,6 +19,7 @@ mod cdn;
 mod cli;
 mod deploy;
 mod engine;
+mod formats;
 mod hostile;
 mod lambda;
 mod layout;

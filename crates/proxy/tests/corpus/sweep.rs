@@ -37,17 +37,33 @@ const KNOWN_GAPS: &[&str] = &[
     // file's first frame has one, so only the animation fails).
     "gif/pillow/no_palette.gif",
     "gif/pillow/no_palette_after_rgb.gif&emoji",
-    // ICO entries the `image` crate's ICO reader refuses (non-RGBA PNG entries, odd BMPs).
-    "ico/image-rs/lenient-bpp.ico",
-    "ico/image-rs/png_l8.ico",
-    "ico/image-rs/png_rgb8.ico",
-    "ico/image-rs/truncated_mask_32bpp.ico",
-    "ico/pillow/hopper_unexpected.ico",
+    // TIFF layouts the `tiff` crate does not decompress or unpack: 12-bit grey, CCITT
+    // Group 3 fax, LZMA, old-style JPEG with subsampled chroma, pre-1992 "compatible" LZW,
+    // a photometric interpretation outside TIFF 6, 65,537 strips (over its own limits).
+    "tiff/image-tiff/12bit.cropped.tiff",
+    "tiff/image-tiff/hpredict-1c-12b.tiff",
+    "tiff/image-tiff/seq/seq-1c-12b-47c39b31.tiff",
+    "tiff/image-tiff/seq/seq-1c-12b-hpredict-47c39b31.tiff",
+    "tiff/pillow/12bit.cropped.tif",
+    "tiff/image-tiff/seq/seq-1c-1b-fax3-71f6a21a.tiff",
+    "tiff/image-tiff/seq/seq-1c-1b-fax3-fillbits-71f6a21a.tiff",
+    "tiff/image-tiff/seq/seq-1c-1b-fax3-lsb-71f6a21a.tiff",
+    "tiff/pillow/hopper_lzma.tif",
+    "tiff/pillow/old-style-jpeg-compression.tif",
+    "tiff/image-tiff/quad-lzw-compat.tiff",
+    "tiff/pillow/10ct_32bit_128.tiff",
+    "tiff/image-tiff/big_g4.tif",
+    // Planar 16-bit tiles: the `tiff` crate's planar tile readout trips its own assertion
+    // (caught: a 422).
+    "tiff/pillow/tiff_tiled_planar_16bit_RGBa.tiff",
 ];
 
-/// TIFF files in this folder may use features the `tiff` crate lacks (palette, YCbCr JPEG,
-/// CCITT fax, LZMA, signed and float samples, 12-bit, Lab): refused with 422.
-const TIFF_GAP_DIR: &str = "tiff/";
+/// Valid files we read differently from Pillow on purpose: the path and the size we show.
+const READ_DIFFERENTLY: &[(&str, (u32, u32))] = &[
+    // Its primary item (`pitm`) is a 1197×1227 grid that another item claims as its
+    // thumbnail; libheif then shows that other item. We show the declared primary item.
+    ("heic/pillow-heif-other/invalid_id.heic", (1197, 1227)),
+];
 
 struct Row {
     path: String,
@@ -93,7 +109,14 @@ fn is_image(format: &str) -> bool {
             | "tiff"
             | "ico"
             | "svg"
+            | "heic"
+            | "jxl"
     )
+}
+
+/// Formats not every browser shows: converted to WebP without flags, never passed through.
+fn converted(format: &str) -> bool {
+    matches!(format, "svg" | "tiff" | "heic" | "jxl")
 }
 
 /// The `Content-Type` a passthrough of this content must carry (`None`: must be refused).
@@ -106,7 +129,6 @@ fn passthrough_type(format: &str) -> Option<&'static [&'static str]> {
         "webp" => &["image/webp"],
         "avif" | "avifs" => &["image/avif"],
         "bmp" => &["image/bmp"],
-        "tiff" => &["image/tiff"],
         "ico" => &["image/x-icon"],
         "mp4" => &["video/mp4", "audio/mp4", "video/x-m4v"],
         "m4a" => &["audio/mp4", "audio/x-m4a"],
@@ -139,6 +161,7 @@ fn expected_size(flag: &str, w: u32, h: u32) -> (u32, u32) {
         "&static" => fit(498, 422),
         "&preview" => fit(200, 200),
         "&badge" => (96, 96),
+        "&converted" => fit(2048, 2048),
         _ => (w, h),
     }
 }
@@ -231,7 +254,7 @@ fn judge(
     }
     let listed = KNOWN_GAPS.contains(&row.path.as_str())
         || KNOWN_GAPS.contains(&format!("{}{flag}", row.path).as_str());
-    let gap = listed || (row.format == "tiff" && row.path.starts_with(TIFF_GAP_DIR));
+    let gap = listed;
     if flag.is_empty() {
         return judge_passthrough(row, status, ctype, body);
     }
@@ -274,12 +297,23 @@ fn judge_passthrough(
     ctype: &str,
     body: &[u8],
 ) -> Result<(), String> {
-    if row.format == "svg" {
-        // SVG is never served as SVG: rasterised to WebP, or refused.
+    if converted(&row.format) {
+        // Never served as it is: converted to WebP at its own size (inside 2048×2048), or
+        // refused; a valid file that is not a known gap must convert.
+        let gap = KNOWN_GAPS.contains(&row.path.as_str());
         return match status {
-            StatusCode::OK if ctype == "image/webp" => decode_output("", ctype, body).map(|_| ()),
-            s if s.is_client_error() => Ok(()),
-            s => Err(format!("SVG answered {s} {ctype}")),
+            StatusCode::OK if ctype == "image/webp" => {
+                let (w, h, frames) = decode_output("", ctype, body)?;
+                if row.outcome == "valid" && gap {
+                    return Err("a known gap now decodes: remove it from KNOWN_GAPS".into());
+                }
+                if row.outcome == "valid" && row.format != "svg" {
+                    check_geometry(row, "&converted", w, h, frames)?;
+                }
+                Ok(())
+            }
+            s if s.is_client_error() && (row.outcome != "valid" || gap) => Ok(()),
+            s => Err(format!("{} answered {s} {ctype}", row.format)),
         };
     }
     match (status, passthrough_type(&row.format)) {
@@ -324,7 +358,7 @@ fn decode_output(flag: &str, ctype: &str, body: &[u8]) -> Result<(u32, u32, u32)
 }
 
 fn check_geometry(row: &Row, flag: &str, w: u32, h: u32, frames: u32) -> Result<(), String> {
-    if flag != "&emoji" && frames != 1 {
+    if !matches!(flag, "&emoji" | "&converted") && frames != 1 {
         return Err(format!("{frames} frames under {flag}"));
     }
     if let Some(n) = row.frames {
@@ -335,7 +369,12 @@ fn check_geometry(row: &Row, flag: &str, w: u32, h: u32, frames: u32) -> Result<
     if row.format == "svg" {
         return Ok(()); // intrinsic SVG sizes depend on units and viewBox; decoded is enough
     }
-    let Some((sw, sh)) = row.size else {
+    let Some((sw, sh)) = READ_DIFFERENTLY
+        .iter()
+        .find(|(path, _)| *path == row.path)
+        .map(|&(_, size)| size)
+        .or(row.size)
+    else {
         return Ok(());
     };
     // The header's stored size, shown as is or turned a quarter (EXIF, irot).
@@ -514,8 +553,7 @@ fn judge_store(
     let gap = KNOWN_GAPS.contains(&row.path.as_str())
         || KNOWN_GAPS
             .iter()
-            .any(|g| g.starts_with(&row.path) && g.contains('&'))
-        || (row.format == "tiff" && row.path.starts_with(TIFF_GAP_DIR));
+            .any(|g| g.starts_with(&row.path) && g.contains('&'));
     let must_work = row.outcome == "valid" && is_image(&row.format) && !gap;
     if status != StatusCode::OK {
         return if must_work {

@@ -126,8 +126,8 @@ impl StorePipeline {
         }
     }
 
-    /// No transform: the original as it is (an SVG rasterised instead). Not cached here:
-    /// originals stream straight from the store.
+    /// No transform: the original as it is (an SVG, TIFF, HEIC or JPEG XL converted
+    /// instead). Not cached here: originals stream straight from the store.
     async fn original(&self, plan: StorePlan, cond: Conditions) -> Result<StoreReply, AppError> {
         // Held until the answer is decided: bounds what downloads and queued bodies hold.
         let place = self.workers.enter()?;
@@ -136,8 +136,9 @@ impl StorePipeline {
         let mut room = self.workers.reservation();
         let (format, head, _) = sniff_body(&mut body, &mut room).await?;
         body.unread(head);
-        if format == Format::Svg {
-            // SVG is never served as is (it can carry script): rasterised at its size.
+        if format.capabilities().converted() {
+            // Never served as is: an SVG can carry script, and not every browser shows TIFF,
+            // HEIC or JPEG XL. Converted at its size.
             let mut memory = self.workers.reservation();
             let bytes = body.read_all(&mut memory).await?;
             let held = bytes.len() as u64;
@@ -146,7 +147,7 @@ impl StorePipeline {
                 format,
                 held,
             };
-            let t = default_svg_transform();
+            let t = converted_transform();
             let variant = self.render(input, &t, &object.meta, cond.accept).await?;
             return Ok(reply(Arc::new(variant), &plan, &cond));
         }
@@ -525,9 +526,10 @@ fn variant_key(object_key: &str, version: &str, canonical: &str, bucket: &str) -
     VariantKey::of(&["store", object_key, version, canonical, bucket])
 }
 
-/// An SVG original with no transform: rasterised at its own size (within the output cap),
-/// in the negotiated format.
-fn default_svg_transform() -> StoreTransform {
+/// An original browsers may not show (SVG, TIFF, HEIC/HEIF, JPEG XL) with no transform:
+/// converted at its own size (within the output cap), in the negotiated format (never one
+/// the client did not accept: AVIF or WebP when listed, else PNG).
+fn converted_transform() -> StoreTransform {
     StoreTransform {
         resize: Resize {
             width: None,
@@ -536,14 +538,16 @@ fn default_svg_transform() -> StoreTransform {
             enlarge: false,
             background: [255, 255, 255, 255],
             still: true,
-            max_side: SVG_RASTER_MAX,
+            max_side: CONVERTED_MAX,
         },
         format: FormatChoice::Auto,
         quality: None,
         frame: media::video::MISSKEY_FRAME,
+        // The canonical text of SVG rasters since before other formats were converted: kept,
+        // so that their ETags do not change.
         canonical: "svg-raster".into(),
     }
 }
 
-/// The largest side an SVG original is rasterised to (the remote mode's box).
-const SVG_RASTER_MAX: u32 = 2048;
+/// The largest side a converted original is given (the remote mode's box).
+const CONVERTED_MAX: u32 = 2048;
