@@ -102,14 +102,25 @@ async fn the_origin_content_type_is_ignored_in_both_directions() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "image/gif");
-    // HTML, text and empty bodies labelled as images; executables and HEIC: refused.
+    // HEIC named .jpg: converted to WebP by its bytes, never passed through as a JPEG.
+    let r = app
+        .get(&app.proxy_url(
+            "image.png",
+            &origin.url("/corpus/hostile/lies/heic_named.jpg"),
+            "",
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/webp");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(&body[8..12], b"WEBP", "a WebP, not the HEIC bytes");
+    // HTML, text and empty bodies labelled as images, executables: refused.
     for path in [
         "/text/html",
         "/text/plain",
         "/text/empty",
         "/corpus/hostile/lies/html_named.gif",
         "/corpus/hostile/lies/elf_stub_named.png",
-        "/corpus/hostile/lies/heic_named.jpg",
     ] {
         let r = app
             .get(&app.proxy_url("image.png", &origin.url(path), ""))
