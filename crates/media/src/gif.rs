@@ -2,11 +2,14 @@
 //! implements the disposal methods as browsers do. This is several times cheaper than the
 //! `image` crate's compositor, which builds every canvas pixel through a closure.
 //!
-//! Frames that reach past the logical screen are clipped to it, as browsers show them.
+//! Frames that reach past the logical screen are clipped to it, as browsers show them. A
+//! frame with no colour table at all (neither its own nor a global one) is read with a grey
+//! ramp, as Pillow reads it ([`with_colour_table`]).
 //!
 //! Input: GIF bytes and the `Limits`; output: composited frames. Uses `limits`, `pixels`,
 //! `Error`.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 use std::num::NonZeroU64;
 
@@ -37,7 +40,7 @@ pub fn frames<'a>(
     if let Some(bytes) = NonZeroU64::new(limits.max_alloc) {
         options.set_memory_limit(gif::MemoryLimit::Bytes(bytes));
     }
-    let mut decoder = options.read_info(Cursor::new(bytes))?;
+    let mut decoder = options.read_info(Cursor::new(with_colour_table(bytes)))?;
     let mut screen: Option<Screen> = None;
     let mut done = false;
     Ok(std::iter::from_fn(move || {
@@ -57,8 +60,30 @@ struct Screen {
     height: u16,
 }
 
+/// The `gif` crate refuses a frame with no colour table at all (neither its own nor a
+/// global one): a file without a global table is read from a copy given a grey ramp as
+/// its global table. Frames with their own table are unaffected.
+/// Hand-written: it is the screen descriptor's flag byte and 768 bytes after it.
+fn with_colour_table(bytes: &[u8]) -> Cow<'_, [u8]> {
+    const SCREEN_END: usize = 13; // "GIF89a", width, height, flags, background, aspect
+    match bytes.get(10) {
+        Some(flags) if flags & 0x80 == 0 && bytes.len() > SCREEN_END => {
+            let mut copy = Vec::with_capacity(bytes.len() + 768);
+            copy.extend_from_slice(bytes.get(..SCREEN_END).unwrap_or_default());
+            if let Some(f) = copy.get_mut(10) {
+                *f |= 0x80 | 0x07; // a global table of 2^(7+1) entries
+            }
+            // Index i is grey i, as Pillow shows such files (GIF leaves it to the decoder).
+            copy.extend((0..=255u8).flat_map(|v| [v, v, v]));
+            copy.extend_from_slice(bytes.get(SCREEN_END..).unwrap_or_default());
+            Cow::Owned(copy)
+        }
+        _ => Cow::Borrowed(bytes),
+    }
+}
+
 fn next(
-    decoder: &mut gif::Decoder<Cursor<&[u8]>>,
+    decoder: &mut gif::Decoder<Cursor<Cow<'_, [u8]>>>,
     screen: &mut Option<Screen>,
 ) -> Result<Option<Frame>, Error> {
     // The screen is made at the first frame: one larger than the logical screen enlarges
@@ -175,6 +200,29 @@ mod tests {
         assert_eq!(pixel(two, 2, 2), [255, 0, 0, 255]);
         assert_eq!(pixel(two, 3, 2), [0, 0, 255, 255]);
         assert_eq!(pixel(two, 3, 3), [0, 0, 255, 255]);
+    }
+
+    #[test]
+    fn frames_without_any_colour_table_are_grey() {
+        // A 2×1 GIF of indices 0x80 and 0x20, written with a 256-colour global table of
+        // red, which is then cut out: no table at all is left.
+        let mut bytes = Vec::new();
+        {
+            let palette: Vec<u8> = (0..256).flat_map(|_| [255, 0, 0]).collect();
+            let mut enc = gif::Encoder::new(&mut bytes, 2, 1, &palette).unwrap();
+            let frame = gif::Frame::from_indexed_pixels(2, 1, vec![0x80, 0x20], None);
+            enc.write_frame(&frame).unwrap();
+        }
+        assert_eq!(bytes[10] & 0x87, 0x87, "a global table of 256 colours");
+        bytes[10] &= !0x87;
+        bytes.drain(13..13 + 768);
+        let frames: Vec<Frame> = frames(&bytes, &Limits::default())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(pixel(&frames[0], 0, 0), [0x80, 0x80, 0x80, 255]);
+        assert_eq!(pixel(&frames[0], 1, 0), [0x20, 0x20, 0x20, 255]);
     }
 
     #[test]

@@ -223,3 +223,51 @@ async fn unresolvable_hosts_are_400() {
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+/// The path form `/<type>/<percent-encoded URL>` (MisskeyIO media-proxy 0.0.25): the URL
+/// from the last segment, the flags from the query; with a store configured, object keys
+/// stay object keys.
+#[tokio::test]
+async fn the_path_form_names_the_url_in_the_path() {
+    let (app, origin) = spawn_app_and_origin(|_| {}).await;
+    let url = origin.url("/corpus/png-pngsuite/basn6a08.png");
+    let encoded: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+    let plain = app
+        .get(&format!(
+            "http://{}/proxy/image.webp?url={encoded}",
+            app.addr
+        ))
+        .await;
+    assert_eq!(plain.status(), StatusCode::OK);
+    let original = plain.bytes().await.unwrap();
+    // Passed through as with `?url=`.
+    let r = app
+        .get(&format!("http://{}/proxy/image/{encoded}", app.addr))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/png");
+    assert_eq!(r.bytes().await.unwrap(), original);
+    // The flags still come from the query.
+    let r = app
+        .get(&format!("http://{}/avatar/{encoded}?avatar=1", app.addr))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "image/webp");
+    // A Misskey path without any URL is still a missing `url`.
+    let r = app
+        .get(&format!("http://{}/proxy/image.webp", app.addr))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // With a store, a path is an object key unless its last segment is an absolute URL.
+    let store = crate::store::spawn_store_app(|s| {
+        s.allowed_private_networks = vec!["127.0.0.2/32".parse().unwrap()];
+    })
+    .await;
+    store.put("photos/basn6a08.png", &original);
+    let a = store.get("photos/basn6a08.png", "", &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, original.as_ref(), "the key, not the path form");
+    let a = store.get(&format!("proxy/image/{encoded}"), "", &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, original.as_ref(), "the remote URL");
+}

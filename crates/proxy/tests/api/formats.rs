@@ -229,8 +229,10 @@ async fn favicons_of_every_entry_kind_are_converted_with_their_colours_and_masks
     // Several sizes: the largest entry.
     let out = webp_of(&app, &origin, &made_route("sizes.ico"), "&static").await;
     assert_like_oracle("sizes.ico", &dir.join("sizes.ico"), &out, (48, 48), 6.0);
-    // Favicons the image crate refused: an RGB and a grey PNG entry, a truncated mask.
+    // A 24-bit entry whose transparency is its AND mask; favicons the image crate refused:
+    // an RGB and a grey PNG entry, a truncated mask.
     for (rel, size) in [
+        ("ico/image-rs/bmp-24bpp-mask.ico", (32, 32)),
         ("ico/image-rs/png_rgb8.ico", (32, 32)),
         ("ico/image-rs/png_l8.ico", (32, 32)),
         ("ico/image-rs/truncated_mask_32bpp.ico", (64, 64)),

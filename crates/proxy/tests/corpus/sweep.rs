@@ -33,10 +33,6 @@ const KNOWN_GAPS: &[&str] = &[
     // 16-bit APNG: the `image` crate's APNG reader takes 8-bit frames only.
     "apng/image-rs/rgba16.png",
     "apng/pillow-philip-apng-tests/mode_16bit.png",
-    // GIF frames with no colour table at all: the `gif` crate refuses them (the second
-    // file's first frame has one, so only the animation fails).
-    "gif/pillow/no_palette.gif",
-    "gif/pillow/no_palette_after_rgb.gif&emoji",
     // TIFF layouts the `tiff` crate does not decompress or unpack: 12-bit grey, CCITT
     // Group 3 fax, LZMA, old-style JPEG with subsampled chroma, pre-1992 "compatible" LZW,
     // a photometric interpretation outside TIFF 6, 65,537 strips (over its own limits).
