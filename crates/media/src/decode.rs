@@ -1,14 +1,14 @@
 //! Bytes → frames. JPEG goes through libjpeg-turbo at a reduced DCT scale ([`crate::jpeg`]);
 //! GIF through `gif` + `gif-dispose` ([`crate::gif`]); AVIF through libavif ([`crate::avif`]);
 //! HEIC through heifer ([`crate::heic`]); JPEG XL through jxl-oxide ([`crate::jxl`]); ICO
-//! from its directory ([`crate::ico`]); TIFF through the `tiff` crate ([`crate::tiff`]);
+//! from its directory ([`crate::ico`]); 16-bit APNG composited by [`crate::apng`]; TIFF through the `tiff` crate ([`crate::tiff`]);
 //! PNG/APNG, WebP and BMP through the `image` crate's decoders,
 //! under allocation and dimension limits. Animations are decoded one composited frame at a
 //! time, so memory holds the canvas and one frame, never the whole animation.
 //! Orientation is not applied here (it is cheaper on the resized frame).
 //!
 //! Input: bytes, their `Format` and the `Limits`; output: [`Frame`]s. Uses `avif`, `gif`,
-//! `heic`, `ico`, `jpeg`, `jxl`, `tiff`, `limits`, `pixels`, `Error`, `Format`.
+//! `apng`, `heic`, `ico`, `jpeg`, `jxl`, `tiff`, `limits`, `pixels`, `Error`, `Format`.
 
 use std::io::Cursor;
 
@@ -58,6 +58,9 @@ pub fn frames<'a>(
     let frames = match format {
         Format::Gif => return Ok(Box::new(crate::gif::frames(bytes, limits)?)),
         Format::Jxl => return Ok(Box::new(crate::jxl::frames(bytes, limits)?)),
+        Format::Apng if crate::apng::sixteen_bit(bytes) => {
+            return Ok(Box::new(crate::apng::frames(bytes, limits)?))
+        }
         Format::Webp => {
             let mut d = image::codecs::webp::WebPDecoder::new(cursor)?;
             d.set_limits(image_limits(limits))?;

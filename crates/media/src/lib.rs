@@ -9,6 +9,7 @@
 //! orient → convert to sRGB → encode (WebP, animated WebP, or the badge PNG). Codec panics are caught and
 //! become [`Error::Panicked`].
 
+pub mod apng;
 pub mod avif;
 pub mod badge;
 pub mod budget;

@@ -30,9 +30,6 @@ const PROMPT: Duration = Duration::from_secs(10);
 /// path with one flag. The sweep checks that each is still refused cleanly, so this list
 /// stays true; a fix must remove its entries.
 const KNOWN_GAPS: &[&str] = &[
-    // 16-bit APNG: the `image` crate's APNG reader takes 8-bit frames only.
-    "apng/image-rs/rgba16.png",
-    "apng/pillow-philip-apng-tests/mode_16bit.png",
     // TIFF layouts the `tiff` crate does not decompress or unpack: 12-bit grey, CCITT
     // Group 3 fax, LZMA, old-style JPEG with subsampled chroma, pre-1992 "compatible" LZW,
     // a photometric interpretation outside TIFF 6, 65,537 strips (over its own limits).
