@@ -41,7 +41,7 @@ pub fn first_frame(
             .unwrap_or_else(|| Err(Error::Invalid("animation without frames".into()))),
         other => {
             let mut decoder = crate::probe::image_decoder(bytes, other)?;
-            decoder.set_limits(image_limits(limits))?;
+            decoder.set_limits(limits.for_image())?;
             let img = image::DynamicImage::from_decoder(decoder)?;
             Ok(Frame::from_dynamic(img))
         }
@@ -63,12 +63,12 @@ pub fn frames<'a>(
         }
         Format::Webp => {
             let mut d = image::codecs::webp::WebPDecoder::new(cursor)?;
-            d.set_limits(image_limits(limits))?;
+            d.set_limits(limits.for_image())?;
             d.into_frames()
         }
         Format::Apng | Format::Png => {
             let mut d = image::codecs::png::PngDecoder::new(cursor)?;
-            d.set_limits(image_limits(limits))?;
+            d.set_limits(limits.for_image())?;
             d.apng()?.into_frames()
         }
         _ => return Err(Error::Unsupported("animation in this format")),
@@ -85,13 +85,4 @@ pub fn frames<'a>(
             delay_ms: num.checked_div(den).unwrap_or(0),
         })
     })))
-}
-
-fn image_limits(limits: &Limits) -> image::Limits {
-    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(side);
-    l.max_image_height = Some(side);
-    l.max_alloc = Some(limits.max_alloc);
-    l
 }

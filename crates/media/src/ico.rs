@@ -95,7 +95,11 @@ pub fn probe(bytes: &[u8]) -> Result<Probe, Error> {
 pub fn first_frame(bytes: &[u8], limits: &Limits) -> Result<Frame, Error> {
     let entry = choose(bytes)?;
     if entry.is_png() {
-        return crate::decode::first_frame(entry.data, crate::Format::Png, 0, 0, limits);
+        let mut decoder = image::codecs::png::PngDecoder::new(Cursor::new(entry.data))?;
+        decoder.set_limits(limits.for_image())?;
+        return Ok(Frame::from_dynamic(image::DynamicImage::from_decoder(
+            decoder,
+        )?));
     }
     let header = dib::Header::read(entry.data)?;
     let data = dib::decode(entry.data, &header)?;

@@ -2,7 +2,7 @@
 //! decoded.
 //!
 //! Input: a header's facts (size, frames, bytes); output: `Ok` or `Error::TooLarge`. Uses
-//! nothing of ours.
+//! nothing of ours (the `image` crate's limit type, to hand them to its decoders).
 
 /// What one input may cost. Defaults: 50 MP per frame, 1000 frames, 200 MP over all frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,5 +36,17 @@ impl Default for Limits {
             max_svg_work: 300_000_000,
             max_video_read: 8 << 20,
         }
+    }
+}
+
+impl Limits {
+    /// The same limits in the `image` crate's terms (its decoders check them).
+    pub(crate) fn for_image(&self) -> image::Limits {
+        let side = u32::try_from(self.max_pixels).unwrap_or(u32::MAX);
+        let mut l = image::Limits::default();
+        l.max_image_width = Some(side);
+        l.max_image_height = Some(side);
+        l.max_alloc = Some(self.max_alloc);
+        l
     }
 }

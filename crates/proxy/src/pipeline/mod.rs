@@ -4,7 +4,8 @@
 //! `metrics`, `relay`, `request`, `source`, `workers` and the `media` engine.
 //!
 //! - [`remote`]: the remote (Misskey) mode — variant lookup, coalesced render of a
-//!   downloaded URL, or the original passed through as a stream.
+//!   downloaded URL, or the original passed through as a stream; what it answers is a
+//!   [`reply::Reply`].
 //! - [`store`]: the store mode — the original's version, variant lookup, revalidation,
 //!   coalesced render, or the original streamed.
 //! - the steps both share: [`reuse`] (negative cache, variant lookup, coalescing — every
@@ -17,6 +18,7 @@ pub mod flight;
 pub mod names;
 pub mod remote;
 pub mod render;
+pub mod reply;
 pub mod reuse;
 pub mod sniff;
 pub mod store;

@@ -22,7 +22,6 @@
 //! `error.rs`.
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use media::format::{sniff, Sniffed, SNIFF_LEN};
 use media::video::At;
@@ -37,52 +36,13 @@ use super::sniff::{passable, sniff_body, sniff_complete};
 use super::video::{self, Ranged, Ranges, Reader};
 use crate::cache::{Variant, VariantKey};
 use crate::error::AppError;
-use crate::request::range::Resolved;
 use crate::request::Plan;
 use crate::source::http::OriginRange;
 use crate::source::Room;
 use crate::source::{Fetched, Fetcher, SourceError};
 use crate::workers::{Reservation, Workers};
 
-/// What to answer, before it becomes an HTTP response.
-#[derive(Debug)]
-pub enum Reply {
-    /// A browser-safe original, as is.
-    Passthrough(Passthrough),
-    /// The media engine's output (fresh or cached).
-    Transformed { variant: Arc<Variant>, name: String },
-}
-
-/// A passthrough answer: the type, the name, and which bytes follow.
-#[derive(Debug)]
-pub struct Passthrough {
-    pub format: Format,
-    /// Download name without the output extension rule applied.
-    pub name: String,
-    /// Full length of the original, when known.
-    pub total: Option<u64>,
-    /// `Some` for a 206.
-    pub range: Option<Resolved>,
-    pub payload: Payload,
-}
-
-/// The body of a passthrough answer.
-pub enum Payload {
-    /// `HEAD`: headers only.
-    Nothing,
-    Bytes(Bytes),
-    Stream(BoxStream<'static, Result<Bytes, SourceError>>),
-}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Payload::Nothing => f.write_str("Nothing"),
-            Payload::Bytes(b) => write!(f, "Bytes({})", b.len()),
-            Payload::Stream(_) => f.write_str("Stream"),
-        }
-    }
-}
+pub use super::reply::{Passthrough, Payload, Reply};
 
 /// The open-relay controls the remote pipeline applies (`[remote]`; all off by default).
 #[derive(Debug, Clone, Default)]
