@@ -166,13 +166,7 @@ fn delay_ms(num: u16, den: u16) -> u32 {
 mod tests {
     use super::*;
 
-    fn corpus(rel: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../../shared/corpus/{rel}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::test_corpus as corpus;
 
     #[test]
     fn sixteen_bit_frames_are_composited_with_their_delays() {

@@ -85,10 +85,12 @@ pub(crate) fn raster_cost(
         Format::Png | Format::Apng | Format::Tiff => rgba(w, h) * 3,
         // AVIF: the decoder's YUV planes (up to 16-bit 4:4:4 with alpha) and the RGB(A) copy.
         Format::Avif => rgba(w, h) * 3,
-        // HEIC: the tiles' YUV planes, the RGBA canvas at 16 bits, the 8-bit copy.
+        // HEIC: the tiles' YUV planes, the RGBA canvas at 16 bits, the 8-bit copy (106 MB
+        // peak measured for 12 MP: under this estimate).
         Format::Heic => rgba(w, h) * 4,
-        // JPEG XL renders in 32-bit floats: four channels of four bytes, and the 8-bit copy.
-        Format::Jxl => rgba(w, h) * 6,
+        // JPEG XL renders in 32-bit floats, in groups and whole-frame buffers: measured at
+        // 379 MB peak for 12 MP (bench/formats-figures.sh), about 8 bytes per RGBA byte.
+        Format::Jxl => rgba(w, h) * 8,
         _ => rgba(w, h) * 2,
     };
     // Resized, oriented and encoded copies of the (small) result.

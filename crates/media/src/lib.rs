@@ -46,6 +46,14 @@ pub use pixels::Frame;
 
 use fast_image_resize::Resizer;
 
+/// A file of `shared/corpus/` for the unit tests (empty when missing: the test then fails
+/// on it).
+#[cfg(test)]
+pub(crate) fn test_corpus(rel: &str) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/");
+    std::fs::read(format!("{path}{rel}")).unwrap_or_default()
+}
+
 /// An encoded output image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {

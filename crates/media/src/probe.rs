@@ -240,10 +240,7 @@ mod tests {
     use super::*;
     use crate::limits::Limits;
 
-    fn corpus(rel: &str) -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/");
-        std::fs::read(format!("{path}{rel}")).expect(rel)
-    }
+    use crate::test_corpus as corpus;
 
     #[test]
     fn frame_counts_from_the_container() {

@@ -441,13 +441,7 @@ fn invalid(e: ::tiff::TiffError) -> Error {
 mod tests {
     use super::*;
 
-    fn corpus(rel: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/../../../shared/corpus/{rel}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
+    use crate::test_corpus as corpus;
 
     #[test]
     fn the_orientation_tag_is_read() {

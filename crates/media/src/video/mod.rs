@@ -319,8 +319,7 @@ pub fn render_file(
 /// the test then fails on it).
 #[cfg(test)]
 pub(crate) fn corpus(name: &str) -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/video/");
-    std::fs::read(format!("{path}{name}")).unwrap_or_default()
+    crate::test_corpus(&format!("video/{name}"))
 }
 
 #[cfg(test)]
