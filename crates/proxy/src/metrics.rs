@@ -50,6 +50,9 @@ pub struct MetricSet {
     pub coalesced: Counter,
     /// Entries dropped to keep a tier under its size bound.
     pub cache_evictions: Counter,
+    /// Persistent entries found damaged (cut short, flipped bytes, unreadable): deleted, and
+    /// the variant rendered again.
+    pub cache_damaged: Counter,
     /// Requests answered from the negative cache (a recent 404/410 or undecodable input).
     pub negative_hits: Counter,
     /// Source downloads for transforms (origin or store GETs of a whole original).
@@ -103,6 +106,11 @@ impl MetricSet {
                 r,
                 "cache_evictions",
                 "Variant cache entries evicted by the size bound",
+            ),
+            cache_damaged: counter(
+                r,
+                "cache_damaged",
+                "Variant cache entries found damaged, deleted and rendered again",
             ),
             negative_hits: counter(
                 r,

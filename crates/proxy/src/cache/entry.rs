@@ -1,7 +1,9 @@
 //! The entry format: one object per variant, a small header (content type, validators,
 //! created-at, download name) in front of the encoded bytes, so one GET answers a hit from
 //! any store. Input: a [`Variant`]; output: the blob and its S3 metadata, and back. Damaged
-//! or foreign blobs decode to `None`. Uses only [`Variant`].
+//! or foreign blobs decode to `None`: the header names the bytes' length and CRC-32, so an
+//! entry cut short (a crash mid-write, a full disk) or with flipped bytes is never served.
+//! Uses only [`Variant`].
 
 use std::time::{Duration, SystemTime};
 
@@ -38,11 +40,15 @@ struct EntryHeader {
     name: Option<String>,
     /// Unix seconds.
     created: u64,
+    /// The bytes' length and CRC-32 (IEEE), checked when read.
+    length: u64,
+    crc32: u32,
 }
 
 /// The entry layout: this magic, the header's length (u32, little-endian), the header
-/// (JSON), the bytes.
-const MAGIC: &[u8; 4] = b"MPV1";
+/// (JSON), the bytes. Version 2 added the length and checksum: a version 1 entry is not
+/// read (a miss, rendered again once).
+const MAGIC: &[u8; 4] = b"MPV2";
 
 /// The formats the engine writes: what a cached entry can be.
 const OUTPUTS: [Format; 5] = [
@@ -71,6 +77,8 @@ pub(super) fn encode_entry(v: &Variant) -> (Bytes, Attributes) {
         fallback: v.fallback.clone(),
         name: v.name.clone(),
         created: unix(v.created),
+        length: v.bytes.len() as u64,
+        crc32: crc32fast::hash(&v.bytes),
     };
     // Serialising plain strings and numbers cannot fail.
     let json = serde_json::to_vec(&header).unwrap_or_default();
@@ -108,8 +116,12 @@ pub(super) fn decode_entry(blob: Bytes) -> Option<Variant> {
         .into_iter()
         .find(|f| f.mime() == header.content_type)?;
     let start = MAGIC.len() + 4 + len;
+    let bytes = blob.slice(start..);
+    if bytes.len() as u64 != header.length || crc32fast::hash(&bytes) != header.crc32 {
+        return None;
+    }
     Some(Variant {
-        bytes: blob.slice(start..),
+        bytes,
         format,
         etag: header.etag,
         last_modified: header.last_modified.map(from_unix),
@@ -148,5 +160,11 @@ mod tests {
         let mut other = blob.to_vec();
         other[0] = b'X';
         assert_eq!(decode_entry(Bytes::from(other)), None);
+        // The payload cut short, or one of its bits flipped: refused by length and CRC.
+        assert_eq!(decode_entry(blob.slice(..blob.len() - 1)), None);
+        let mut flipped = blob.to_vec();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0x10;
+        assert_eq!(decode_entry(Bytes::from(flipped)), None);
     }
 }

@@ -74,6 +74,8 @@ pub struct VariantCache {
     persistent: Option<Persistent>,
     max_age: Duration,
     timeout: Duration,
+    /// Counts entries found damaged (`cache_damaged`).
+    damaged: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Clone)]
@@ -151,6 +153,7 @@ impl VariantCache {
             persistent,
             max_age: settings.max_age,
             timeout: settings.timeout,
+            damaged: metrics.cache_damaged.clone(),
         })
     }
 
@@ -181,7 +184,9 @@ impl VariantCache {
             Some(v) if !self.expired(&v) => Arc::new(v),
             stale_or_bad => {
                 if stale_or_bad.is_none() {
-                    tracing::warn!(key = key.as_str(), "unreadable variant cache entry");
+                    // Cut short, flipped bytes or not ours: never served, rendered again.
+                    tracing::warn!(key = key.as_str(), "damaged variant cache entry removed");
+                    self.damaged.inc();
                 }
                 p.remove(&path, key).await;
                 return None;

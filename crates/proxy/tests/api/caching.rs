@@ -452,3 +452,66 @@ async fn the_cache_header_can_be_renamed_or_left_out() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.header("x-cache"), "", "{:?}", a.headers);
 }
+
+/// Something done to an entry file's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// Every file under `dir` (the entries of a local cache).
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn damaged_entries_are_never_served_but_rendered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, origin) = spawn_app_and_origin(on_disk(dir.path(), 1 << 30)).await;
+    let first = answer(&app, &app.proxy_url("x", &origin.url(EMOJI), "&avatar")).await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    drop(app);
+    let on_disk = files(dir.path());
+    assert_eq!(on_disk.len(), 1, "one entry on disk: {on_disk:?}");
+    let entry = on_disk[0].clone();
+    let whole = std::fs::read(&entry).unwrap();
+    // Cut to half (a crash mid-write, a full disk), then one payload bit flipped.
+    let damages: [Damage; 2] = [
+        Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)),
+        Box::new(|b: &mut Vec<u8>| {
+            let at = b.len() - 10;
+            b[at] ^= 0x04;
+        }),
+    ];
+    for (n, damage) in damages.iter().enumerate() {
+        let mut bytes = whole.clone();
+        damage(&mut bytes);
+        std::fs::write(&entry, &bytes).unwrap();
+        // A fresh instance on the directory (no memory tier holds the good copy).
+        let app = app_on(dir.path(), 1 << 30).await;
+        let url = app.proxy_url("x", &origin.url(EMOJI), "&avatar");
+        let again = answer(&app, &url).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.header("x-cache"), "MISS", "damage {n} was served");
+        assert_eq!(again.body, first.body, "rendered again, the same bytes");
+        assert_eq!(
+            counter(&app, "cache_damaged").await,
+            1,
+            "damage {n} counted"
+        );
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            whole,
+            "the entry is written anew"
+        );
+        let hit = answer(&app, &url).await;
+        assert_eq!(hit.header("x-cache"), "HIT");
+    }
+    assert_eq!(origin_requests(&origin, EMOJI), 3);
+}
