@@ -58,6 +58,7 @@ fn routers(settings: &Settings) -> Result<(Router, MetricsRouter), BuildError> {
         max_redirects: settings.max_redirects,
         timeouts: settings.timeouts,
         hosts: HostRules::new(&settings.remote.allow_hosts, &settings.remote.deny_hosts),
+        dns_servers: settings.remote.dns_servers.clone(),
         received: metrics.bytes_received.clone(),
     })
     .map_err(BuildError::Setup)?;
@@ -65,9 +66,13 @@ fn routers(settings: &Settings) -> Result<(Router, MetricsRouter), BuildError> {
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
     let workers = Workers::new(&settings.workers, metrics.clone());
     let reuse = Reuse::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
-    let store = Store::new(&settings.store, metrics.bytes_received.clone())
-        .map_err(BuildError::Setup)?
-        .map(|store| Arc::new(store_mode(settings, store, workers.clone(), reuse.clone())));
+    let store = Store::new(
+        &settings.store,
+        metrics.bytes_received.clone(),
+        metrics.breaker_gauge("store"),
+    )
+    .map_err(BuildError::Setup)?
+    .map(|store| Arc::new(store_mode(settings, store, workers.clone(), reuse.clone())));
     let cache_header = (!settings.cache.header.is_empty())
         .then(|| HeaderName::from_bytes(settings.cache.header.as_bytes()))
         .transpose()
@@ -142,6 +147,7 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
 fn store_mode(settings: &Settings, store: Store, workers: Workers, reuse: Reuse) -> StoreMode {
     let r = &settings.resize;
     StoreMode {
+        store: store.clone(),
         pipeline: StorePipeline::new(
             store,
             workers,

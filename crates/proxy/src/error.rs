@@ -70,9 +70,12 @@ impl AppError {
         match self {
             AppError::Source(e) => Some(match e {
                 SourceError::InvalidUrl(_) => "invalid",
-                SourceError::Unresolvable { .. } | SourceError::Dns { .. } => "dns",
+                SourceError::Unresolvable { .. } => "dns_missing",
+                SourceError::Dns { .. } => "dns_failed",
+                SourceError::DnsTimeout { .. } => "dns_timeout",
                 SourceError::Blocked { .. } | SourceError::HostNotAllowed { .. } => "blocked",
                 SourceError::Unreachable(_) => "connect",
+                SourceError::Tls(_) => "tls",
                 SourceError::Redirect(_) => "redirect",
                 SourceError::Timeout(_) => "timeout",
                 SourceError::Status(_) => "status",

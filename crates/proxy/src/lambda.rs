@@ -72,7 +72,9 @@ impl Environment {
 
     /// Defaults for Lambda, layered between the embedded defaults and the user's settings:
     /// JSON logs (CloudWatch), the local variant cache under `/tmp` (the only writable
-    /// place; 256 MiB of its default 512 MB), a small memory tier, half the function's memory
+    /// place; 256 MiB of its default 512 MB; written before the answer, since a function is
+    /// frozen after it and a write left for later would resume with its time-out spent),
+    /// a small memory tier, half the function's memory
     /// for image work, the largest body a streamed response can carry, and no store (a local
     /// directory of originals makes no sense in a function: `store.kind = "s3"` turns the
     /// store mode on).
@@ -82,6 +84,7 @@ impl Environment {
             "max_size = {STREAM_LIMIT}\n\
              [log]\nformat = \"json\"\n\
              [cache]\nroot = \"/tmp/media-proxy/cache\"\nmax_size = {cache}\nmemory = {tier}\n\
+             write_behind = false\n\
              [store]\nkind = \"none\"\nmax_size = {STREAM_LIMIT}\n\
              [workers]\nmemory_budget = {budget}\n",
             cache = 256u64 << 20,
@@ -180,6 +183,7 @@ mod tests {
         let s = Settings::load_over(None, Some(&env(256).runtime_defaults())).unwrap();
         assert_eq!(s.workers.memory_budget, 128 << 20);
         assert_eq!(s.cache.memory, 16 << 20);
+        assert!(!s.cache.write_behind);
         assert_eq!(
             s.cache.root,
             std::path::PathBuf::from("/tmp/media-proxy/cache")

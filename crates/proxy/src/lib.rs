@@ -10,6 +10,7 @@
 //! `docs/architecture.md`.
 
 pub mod app;
+pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod convert;

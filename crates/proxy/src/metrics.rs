@@ -53,6 +53,20 @@ pub struct MetricSet {
     /// Persistent entries found damaged (cut short, flipped bytes, unreadable): deleted, and
     /// the variant rendered again.
     pub cache_damaged: Counter,
+    /// Entries written to the persistent tier.
+    pub cache_writes: Counter,
+    /// Entries not written because the background queue was full (`cache.write_queue`).
+    pub cache_writes_dropped: Counter,
+    /// Entries waiting in the background write queue, and their bytes.
+    pub cache_writes_pending: Gauge,
+    pub cache_write_queue_bytes: Gauge,
+    /// Persistent-tier failures by `op` (read, write) and `kind` (timeout, error).
+    pub cache_errors: Family<Labels, Counter>,
+    /// Persistent-tier reads and writes not tried because their breaker was open, by `op`.
+    pub cache_skipped: Family<Labels, Counter>,
+    /// 1 while a dependency's circuit breaker is open, by `dependency` (cache_read,
+    /// cache_write, store).
+    pub breaker_open: Family<Labels, Gauge>,
     /// Requests answered from the negative cache (a recent 404/410 or undecodable input).
     pub negative_hits: Counter,
     /// Source downloads for transforms (origin or store GETs of a whole original).
@@ -112,6 +126,17 @@ impl MetricSet {
                 "cache_damaged",
                 "Variant cache entries found damaged, deleted and rendered again",
             ),
+            cache_writes: counter(r, "cache_writes", "Variant cache entries written"),
+            cache_writes_dropped: counter(
+                r,
+                "cache_writes_dropped",
+                "Variant cache entries not written: the background queue was full",
+            ),
+            cache_writes_pending: Gauge::default(),
+            cache_write_queue_bytes: Gauge::default(),
+            cache_errors: Family::default(),
+            cache_skipped: Family::default(),
+            breaker_open: Family::default(),
             negative_hits: counter(
                 r,
                 "negative_hits",
@@ -174,6 +199,31 @@ impl MetricSet {
             self.origin_errors.clone(),
         );
         registry.register(
+            "cache_writes_pending",
+            "Variant cache entries waiting in the background write queue",
+            self.cache_writes_pending.clone(),
+        );
+        registry.register(
+            "cache_write_queue_bytes",
+            "Bytes of the entries waiting in the background write queue",
+            self.cache_write_queue_bytes.clone(),
+        );
+        registry.register(
+            "cache_errors",
+            "Variant cache (persistent tier) failures, by op and kind",
+            self.cache_errors.clone(),
+        );
+        registry.register(
+            "cache_skipped",
+            "Variant cache reads and writes skipped while their breaker was open, by op",
+            self.cache_skipped.clone(),
+        );
+        registry.register(
+            "breaker_open",
+            "1 while a dependency's circuit breaker is open, by dependency",
+            self.breaker_open.clone(),
+        );
+        registry.register(
             "memory_budget_bytes",
             "Memory the image workers may reserve",
             self.memory_budget_bytes.clone(),
@@ -185,6 +235,20 @@ impl MetricSet {
         );
         self.registry = Arc::new(registry);
         self
+    }
+
+    /// The gauge of `dependency`'s circuit breaker.
+    pub fn breaker_gauge(&self, dependency: &'static str) -> Gauge {
+        self.breaker_open
+            .get_or_create(&vec![("dependency", dependency)])
+            .clone()
+    }
+
+    /// One persistent-tier failure: `op` read or write, `kind` timeout or error.
+    pub fn cache_error(&self, op: &'static str, kind: &'static str) {
+        self.cache_errors
+            .get_or_create(&vec![("op", op), ("kind", kind)])
+            .inc();
     }
 
     /// Time spent in one stage of image work.

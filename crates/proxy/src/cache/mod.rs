@@ -10,7 +10,10 @@
 //!   S3 bucket/prefix shared by every replica (expiry by a lifecycle rule).
 //!
 //! Entries ([`entry`]) older than `max_age` are misses. A cache that fails (disk full, bucket
-//! unreachable) is a miss, never an error for the client: the cache only ever saves work.
+//! unreachable or hung) is a miss, never an error for the client and never a cost to the
+//! answer: lookups have their own short budget (`cache.lookup_timeout`), writes happen
+//! after the answer from a bounded queue ([`writes`]), and circuit breakers stop asking a
+//! failing tier for a while ([`persistent`]).
 //!
 //! Keys ([`key`]) are SHA-256 digests of what determines the output: the remote mode's URL
 //! and transform; the store mode's key, **source version**, canonical transform and output
@@ -20,6 +23,8 @@
 mod entry;
 mod key;
 mod negative;
+mod persistent;
+mod writes;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,10 +32,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use media::Format;
 use moka::notification::RemovalCause;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 
-use self::entry::{decode_entry, encode_entry};
+use self::persistent::{local_index, Persistent};
+use self::writes::WriteQueue;
 use crate::config::{CacheKind, CacheSettings};
 use crate::metrics::Metrics;
 use crate::source::store::{open_local, open_s3, with_prefix, S3Location};
@@ -72,18 +76,9 @@ pub fn exact(bytes: Vec<u8>) -> Bytes {
 pub struct VariantCache {
     memory: Option<moka::sync::Cache<String, Arc<Variant>>>,
     persistent: Option<Persistent>,
+    /// Writes after the answer (`cache.write_behind`); `None`: written before it.
+    writes: Option<WriteQueue>,
     max_age: Duration,
-    timeout: Duration,
-    /// Counts entries found damaged (`cache_damaged`).
-    damaged: prometheus_client::metrics::counter::Counter,
-}
-
-#[derive(Clone)]
-struct Persistent {
-    store: Arc<dyn ObjectStore>,
-    /// A local directory's entries and sizes, for its byte bound (S3 has none: a
-    /// lifecycle rule expires entries there).
-    index: Option<moka::sync::Cache<String, u32>>,
 }
 
 impl std::fmt::Debug for VariantCache {
@@ -91,6 +86,7 @@ impl std::fmt::Debug for VariantCache {
         f.debug_struct("VariantCache")
             .field("memory", &self.memory.is_some())
             .field("persistent", &self.persistent.is_some())
+            .field("write_behind", &self.writes.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -127,10 +123,7 @@ impl VariantCache {
                     .map_err(|e| format!("cache.root {}: {e}", settings.root.display()))?
                     .join(settings.prefix.trim_matches('/'));
                 let index = local_index(settings.max_size, root, metrics.clone());
-                let p = Persistent {
-                    store,
-                    index: Some(index),
-                };
+                let p = Persistent::new(store, Some(index), settings, metrics.clone());
                 p.scan_in_background();
                 Some(p)
             }
@@ -142,18 +135,21 @@ impl VariantCache {
                     allow_http: settings.allow_http,
                     timeout: settings.timeout,
                 })?;
-                Some(Persistent {
-                    store: with_prefix(store, &settings.prefix, "cache.prefix")?,
-                    index: None,
-                })
+                let store = with_prefix(store, &settings.prefix, "cache.prefix")?;
+                Some(Persistent::new(store, None, settings, metrics.clone()))
             }
+        };
+        let writes = match &persistent {
+            Some(p) if settings.write_behind => {
+                WriteQueue::start(p.clone(), settings.write_queue, metrics)
+            }
+            _ => None,
         };
         Ok(VariantCache {
             memory,
             persistent,
+            writes,
             max_age: settings.max_age,
-            timeout: settings.timeout,
-            damaged: metrics.cache_damaged.clone(),
         })
     }
 
@@ -163,71 +159,24 @@ impl VariantCache {
             return Some(v);
         }
         let p = self.persistent.as_ref()?;
-        let path = key.path();
-        let read = async {
-            let got = p.store.get(&path).await?;
-            got.bytes().await
-        };
-        let blob = match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(blob)) => blob,
-            Ok(Err(object_store::Error::NotFound { .. })) => return None,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "variant cache read failed");
-                return None;
-            }
-            Err(_) => {
-                tracing::warn!("variant cache read timed out");
-                return None;
-            }
-        };
-        let variant = match decode_entry(blob) {
-            Some(v) if !self.expired(&v) => Arc::new(v),
-            stale_or_bad => {
-                if stale_or_bad.is_none() {
-                    // Cut short, flipped bytes or not ours: never served, rendered again.
-                    tracing::warn!(key = key.as_str(), "damaged variant cache entry removed");
-                    self.damaged.inc();
-                }
-                p.remove(&path, key).await;
-                return None;
-            }
-        };
-        if let Some(index) = &p.index {
-            // Counts as a use (and indexes an entry the start-up scan has not reached yet).
-            if index.get(key.as_str()).is_none() {
-                index.insert(key.as_str().to_owned(), entry::weight(&variant));
-            }
-        }
+        let variant = Arc::new(p.read(key, |v| !self.expired(v)).await?);
         if let Some(m) = &self.memory {
             m.insert(key.as_str().to_owned(), variant.clone());
         }
         Some(variant)
     }
 
-    /// Keeps `variant` under `key` in every tier. A failed write is logged and forgotten.
+    /// Keeps `variant` under `key` in every tier: the memory tier now, the persistent one
+    /// from the background queue (or now, without `cache.write_behind`). A failed write is
+    /// counted and forgotten.
     pub async fn put(&self, key: &VariantKey, variant: &Arc<Variant>) {
         if let Some(m) = &self.memory {
             m.insert(key.as_str().to_owned(), variant.clone());
         }
-        let Some(p) = &self.persistent else { return };
-        let (blob, attributes) = encode_entry(variant);
-        let mut opts = PutOptions::default();
-        if p.index.is_none() {
-            // S3: the facts as object metadata too, for operators browsing the bucket.
-            opts.attributes = attributes;
-        }
-        let path = key.path();
-        let write = p.store.put_opts(&path, PutPayload::from(blob), opts);
-        match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(_)) => {
-                if let Some(index) = &p.index {
-                    index.insert(key.as_str().to_owned(), entry::weight(variant));
-                    // Apply the bound now rather than at moka's next housekeeping.
-                    index.run_pending_tasks();
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "variant cache write failed"),
-            Err(_) => tracing::warn!("variant cache write timed out"),
+        match (&self.writes, &self.persistent) {
+            (Some(queue), _) => queue.push(key, variant),
+            (None, Some(p)) => p.write(key, variant).await,
+            (None, None) => {}
         }
     }
 
@@ -236,77 +185,4 @@ impl VariantCache {
             .duration_since(v.created)
             .is_ok_and(|age| age > self.max_age)
     }
-}
-
-impl Persistent {
-    async fn remove(&self, path: &Path, key: &VariantKey) {
-        if let Some(index) = &self.index {
-            index.invalidate(key.as_str());
-        }
-        let _ = self.store.delete(path).await;
-    }
-
-    /// Indexes a local directory's entries, oldest first, so the bound and the eviction
-    /// order survive a restart. Runs once, in the background, at start-up.
-    fn scan_in_background(&self) {
-        let (Some(index), Ok(runtime)) =
-            (self.index.clone(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let store = self.store.clone();
-        runtime.spawn(async move {
-            use futures_util::TryStreamExt;
-            let listed: Result<Vec<_>, _> = store.list(None).try_collect().await;
-            let mut entries = match listed {
-                Ok(entries) => entries,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list the variant cache directory");
-                    return;
-                }
-            };
-            entries.sort_by_key(|m| m.last_modified);
-            let count = entries.len();
-            for meta in entries {
-                let Some(name) = meta.location.filename() else {
-                    continue;
-                };
-                if name.len() == 64 && index.get(name).is_none() {
-                    index.insert(
-                        name.to_owned(),
-                        u32::try_from(meta.size).unwrap_or(u32::MAX),
-                    );
-                }
-            }
-            index.run_pending_tasks();
-            tracing::info!(entries = count, "variant cache directory indexed");
-        });
-    }
-}
-
-/// The index of a local cache directory: weights are entry sizes in bytes; evicting an
-/// entry deletes its file. The file is deleted right in moka's listener with `std::fs`
-/// (the listener is synchronous; one unlink is cheap), not through object_store.
-fn local_index(
-    max_size: u64,
-    root: std::path::PathBuf,
-    metrics: Metrics,
-) -> moka::sync::Cache<String, u32> {
-    moka::sync::Cache::builder()
-        .max_capacity(max_size)
-        .weigher(|_k: &String, size: &u32| *size)
-        .eviction_policy(moka::policy::EvictionPolicy::lru())
-        .eviction_listener(move |key: Arc<String>, _size, cause| {
-            if cause != RemovalCause::Size {
-                return;
-            }
-            metrics.cache_evictions.inc();
-            let dir = key.get(..2).unwrap_or_default();
-            if let Err(e) = std::fs::remove_file(root.join(dir).join(key.as_str())) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(error = %e, "cannot delete an evicted cache entry");
-                }
-            }
-        })
-        .build()
 }

@@ -440,6 +440,15 @@ impl Settings {
         if c.timeout.is_zero() {
             return Err(invalid("cache.timeout", "must be longer than zero"));
         }
+        if c.lookup_timeout.is_zero() {
+            return Err(invalid("cache.lookup_timeout", "must be longer than zero"));
+        }
+        if c.breaker_failures > 0 && c.breaker_cooldown.is_zero() {
+            return Err(invalid(
+                "cache.breaker_cooldown",
+                "must be longer than zero while the breaker is on",
+            ));
+        }
         if !c.header.is_empty() && http::HeaderName::from_bytes(c.header.as_bytes()).is_err() {
             return Err(invalid("cache.header", "is not a valid HTTP header name"));
         }
@@ -463,6 +472,12 @@ impl Settings {
         }
         if st.timeout.is_zero() {
             return Err(invalid("store.timeout", "must be longer than zero"));
+        }
+        if st.breaker_failures > 0 && st.breaker_cooldown.is_zero() {
+            return Err(invalid(
+                "store.breaker_cooldown",
+                "must be longer than zero while the breaker is on",
+            ));
         }
         if r.max_output_dimension == 0 || r.max_output_dimension > 16_384 {
             return Err(invalid(
@@ -540,6 +555,26 @@ fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
                 .map_err(|_| {
                     serde::de::Error::custom(format!(
                         "`{s}` is not a CIDR network (expected e.g. 10.0.0.0/8 or fd00::/8)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Name server addresses, as a list or one comma-separated string; a bare address means
+/// port 53.
+fn name_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<std::net::SocketAddr>, D::Error> {
+    list_or_commas(d)?
+        .iter()
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not a name server address (expected e.g. 10.0.0.2 or 127.0.0.1:5353)"
                     ))
                 })
         })

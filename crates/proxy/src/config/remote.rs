@@ -44,6 +44,10 @@ pub struct RemoteSettings {
     /// Passthrough answers streaming at once; beyond → 503. 0: no cap (the connection cap
     /// still applies).
     pub passthrough_max_concurrent: usize,
+    /// Name servers asked for origin hosts (`10.0.0.2`, `127.0.0.1:5353`); empty: the
+    /// system's (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "super::name_servers")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 /// See [`RemoteSettings::client_address`].
@@ -69,6 +73,7 @@ impl Default for RemoteSettings {
             trusted_proxies: Vec::new(),
             passthrough_max_size: 0,
             passthrough_max_concurrent: 0,
+            dns_servers: Vec::new(),
         }
     }
 }

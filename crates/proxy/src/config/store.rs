@@ -53,9 +53,25 @@ pub struct CacheSettings {
     /// 0 turns the negative cache off.
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
-    /// Longest a cache read or write may take before it counts as a miss (or is dropped).
+    /// Longest a cache write may take before it is given up (a failure for the breaker).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Longest a persistent-tier lookup may take before it counts as a miss: a slow or
+    /// hung cache never costs the answer more than this.
+    #[serde(with = "humantime_serde")]
+    pub lookup_timeout: Duration,
+    /// Write entries after the answer, from a background queue (`false`: before it, as
+    /// on Lambda, where a frozen function cannot write after its answer).
+    pub write_behind: bool,
+    /// Bytes of entries the background queue may hold; an entry beyond it is dropped
+    /// (and counted), never waited for.
+    pub write_queue: u64,
+    /// Failures in a row (reads and writes are counted apart) after which the persistent
+    /// tier is not asked for `breaker_cooldown`; 0 turns the breaker off.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips the persistent tier before one request probes it.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
     /// Response header saying `HIT`, `MISS` or `COALESCED`; empty leaves it out.
     pub header: String,
 }
@@ -75,6 +91,11 @@ impl Default for CacheSettings {
             memory: 64 << 20,
             negative_ttl: Duration::from_secs(60),
             timeout: Duration::from_secs(5),
+            lookup_timeout: Duration::from_millis(300),
+            write_behind: true,
+            write_queue: 64 << 20,
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
             header: "X-Cache".into(),
         }
     }
@@ -116,6 +137,13 @@ pub struct StoreSettings {
     /// Longest a store request may take, first byte to last.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Store failures in a row (time-outs, connection and server errors) after which
+    /// requests are answered `503` at once for `breaker_cooldown` instead of piling up
+    /// behind a dead store; 0 turns the breaker off.
+    pub breaker_failures: u32,
+    /// How long an open store breaker answers `503` before one request probes the store.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
 }
 
 /// How store-mode requests are checked and their responses cached.
@@ -163,6 +191,8 @@ impl Default for StoreSettings {
             allow_http: false,
             max_size: 262_144_000,
             timeout: Duration::from_secs(30),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(10),
         }
     }
 }

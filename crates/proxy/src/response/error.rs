@@ -55,15 +55,18 @@ impl AppError {
                 StoreError::Denied(_) => (S::BAD_GATEWAY, "store refused access"),
                 StoreError::Unavailable(_) => (S::BAD_GATEWAY, "store unavailable"),
                 StoreError::Changed => (S::BAD_GATEWAY, "store object changed"),
+                StoreError::Resting { .. } => (S::SERVICE_UNAVAILABLE, "store unavailable"),
                 StoreError::NoRoom(n) => no_room(*n),
             },
             AppError::Source(e) => match e {
                 SourceError::InvalidUrl(_) => (S::BAD_REQUEST, "invalid url"),
-                SourceError::Unresolvable { .. } => (S::BAD_REQUEST, "cannot resolve host"),
+                SourceError::Unresolvable { .. } => (S::NOT_FOUND, "no such host"),
                 SourceError::Dns { .. } => (S::BAD_GATEWAY, "DNS lookup failed"),
+                SourceError::DnsTimeout { .. } => (S::GATEWAY_TIMEOUT, "DNS lookup timed out"),
                 SourceError::Blocked { .. } => (S::FORBIDDEN, "destination not allowed"),
                 SourceError::HostNotAllowed { .. } => (S::FORBIDDEN, "origin not allowed"),
                 SourceError::Unreachable(_) => (S::BAD_GATEWAY, "origin unreachable"),
+                SourceError::Tls(_) => (S::BAD_GATEWAY, "origin TLS failed"),
                 SourceError::Redirect(_) => (S::BAD_GATEWAY, "bad redirect"),
                 SourceError::Timeout(_) => (S::GATEWAY_TIMEOUT, "origin timed out"),
                 SourceError::Status(code) => match StatusCode::from_u16(*code) {
@@ -207,6 +210,12 @@ impl AppError {
                 );
             }
             AppError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    h.insert(header::RETRY_AFTER, v);
+                }
+            }
+            AppError::Store(StoreError::Resting { retry_after }) => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     h.insert(header::RETRY_AFTER, v);

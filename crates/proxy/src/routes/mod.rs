@@ -28,11 +28,16 @@ pub async fn healthz() -> Response {
     response::plain(axum::http::StatusCode::OK, "ok")
 }
 
-/// Readiness: new image work would be admitted now (the queue is not full). Not in the
-/// access log; a load balancer polls it.
+/// Readiness: new image work would be admitted now (the queue is not full) and the store,
+/// when there is one, is not resting behind its open breaker. The variant cache being down
+/// does not count: answers go on without it. Not in the access log; a load balancer polls
+/// it.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     if state.workers.saturated() {
-        response::plain(axum::http::StatusCode::SERVICE_UNAVAILABLE, "saturated")
+        response::plain(unavailable, "saturated")
+    } else if state.store.as_ref().is_some_and(|s| s.store.resting()) {
+        response::plain(unavailable, "store unavailable")
     } else {
         response::plain(axum::http::StatusCode::OK, "ready")
     }

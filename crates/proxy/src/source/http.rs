@@ -41,6 +41,8 @@ pub struct FetchSettings {
     pub timeouts: Timeouts,
     /// Origin hosts allowed and denied (`remote.allow_hosts`, `remote.deny_hosts`).
     pub hosts: crate::relay::HostRules,
+    /// Name servers for origin hosts (`remote.dns_servers`); empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
     /// Counts every body byte received from origins (the `received_bytes` metric).
     pub received: prometheus_client::metrics::counter::Counter,
 }
@@ -81,6 +83,8 @@ pub struct GuardedResolver {
     policy: IpPolicy,
     /// The forward proxy's own host: the operator named it, so it may be private.
     exempt_host: Option<String>,
+    /// The longest one lookup may take.
+    lookup_timeout: Duration,
 }
 
 /// Why a lookup gave no usable address. Travels through reqwest's error chain as the source
@@ -89,10 +93,15 @@ pub struct GuardedResolver {
 enum ResolveFailure {
     #[error("{host} resolves to {ip}, which is not allowed")]
     Blocked { host: String, ip: IpAddr },
+    /// NXDOMAIN, or a name with no address records: the name does not exist (as an origin).
     #[error("{host} has no address")]
     NoAddress { host: String },
+    /// SERVFAIL, REFUSED, a broken answer: the DNS is in trouble, not the name.
     #[error("lookup of {host} failed: {reason}")]
     Failed { host: String, reason: String },
+    /// No name server answered in time.
+    #[error("lookup of {host} timed out")]
+    TimedOut { host: String },
 }
 
 impl From<ResolveFailure> for SourceError {
@@ -101,21 +110,45 @@ impl From<ResolveFailure> for SourceError {
             ResolveFailure::Blocked { ip, .. } => SourceError::Blocked { ip },
             ResolveFailure::NoAddress { host } => SourceError::Unresolvable { host },
             ResolveFailure::Failed { host, reason } => SourceError::Dns { host, reason },
+            ResolveFailure::TimedOut { host } => SourceError::DnsTimeout { host },
         }
     }
 }
 
 impl GuardedResolver {
-    pub fn new(policy: IpPolicy, exempt_host: Option<String>) -> Result<Self, String> {
+    /// `servers`: the name servers to ask (empty: the system's); `lookup_timeout`: how long
+    /// one lookup may take, within the connect time-out, so a silent DNS is told apart
+    /// from a silent origin.
+    pub fn new(
+        policy: IpPolicy,
+        exempt_host: Option<String>,
+        servers: &[SocketAddr],
+        lookup_timeout: Duration,
+    ) -> Result<Self, String> {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
         let provider = hickory_resolver::net::runtime::TokioRuntimeProvider::default();
-        // A machine without a readable resolv.conf still resolves `localhost` and literal
-        // addresses; real names then fail cleanly as unresolvable.
-        let builder = TokioResolver::builder(provider.clone()).unwrap_or_else(|_| {
-            TokioResolver::builder_with_config(
-                hickory_resolver::config::ResolverConfig::default(),
-                provider,
-            )
-        });
+        let mut builder = if servers.is_empty() {
+            // A machine without a readable resolv.conf still resolves `localhost` and
+            // literal addresses; real names then fail cleanly as unresolvable.
+            TokioResolver::builder(provider.clone()).unwrap_or_else(|_| {
+                TokioResolver::builder_with_config(ResolverConfig::default(), provider)
+            })
+        } else {
+            let servers = servers
+                .iter()
+                .map(|addr| {
+                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                    for connection in &mut server.connections {
+                        connection.port = addr.port();
+                    }
+                    server
+                })
+                .collect();
+            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+        };
+        let options = builder.options_mut();
+        options.timeout = lookup_timeout;
+        options.attempts = 1;
         let resolver = builder
             .build()
             .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
@@ -123,6 +156,7 @@ impl GuardedResolver {
             resolver,
             policy,
             exempt_host,
+            lookup_timeout,
         })
     }
 
@@ -136,9 +170,20 @@ impl GuardedResolver {
         host: &str,
         dialling: bool,
     ) -> Result<Vec<IpAddr>, ResolveFailure> {
-        let lookup = self.resolver.lookup_ip(host).await.map_err(|e| {
+        // Our own bound on the whole lookup: hickory's time-out is per query, and it may
+        // try another transport after one.
+        let lookup = tokio::time::timeout(self.lookup_timeout, self.resolver.lookup_ip(host))
+            .await
+            .map_err(|_| ResolveFailure::TimedOut {
+                host: host.to_owned(),
+            })?;
+        let lookup = lookup.map_err(|e| {
             if e.is_nx_domain() || e.is_no_records_found() {
                 ResolveFailure::NoAddress {
+                    host: host.to_owned(),
+                }
+            } else if matches!(e, hickory_resolver::net::NetError::Timeout) {
+                ResolveFailure::TimedOut {
                     host: host.to_owned(),
                 }
             } else {
@@ -196,7 +241,14 @@ impl Fetcher {
             .as_ref()
             .and_then(|p| p.host_str())
             .map(str::to_owned);
-        let resolver = Arc::new(GuardedResolver::new(settings.policy.clone(), exempt)?);
+        // Half the connect time-out for the lookup: the rest is for the TCP and TLS
+        // handshakes, and a DNS that does not answer is then reported as such.
+        let resolver = Arc::new(GuardedResolver::new(
+            settings.policy.clone(),
+            exempt,
+            &settings.dns_servers,
+            settings.timeouts.connect / 2,
+        )?);
         let mut builder = reqwest::Client::builder()
             .user_agent(settings.user_agent.clone())
             .redirect(reqwest::redirect::Policy::none())
@@ -411,9 +463,33 @@ fn classify(error: reqwest::Error) -> SourceError {
     }
     if error.is_body() || error.is_decode() {
         SourceError::BodyBroken(text)
+    } else if is_tls(&error) {
+        SourceError::Tls(text)
     } else {
         SourceError::Unreachable(text)
     }
+}
+
+/// Whether a rustls error is in the chain (a handshake refused, a certificate not trusted).
+/// hyper's connector wraps it in an `io::Error`, whose `source()` skips the wrapped error
+/// itself, so each `io::Error` is opened with `get_ref`.
+fn is_tls(error: &(dyn StdError + 'static)) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if is_tls(inner) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// An origin's body as chunks under its deadlines: no silence longer than `idle`, nothing

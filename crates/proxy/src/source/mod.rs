@@ -26,12 +26,16 @@ pub enum SourceError {
     /// The URL is not http(s), has no host, or does not parse (client; 400).
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
-    /// The host name does not exist or has no addresses (client; 400).
+    /// The host name does not exist (NXDOMAIN) or has no addresses (client's URL; 404).
     #[error("cannot resolve host {host}")]
     Unresolvable { host: String },
-    /// DNS failed for another reason (upstream; 502).
+    /// DNS failed for another reason: SERVFAIL, REFUSED, a broken answer (upstream; 502,
+    /// never stored: it passes).
     #[error("DNS lookup for {host} failed: {reason}")]
     Dns { host: String, reason: String },
+    /// No name server answered in time (upstream; 504, never stored).
+    #[error("DNS lookup for {host} timed out")]
+    DnsTimeout { host: String },
     /// The destination address is not allowed (client; 403). Nothing was sent.
     #[error("destination address {ip} is not allowed")]
     Blocked { ip: IpAddr },
@@ -39,7 +43,11 @@ pub enum SourceError {
     /// 403). Checked on every hop before DNS; nothing was sent.
     #[error("origin host {host} is not allowed")]
     HostNotAllowed { host: String },
-    /// Connection refused, reset, TLS failure, malformed response (upstream; 502).
+    /// The TLS handshake failed: an untrusted or expired certificate, no common protocol
+    /// (upstream; 502).
+    #[error("origin TLS failed: {0}")]
+    Tls(String),
+    /// Connection refused or reset, a malformed response (upstream; 502).
     #[error("origin unreachable: {0}")]
     Unreachable(String),
     /// Too many redirects, or a redirect without a usable Location (upstream; 502).

@@ -23,6 +23,7 @@ use object_store::{
     ClientOptions, GetOptions, GetResultPayload, ObjectStore, ObjectStoreExt, RetryConfig,
 };
 
+use crate::breaker::Breaker;
 use crate::config::{StoreKind, StoreSettings};
 
 /// Why the store could not give us the original. Each variant's doc says whose fault it is
@@ -47,6 +48,10 @@ pub enum StoreError {
     /// Any other store failure: connection, protocol, I/O (upstream; 502).
     #[error("store failed: {0}")]
     Unavailable(String),
+    /// The store failed `store.breaker_failures` times in a row: it is not asked until the
+    /// next probe, `retry_after` from now (upstream; 503 with Retry-After, at once).
+    #[error("store not asked: it keeps failing (next try in {retry_after:?})")]
+    Resting { retry_after: Duration },
     /// The object was replaced between two reads of one video (upstream; 502: asking
     /// again reads the new one).
     #[error("the object changed while it was read")]
@@ -85,6 +90,8 @@ pub struct Store {
     jail: Option<Arc<std::path::PathBuf>>,
     max_size: u64,
     timeout: Duration,
+    /// Stops asking a store that keeps failing (time-outs, connection and server errors).
+    breaker: Breaker,
     /// Counts every body byte read from the store (the `received_bytes` metric).
     received: prometheus_client::metrics::counter::Counter,
 }
@@ -111,9 +118,11 @@ pub type ObjectBody = super::Body<StoreError>;
 
 impl Store {
     /// Opens the store the settings describe; `None` when the store mode is off.
+    /// `received` counts body bytes; `breaker_open` is the gauge of its breaker.
     pub fn new(
         settings: &StoreSettings,
         received: prometheus_client::metrics::counter::Counter,
+        breaker_open: prometheus_client::metrics::gauge::Gauge,
     ) -> Result<Option<Store>, String> {
         let mut jail = None;
         let inner = match settings.kind {
@@ -140,6 +149,12 @@ impl Store {
             jail,
             max_size: settings.max_size,
             timeout: settings.timeout,
+            breaker: Breaker::new(
+                "store",
+                settings.breaker_failures,
+                settings.breaker_cooldown,
+                breaker_open,
+            ),
             received,
         }))
     }
@@ -149,14 +164,40 @@ impl Store {
         self.timeout
     }
 
+    /// Whether the store's breaker is open (it kept failing), for `/readyz`.
+    pub fn resting(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// One store request, unless the breaker says not to ask; its outcome told to the
+    /// breaker (an answer, even "not found", is a success; a time-out or a connection or
+    /// server error a failure).
+    async fn ask<T>(
+        &self,
+        request: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StoreError> {
+        if !self.breaker.allow() {
+            return Err(StoreError::Resting {
+                retry_after: self.breaker.retry_after(),
+            });
+        }
+        let outcome = match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(result) => result.map_err(StoreError::from),
+        };
+        match &outcome {
+            Err(e @ (StoreError::Timeout | StoreError::Unavailable(_))) => self.breaker.failure(e),
+            _ => self.breaker.success(),
+        }
+        outcome
+    }
+
     /// The metadata of `key` alone (S3: one HEAD; a directory: one `stat`). Larger than
     /// the cap: refused here already.
     pub async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
         self.stay_inside(&path).await?;
-        let meta = tokio::time::timeout(self.timeout, self.inner.head(&path))
-            .await
-            .map_err(|_| StoreError::Timeout)??;
+        let meta = self.ask(self.inner.head(&path)).await?;
         if meta.size > self.max_size {
             return Err(StoreError::TooLarge {
                 limit: self.max_size,
@@ -195,9 +236,7 @@ impl Store {
         let path = Path::parse(key).map_err(|e| StoreError::InvalidKey(e.to_string()))?;
         self.stay_inside(&path).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let result = tokio::time::timeout(self.timeout, self.inner.get_opts(&path, options))
-            .await
-            .map_err(|_| StoreError::Timeout)??;
+        let result = self.ask(self.inner.get_opts(&path, options)).await?;
         let meta = &result.meta;
         if meta.size > self.max_size {
             return Err(StoreError::TooLarge {
@@ -306,7 +345,9 @@ pub(crate) fn open_s3(at: &S3Location<'_>) -> Result<Arc<dyn ObjectStore>, Strin
             ClientOptions::new()
                 .with_allow_http(at.allow_http)
                 .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(at.timeout),
+                // Past the callers' own deadline: theirs fires first and is reported as a
+                // time-out (the client's own would surface as a generic failure, a 502).
+                .with_timeout(at.timeout + Duration::from_secs(1)),
         )
         .with_retry(RetryConfig {
             max_retries: 2,

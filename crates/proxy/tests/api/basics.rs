@@ -214,14 +214,18 @@ async fn client_headers_are_never_forwarded() {
     );
 }
 
+/// A host name that does not exist is a `404`, like a file that does not exist (kept five
+/// minutes, as a client error): the DNS is not in trouble, the URL names nothing. Passing
+/// DNS failures are 502/504 and never stored (tests/api/dependencies.rs).
 #[tokio::test]
-async fn unresolvable_hosts_are_400() {
+async fn hosts_that_do_not_exist_are_404() {
     let app = spawn_app().await;
     // `.invalid` never resolves (RFC 6761); the resolver answers without asking the network.
     let r = app
         .get(&app.proxy_url("a", "http://no-such-host.invalid/a.png", ""))
         .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["cache-control"], "max-age=300");
 }
 
 /// The path form `/<type>/<percent-encoded URL>` (MisskeyIO media-proxy 0.0.25): the URL

@@ -286,6 +286,7 @@ async fn a_local_cache_survives_a_restart_and_stays_under_its_bound() {
         (first.status, first.header("x-cache")),
         (StatusCode::OK, "MISS")
     );
+    app.writes_settled().await;
     let entry_size = dir_bytes(dir.path());
     assert!(
         entry_size > first.body.len() as u64,
@@ -307,6 +308,7 @@ async fn a_local_cache_survives_a_restart_and_stays_under_its_bound() {
     for n in 1..=10 {
         let a = answer(&app, &url(&app, n)).await;
         assert_eq!(a.status, StatusCode::OK);
+        app.writes_settled().await;
         assert!(
             dir_bytes(dir.path()) <= bound,
             "after {n}: {} bytes on disk, bound {bound}",
@@ -336,6 +338,7 @@ async fn a_restart_with_a_smaller_bound_trims_the_directory() {
         let url = app.proxy_url("x", &origin.url(&format!("{EMOJI}?n={n}")), "&emoji");
         assert_eq!(answer(&app, &url).await.status, StatusCode::OK);
     }
+    app.writes_settled().await;
     let full = dir_bytes(dir.path());
     let bound = full / 2;
     let app = app_on(dir.path(), bound).await;
@@ -476,6 +479,7 @@ async fn damaged_entries_are_never_served_but_rendered_again() {
     let (app, origin) = spawn_app_and_origin(on_disk(dir.path(), 1 << 30)).await;
     let first = answer(&app, &app.proxy_url("x", &origin.url(EMOJI), "&avatar")).await;
     assert_eq!(first.header("x-cache"), "MISS");
+    app.writes_settled().await;
     drop(app);
     let on_disk = files(dir.path());
     assert_eq!(on_disk.len(), 1, "one entry on disk: {on_disk:?}");
@@ -500,6 +504,7 @@ async fn damaged_entries_are_never_served_but_rendered_again() {
         assert_eq!(again.status, StatusCode::OK);
         assert_eq!(again.header("x-cache"), "MISS", "damage {n} was served");
         assert_eq!(again.body, first.body, "rendered again, the same bytes");
+        app.writes_settled().await;
         assert_eq!(
             counter(&app, "cache_damaged").await,
             1,

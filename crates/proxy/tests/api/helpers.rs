@@ -90,6 +90,52 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// One sample from a `/metrics` text: `series` is the name with its labels as printed
+/// (`media_proxy_breaker_open{dependency="store"}`); `None` when it is not there.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let value = l.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// The `/metrics` text of the server at `addr`.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits (observing `/metrics`, at most 30 s) until the background cache writes of every
+/// answered request have ended: an answer is sent after its write was queued and counted.
+pub async fn writes_settled(addr: SocketAddr) {
+    let started = std::time::Instant::now();
+    loop {
+        let text = metrics_text(addr).await;
+        if metric(&text, "media_proxy_cache_writes_pending") == Some(0.0) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cache writes still pending after 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// See [`writes_settled`].
+    pub async fn writes_settled(&self) {
+        writes_settled(self.addr).await;
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

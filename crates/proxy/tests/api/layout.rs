@@ -94,6 +94,7 @@ fn the_arrows_the_map_forbids_do_not_exist() {
             ],
         ),
         ("error.rs", &["crate::response", "axum", "hyper"]),
+        ("breaker.rs", &["use crate::"]),
         ("request/", &["use crate::", "axum"]),
         (
             "pipeline/",

@@ -9,6 +9,7 @@
     clippy::indexing_slicing
 )]
 
+mod faults;
 mod helpers;
 
 mod admission;
@@ -17,6 +18,7 @@ mod browser;
 mod caching;
 mod cdn;
 mod cli;
+mod dependencies;
 mod deploy;
 mod engine;
 mod formats;

@@ -17,16 +17,16 @@ use reqwest::StatusCode;
 
 use crate::store::decode;
 
-const BUCKET: &str = "originals-bucket";
+pub const BUCKET: &str = "originals-bucket";
 
 /// A well-formed SigV4 header moto accepts without checking: unsigned requests on existing
 /// keys count as anonymous there (403).
-const FAKE_SIGNATURE: &str = "AWS4-HMAC-SHA256 \
+pub const FAKE_SIGNATURE: &str = "AWS4-HMAC-SHA256 \
     Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
 
 /// A plain HTTP client for loopback (no proxy from the environment; reqwest is built
 /// without a default TLS crypto provider).
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
@@ -62,12 +62,12 @@ async fn wait_for(url: &str, what: &str) {
     panic!("{what} did not start within 30 s ({url})");
 }
 
-struct Moto {
+pub struct Moto {
     _process: Process,
-    url: String,
+    pub url: String,
 }
 
-async fn start_moto() -> Moto {
+pub async fn start_moto() -> Moto {
     let port = free_port();
     // As a module: found wherever pip installed it, with or without its script on PATH.
     let child = Command::new("python3")
@@ -104,7 +104,12 @@ async fn start_moto() -> Moto {
 }
 
 impl Moto {
-    async fn create_bucket(&self, bucket: &str) {
+    /// moto's address, for a fault proxy in front of it.
+    pub fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
         let r = client()
             .put(format!("{}/{bucket}", self.url))
             .send()
@@ -234,21 +239,26 @@ pub async fn start_binary(endpoint: &str, extra: &[(&str, &str)]) -> Binary {
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let binary = Binary {
-        _process: Process(cmd.spawn().expect("the binary starts")),
-        addr,
-    };
-    wait_for(&format!("http://{addr}/healthz"), "media-proxy").await;
-    binary
+    Binary::spawned(cmd.spawn().expect("the binary starts"), addr).await
 }
 
 impl Binary {
+    /// The binary started as `child`, listening on `addr` once it answers `/healthz`.
+    pub async fn spawned(child: Child, addr: SocketAddr) -> Binary {
+        let binary = Binary {
+            _process: Process(child),
+            addr,
+        };
+        wait_for(&format!("http://{addr}/healthz"), "media-proxy").await;
+        binary
+    }
+
     /// `GET` without extra headers, for requests sent together.
     async fn get_owned(&self, path: String) -> crate::store::Answer {
         self.get(&path, &[]).await
     }
 
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> crate::store::Answer {
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> crate::store::Answer {
         let mut req = client().get(format!("http://{}/{path}", self.addr));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -511,6 +521,7 @@ async fn two_instances_share_a_variant_cache_in_a_bucket() {
         (first.status, first.header("x-cache")),
         (StatusCode::OK, "MISS")
     );
+    crate::helpers::writes_settled(a.addr).await;
     let shared = b.get("photo.jpg?w=100", &[("accept", "*/*")]).await;
     assert_eq!(
         shared.header("x-cache"),
@@ -577,6 +588,7 @@ async fn two_instances_share_a_variant_cache_in_a_bucket() {
     );
     assert_ne!(fresh.header("etag"), first.header("etag"));
     assert!(decode(&fresh.body).rgb[0] > 200, "the new image");
+    crate::helpers::writes_settled(b.addr).await;
     let from_a = a.get("photo.jpg?w=100", &[("accept", "*/*")]).await;
     assert_eq!(from_a.header("x-cache"), "HIT");
     assert_eq!(from_a.body, fresh.body);
