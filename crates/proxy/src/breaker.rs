@@ -29,8 +29,8 @@ enum State {
     Closed { failed: u32 },
     /// Not asking until `until`.
     Open { until: Instant },
-    /// One probe is out since `since`; if it never reports, another may go after a cooldown.
-    Probing { since: Instant },
+    /// One probe is out; if it never reports, another may go at `until` (a cooldown on).
+    Probing { until: Instant },
 }
 
 impl Breaker {
@@ -58,10 +58,10 @@ impl Breaker {
         let mut state = self.state();
         match *state {
             State::Closed { .. } => true,
-            State::Open { until } | State::Probing { since: until } if now < until => false,
+            State::Open { until } | State::Probing { until } if now < until => false,
             State::Open { .. } | State::Probing { .. } => {
                 *state = State::Probing {
-                    since: now + self.cooldown,
+                    until: now + self.cooldown,
                 };
                 true
             }
@@ -77,7 +77,7 @@ impl Breaker {
     pub fn retry_after(&self) -> Duration {
         match *self.state() {
             State::Closed { .. } => Duration::ZERO,
-            State::Open { until } | State::Probing { since: until } => {
+            State::Open { until } | State::Probing { until } => {
                 until.saturating_duration_since(Instant::now())
             }
         }

@@ -53,6 +53,14 @@ async fn emoji(binary: &Binary, origin: &Origin, n: usize) -> (StatusCode, Strin
     (answer.status, answer.header("x-cache").to_owned(), took)
 }
 
+/// Asserts each series of `/metrics` at `addr` has its value (`None`: absent).
+async fn expect_metrics(addr: std::net::SocketAddr, expected: &[(&str, Option<f64>)]) {
+    let m = metrics_text(addr).await;
+    for (series, value) in expected {
+        assert_eq!(metric(&m, series), *value, "{series} in:\n{m}");
+    }
+}
+
 async fn value(addr: std::net::SocketAddr, series: &str) -> f64 {
     metric(&metrics_text(addr).await, series).unwrap_or(0.0)
 }
@@ -84,23 +92,22 @@ async fn a_hung_s3_cache_costs_an_answer_no_more_than_its_lookup_budget() {
         assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"), "#{n}");
         assert!(took < lookup + MARGIN, "#{n} took {took:?}");
     }
-    let m = metrics_text(binary.addr).await;
-    assert_eq!(
-        metric(
-            &m,
-            r#"media_proxy_cache_errors_total{op="read",kind="timeout"}"#
-        ),
-        Some(3.0),
-        "three lookups timed out, then the breaker opened:\n{m}"
-    );
-    assert_eq!(
-        metric(&m, r#"media_proxy_breaker_open{dependency="cache_read"}"#),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&m, r#"media_proxy_cache_skipped_total{op="read"}"#),
-        Some(3.0)
-    );
+    // Three lookups timed out, then the breaker opened and the rest were not tried.
+    expect_metrics(
+        binary.addr,
+        &[
+            (
+                r#"media_proxy_cache_errors_total{op="read",kind="timeout"}"#,
+                Some(3.0),
+            ),
+            (
+                r#"media_proxy_breaker_open{dependency="cache_read"}"#,
+                Some(1.0),
+            ),
+            (r#"media_proxy_cache_skipped_total{op="read"}"#, Some(3.0)),
+        ],
+    )
+    .await;
     let ready = binary.get("readyz", &[]).await;
     assert_eq!(
         ready.status,
@@ -248,21 +255,9 @@ async fn the_cache_breaker_probes_and_closes_when_the_bucket_is_back() {
 
 /// The key of the one entry in the cache bucket.
 async fn only_entry(moto: &Moto) -> String {
-    let listing = crate::store_s3::client()
-        .get(format!("{}/variant-cache?list-type=2", moto.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
-    listing
-        .split("<Key>")
-        .nth(1)
-        .and_then(|k| k.split("</Key>").next())
-        .unwrap()
-        .to_owned()
+    let keys = moto.keys("variant-cache", "").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys.into_iter().next().unwrap()
 }
 
 async fn object(moto: &Moto, key: &str) -> Vec<u8> {
@@ -461,28 +456,26 @@ async fn a_cache_directory_that_cannot_be_written_stops_the_writes_not_the_answe
         assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"), "#{n}");
         writes_settled(binary.addr).await;
     }
-    let m = metrics_text(binary.addr).await;
-    assert_eq!(
-        metric(
-            &m,
-            r#"media_proxy_cache_errors_total{op="write",kind="error"}"#
-        ),
-        Some(1.0),
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, r#"media_proxy_breaker_open{dependency="cache_write"}"#),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&m, r#"media_proxy_cache_skipped_total{op="write"}"#),
-        Some(3.0)
-    );
-    assert_eq!(
-        metric(&m, r#"media_proxy_breaker_open{dependency="cache_read"}"#),
-        Some(0.0),
-        "reads go on"
-    );
+    // One failure, then no write was tried; reads go on.
+    expect_metrics(
+        binary.addr,
+        &[
+            (
+                r#"media_proxy_cache_errors_total{op="write",kind="error"}"#,
+                Some(1.0),
+            ),
+            (
+                r#"media_proxy_breaker_open{dependency="cache_write"}"#,
+                Some(1.0),
+            ),
+            (r#"media_proxy_cache_skipped_total{op="write"}"#, Some(3.0)),
+            (
+                r#"media_proxy_breaker_open{dependency="cache_read"}"#,
+                Some(0.0),
+            ),
+        ],
+    )
+    .await;
     assert!(walk(&root).is_empty());
 }
 

@@ -109,6 +109,24 @@ impl Moto {
         self.url.trim_start_matches("http://").parse().unwrap()
     }
 
+    /// The keys in `bucket` under `prefix` (one listing page: the tests keep few).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let listing = client()
+            .get(format!("{}/{bucket}?list-type=2&prefix={prefix}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub async fn create_bucket(&self, bucket: &str) {
         let r = client()
             .put(format!("{}/{bucket}", self.url))
@@ -537,23 +555,9 @@ async fn two_instances_share_a_variant_cache_in_a_bucket() {
     assert_eq!(original_gets(), 1, "the original was read once");
 
     // The entry is an object under the prefix, with its facts as metadata.
-    let listing = client()
-        .get(format!(
-            "{}/variant-cache?list-type=2&prefix=variants/",
-            moto.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let key = listing
-        .split("<Key>")
-        .nth(1)
-        .and_then(|k| k.split("</Key>").next())
-        .unwrap_or_else(|| panic!("one entry under variants/: {listing}"));
-    assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
+    let keys = moto.keys("variant-cache", "variants/").await;
+    assert_eq!(keys.len(), 1, "one entry under variants/: {keys:?}");
+    let key = &keys[0];
     let head = client()
         .head(format!("{}/variant-cache/{key}", moto.url))
         .header("authorization", FAKE_SIGNATURE)
