@@ -411,7 +411,12 @@ async fn emoji_of(app: &TestApp, origin: &Origin, n: usize) -> (StatusCode, Stri
 
 /// The binary in remote mode with a local cache at `root`, run as `nobody` when the tests
 /// run as root (so that a directory's mode binds it, as it binds a service user).
-async fn binary_with_local_cache(root: &std::path::Path, extra: &[(&str, &str)]) -> Binary {
+/// Its log (warnings and above) goes to `log` when given.
+async fn binary_with_local_cache(
+    root: &std::path::Path,
+    extra: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> Binary {
     use std::os::unix::process::CommandExt;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_media-proxy"));
@@ -426,7 +431,10 @@ async fn binary_with_local_cache(root: &std::path::Path, extra: &[(&str, &str)])
         .env("MEDIA_PROXY__LOG__FILTER", "warn")
         .current_dir(root)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(match log {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path).unwrap()),
+            None => std::process::Stdio::null(),
+        });
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -450,7 +458,8 @@ async fn a_cache_directory_that_cannot_be_written_stops_the_writes_not_the_answe
     std::fs::create_dir(&root).unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o555)).unwrap();
     let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
-    let binary = binary_with_local_cache(&root, &[]).await;
+    let log = parent.path().join("log.txt");
+    let binary = binary_with_local_cache(&root, &[], Some(&log)).await;
     for n in 0..4 {
         let (status, cache, _) = emoji(&binary, &origin, n).await;
         assert_eq!((status, cache.as_str()), (StatusCode::OK, "MISS"), "#{n}");
@@ -477,6 +486,12 @@ async fn a_cache_directory_that_cannot_be_written_stops_the_writes_not_the_answe
     )
     .await;
     assert!(walk(&root).is_empty());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.matches("circuit breaker open").count(),
+        1,
+        "one warning:\n{log}"
+    );
 }
 
 /// The cache directory removed while the proxy runs is made again by the next write.
@@ -628,7 +643,7 @@ async fn a_crash_while_writing_leaves_no_half_entry() {
         format!("http://{}/s.webp?url={encoded}&static=1", binary.addr)
     };
     let room = [("MEDIA_PROXY__WORKERS__QUEUE", "64")];
-    let first = binary_with_local_cache(&root, &room).await;
+    let first = binary_with_local_cache(&root, &room, None).await;
     let client = crate::store_s3::client();
     let mut answers = futures_util::stream::FuturesUnordered::new();
     for n in 0..24 {
@@ -641,7 +656,7 @@ async fn a_crash_while_writing_leaves_no_half_entry() {
     drop(first); // SIGKILL, the other renders and writes wherever they are
     drop(answers);
 
-    let second = binary_with_local_cache(&root, &room).await;
+    let second = binary_with_local_cache(&root, &room, None).await;
     for n in 0..24 {
         let r = client.get(target(&second, n)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "#{n}");
