@@ -250,7 +250,7 @@ fn lambda(config: Option<PathBuf>, env: &ProcessEnv) -> Result<ExitCode, Stop> {
             memory_mib = environment.memory_mib,
             "media-proxy serving Lambda invocations"
         );
-        match media_proxy::lambda::run(&settings).await {
+        match media_proxy::lambda::run(&settings, &environment).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

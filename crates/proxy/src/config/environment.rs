@@ -24,6 +24,8 @@ pub struct LambdaVars {
     pub function_name: Option<String>,
     pub function_version: Option<String>,
     pub memory_size: Option<String>,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances).
+    pub max_concurrency: Option<String>,
 }
 
 /// The operator's own allocator tunables: when set, ours give way (`memory::configure`).
@@ -45,6 +47,7 @@ impl ProcessEnv {
                 function_name: get("AWS_LAMBDA_FUNCTION_NAME"),
                 function_version: get("AWS_LAMBDA_FUNCTION_VERSION"),
                 memory_size: get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+                max_concurrency: get("AWS_LAMBDA_MAX_CONCURRENCY"),
             },
             allocator: AllocatorVars {
                 arena_max: get("MALLOC_ARENA_MAX"),

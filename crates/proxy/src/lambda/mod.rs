@@ -1,8 +1,8 @@
 //! The AWS Lambda runtime: the same router as the standalone server, driven by the Lambda
-//! Runtime API through the official runtime (`lambda_http`). Function URL events come in;
-//! responses go out **streamed** (`InvokeMode: RESPONSE_STREAM`), so bodies above the 6 MB
-//! of a buffered Lambda response (video passthrough) work and the first bytes leave before
-//! the last are read.
+//! Runtime API through our own small client ([`runtime_api`]; events parsed by
+//! `lambda_http`'s types). Function URL events come in; responses go out **streamed**
+//! (`InvokeMode: RESPONSE_STREAM`), so bodies above the 6 MB of a buffered Lambda response
+//! (video passthrough) work and the first bytes leave before the last are read.
 //!
 //! What differs from the server is only what Lambda imposes, each answered with a clear
 //! status instead of a bare 502 from the Lambda front end:
@@ -19,14 +19,17 @@
 //! Input: the Lambda variables (read by `config`) and [`Settings`]; output: the invocation
 //! loop. Uses `app`, `config`, `routes` (the deadline guard).
 
+pub mod runtime_api;
+
 use std::convert::Infallible;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::Response;
 use lambda_http::tower::ServiceExt as _;
 use lambda_http::RequestExt as _;
+
+use self::runtime_api::{Client, Invocation};
 
 use crate::app;
 use crate::config::environment::LambdaVars;
@@ -43,6 +46,9 @@ pub struct Environment {
     pub function_version: String,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MiB.
     pub memory_mib: u64,
+    /// Invocations handled at once (`AWS_LAMBDA_MAX_CONCURRENCY`, Lambda Managed
+    /// Instances); 1 otherwise.
+    pub concurrency: usize,
 }
 
 impl Environment {
@@ -67,6 +73,12 @@ impl Environment {
             function_name: var("AWS_LAMBDA_FUNCTION_NAME", &vars.function_name)?,
             function_version: var("AWS_LAMBDA_FUNCTION_VERSION", &vars.function_version)?,
             memory_mib,
+            concurrency: vars
+                .max_concurrency
+                .as_deref()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(1)
+                .clamp(1, 1024),
         })
     }
 
@@ -117,10 +129,7 @@ impl Environment {
 /// Turns a function URL request into the router's request: the body as is, the
 /// invocation's deadline as a [`Deadline`] extension, the caller's `sourceIp` (behind
 /// CloudFront: the edge's) as a [`crate::relay::Peer`].
-fn into_router_request(request: lambda_http::Request) -> Request {
-    let deadline = request
-        .lambda_context_ref()
-        .map(|c| UNIX_EPOCH + Duration::from_millis(c.deadline));
+fn into_router_request(request: lambda_http::Request, deadline: SystemTime) -> Request {
     let source_ip = match request.request_context_ref() {
         Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx
             .http
@@ -130,9 +139,7 @@ fn into_router_request(request: lambda_http::Request) -> Request {
         _ => None,
     };
     let (mut parts, body) = request.into_parts();
-    if let Some(at) = deadline {
-        parts.extensions.insert(Deadline(at));
-    }
+    parts.extensions.insert(Deadline(deadline));
     if let Some(ip) = source_ip {
         parts.extensions.insert(crate::relay::Peer(ip));
     }
@@ -146,28 +153,83 @@ fn into_router_request(request: lambda_http::Request) -> Request {
     Request::from_parts(parts, body)
 }
 
-/// Serves invocations until the Runtime API goes away. Invocations are handled one at a time
-/// (several at once on Lambda Managed Instances, `AWS_LAMBDA_MAX_CONCURRENCY`).
-pub async fn run(settings: &Settings) -> Result<(), String> {
-    let router = app::router(settings).map_err(|e| e.to_string())?;
-    let service = lambda_http::tower::service_fn(move |request: lambda_http::Request| {
-        let router = router.clone();
-        async move {
-            let response = router
-                .oneshot(into_router_request(request))
-                .await
-                .unwrap_or_else(|never: Infallible| match never {});
-            Ok::<Response, Infallible>(response)
+/// Serves invocations until the Runtime API goes away: `environment.concurrency` poll loops
+/// (one on classic Lambda), each on its own connection. A router that cannot be built is
+/// reported to `/init/error` before the process stops.
+pub async fn run(settings: &Settings, environment: &Environment) -> Result<(), String> {
+    let router = match app::router(settings) {
+        Ok(router) => router,
+        Err(e) => {
+            let message = e.to_string();
+            let mut client = Client::new(&environment.runtime_api);
+            if let Err(report) = client.init_error("Runtime.InitError", &message).await {
+                tracing::warn!(error = %report, "cannot report the init error");
+            }
+            return Err(message);
         }
-    });
-    lambda_http::run_with_streaming_response_concurrent(service)
-        .await
-        .map_err(|e| format!("the Lambda runtime stopped: {e}"))
+    };
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..environment.concurrency {
+        let (router, addr) = (router.clone(), environment.runtime_api.clone());
+        loops.spawn(async move { serve(router, &addr).await });
+    }
+    match loops.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(format!("an invocation loop stopped: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// One poll loop: next invocation → the router → the streamed answer, until the Runtime
+/// API cannot be reached any more.
+async fn serve(router: axum::Router, addr: &str) -> Result<(), String> {
+    let mut client = Client::new(addr);
+    loop {
+        let invocation = client
+            .next()
+            .await
+            .map_err(|e| format!("the Lambda runtime stopped: {e}"))?;
+        let id = invocation.request_id.clone();
+        let outcome = match request_of(invocation) {
+            Ok(request) => {
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never: Infallible| match never {});
+                client.respond(&id, response).await
+            }
+            Err(reason) => {
+                tracing::warn!(request_id = %id, %reason, "not a function URL event");
+                client
+                    .invocation_error(&id, "Runtime.InvalidEvent", &reason)
+                    .await
+            }
+        };
+        if let Err(e) = outcome {
+            // The next poll reconnects; a Runtime API that is gone ends the loop there.
+            tracing::warn!(request_id = %id, error = %e, "cannot hand the answer to Lambda");
+        }
+    }
+}
+
+/// The router's request for an invocation: its event parsed as a function URL request.
+fn request_of(invocation: Invocation) -> Result<Request, String> {
+    let text = std::str::from_utf8(&invocation.event).map_err(|e| e.to_string())?;
+    let mut request = lambda_http::request::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(trace) = invocation
+        .trace_id
+        .and_then(|t| axum::http::HeaderValue::from_str(&t).ok())
+    {
+        request.headers_mut().insert("x-amzn-trace-id", trace);
+    }
+    Ok(into_router_request(request, invocation.deadline))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn env(memory_mib: u64) -> Environment {
         Environment {
@@ -175,6 +237,7 @@ mod tests {
             function_name: "media-proxy".into(),
             function_version: "$LATEST".into(),
             memory_mib,
+            concurrency: 1,
         }
     }
 
