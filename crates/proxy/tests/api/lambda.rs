@@ -658,6 +658,79 @@ async fn lambda_mode_answers_like_the_server_and_streams() {
     assert!(!log.contains("panicked"), "no panic in the function: {log}");
 }
 
+/// A body that breaks mid-way (a 3 MB BMP passed through, its connection reset after
+/// 200 kB) ends the streamed answer with the error trailers, not as a complete answer; the
+/// function then serves the next invocation.
+#[tokio::test]
+async fn a_body_broken_mid_stream_ends_with_the_error_trailers() {
+    use crate::faults::{Fault, FaultProxy};
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let reset = FaultProxy::start_on(
+        Ipv4Addr::new(127, 0, 0, 2),
+        origin.addr,
+        Fault::ResetAfter(200_000),
+    )
+    .await;
+    let function = Function::start(&[ORIGIN_ALLOWED]).await;
+    let url: String = form_urlencoded::byte_serialize(
+        format!("http://{}/generated/1000x1000.bmp", reset.addr).as_bytes(),
+    )
+    .collect();
+    let broken = function.api.get(&format!("/b.bmp?url={url}"), &[]).await;
+    assert_eq!(broken.status, 200, "the head went out first");
+    assert_eq!(
+        broken.error_trailer.as_deref(),
+        Some("Runtime.StreamError"),
+        "{:?}",
+        broken.headers
+    );
+    assert_eq!(function.api.get("/", &[]).await.status, 200);
+}
+
+/// An event that is not a function URL request is that invocation's error
+/// (`/invocation/{id}/error`), and the function goes on.
+#[tokio::test]
+async fn an_event_that_is_not_a_request_is_an_invocation_error() {
+    let function = Function::start(&[]).await;
+    match function
+        .api
+        .invoke(json!(["not", "an", "event"]), Duration::from_secs(10))
+        .await
+    {
+        Outcome::Error { kind, .. } => assert_eq!(kind, "Runtime.InvalidEvent"),
+        other => panic!("an invocation error, not {other:?}"),
+    }
+    assert_eq!(function.api.get("/", &[]).await.status, 200);
+}
+
+/// A function that cannot start (its cache directory cannot be made) says why to
+/// `/init/error` and stops.
+#[tokio::test]
+async fn a_function_that_cannot_start_reports_an_init_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let root = file.join("cache");
+    let mut function =
+        Function::start(&[("MEDIA_PROXY__CACHE__ROOT", root.to_str().unwrap())]).await;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = function._process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the function stops"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
+    let errors = function.api.state.init_errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 1, "{errors:?}\n{}", function.log());
+    assert!(errors[0].contains("cache.root"), "{}", errors[0]);
+    assert!(errors[0].contains("Runtime.InitError"), "{}", errors[0]);
+}
+
 #[tokio::test]
 async fn an_invocation_near_its_deadline_gets_a_clear_504() {
     let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
