@@ -1,8 +1,10 @@
 //! The invocation deadline guard: a middleware that, when a request carries a [`Deadline`]
 //! (the Lambda adapter sets it; the standalone server never does), answers `504` shortly
 //! before it if the response is not ready, and `413` when a body of known length could not
-//! be streamed before it at Lambda's bandwidth. Input: the request and the rest of the
-//! router; output: its response or one of those. Uses axum and tokio only.
+//! be streamed before it at Lambda's bandwidth — except a range answer (`206`, what
+//! browsers ask for video), which is cut to the part that fits, so the browser asks for the
+//! next part. Input: the request and the rest of the router; output: its response or one of
+//! those. Uses axum, tokio and futures_util.
 
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +45,7 @@ pub async fn enforce_deadline(request: Request, next: Next) -> Response {
         return next.run(request).await;
     };
     let head = request.method() == axum::http::Method::HEAD;
+    let ranged = request.headers().contains_key(header::RANGE);
     let left = || {
         at.duration_since(SystemTime::now())
             .unwrap_or_default()
@@ -58,6 +61,9 @@ pub async fn enforce_deadline(request: Request, next: Next) -> Response {
             let can = streamable_bytes(left());
             match length {
                 Some(length) if length > can && !head => {
+                    if let Some(start) = cuttable(&response, ranged) {
+                        return shorten(response, start, can);
+                    }
                     tracing::warn!(
                         length,
                         can,
@@ -82,6 +88,65 @@ pub async fn enforce_deadline(request: Request, next: Next) -> Response {
             )
         }
     }
+}
+
+/// Where a `206` to a `Range` request starts, and its total: such an answer may be cut
+/// ([`shorten`]). `None` for anything else.
+fn cuttable(response: &Response, ranged: bool) -> Option<(u64, String)> {
+    if !ranged || response.status() != StatusCode::PARTIAL_CONTENT {
+        return None;
+    }
+    response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(content_range_start)
+}
+
+/// A `206` cut to its first `can` bytes (Content-Range and Content-Length rewritten; the
+/// rest never read): a client may always be sent less of a range than it asked for, and a
+/// media element asks for the rest next.
+fn shorten(response: Response, (first, total): (u64, String), can: u64) -> Response {
+    let last = first + can.max(1) - 1;
+    let (mut parts, body) = response.into_parts();
+    if let (Ok(range), Ok(length)) = (
+        HeaderValue::from_str(&format!("bytes {first}-{last}/{total}")),
+        HeaderValue::from_str(&(last - first + 1).to_string()),
+    ) {
+        parts.headers.insert(header::CONTENT_RANGE, range);
+        parts.headers.insert(header::CONTENT_LENGTH, length);
+    }
+    tracing::info!(
+        first,
+        last,
+        total,
+        "range cut to what streams before the Lambda invocation's deadline"
+    );
+    use futures_util::StreamExt as _;
+    let chunks = body
+        .into_data_stream()
+        .scan(last - first + 1, |left, chunk| {
+            let out = match chunk {
+                _ if *left == 0 => None,
+                Ok(mut data) => {
+                    if data.len() as u64 > *left {
+                        data.truncate(*left as usize);
+                    }
+                    *left -= data.len() as u64;
+                    Some(Ok(data))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures_util::future::ready(out)
+        });
+    Response::from_parts(parts, axum::body::Body::from_stream(chunks))
+}
+
+/// `bytes first-last/total` → (first, total); `total` is kept as written (`*` too).
+fn content_range_start(value: &str) -> Option<(u64, String)> {
+    let (span, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, _) = span.split_once('-')?;
+    Some((first.trim().parse().ok()?, total.trim().to_owned()))
 }
 
 /// An answer that depends on this invocation's time left: never kept by a cache.

@@ -295,12 +295,16 @@ async fn made_file(
 
 /// `/padded/{bytes}/{rel}`: the corpus file, then zeros up to `bytes` in all (a large "video"
 /// whose head still sniffs as what it is).
-async fn padded(Path((size, rel)): Path<(usize, String)>) -> Response {
+async fn padded(
+    Path((size, rel)): Path<(usize, String)>,
+    Query(opts): Query<FileOptions>,
+    headers: HeaderMap,
+) -> Response {
     let Ok(mut bytes) = std::fs::read(corpus(&rel)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     bytes.resize(size.max(bytes.len()), 0);
-    serve_bytes(bytes, &FileOptions::default(), &HeaderMap::new())
+    serve_bytes(bytes, &opts, &headers)
 }
 
 /// `/anything/else/<rel>` is not routed: used as the proxy-mode target (absolute-form).

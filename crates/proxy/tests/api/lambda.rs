@@ -820,6 +820,51 @@ async fn a_body_too_large_to_stream_in_time_gets_413_not_a_truncated_answer() {
     assert_eq!((full.status, full.body.len()), (200, 20_000_000));
 }
 
+/// A long video asked for by range, as browsers ask (`bytes=N-`), whose rest cannot be
+/// streamed before the deadline: a 206 of the part that fits, then the next part from
+/// where it ended — the bytes are the file's, not a 413.
+#[tokio::test]
+async fn a_long_video_by_range_gets_the_part_that_fits() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let function = Function::start(&[ORIGIN_ALLOWED]).await;
+    let target = proxied(
+        &origin,
+        "long.mp4",
+        "/padded/20000000/video/h264_640x360_2s.mp4?ranges=1",
+        "",
+    );
+    let mut file = corpus_bytes("video/h264_640x360_2s.mp4");
+    file.resize(20_000_000, 0);
+    let mut at = 0usize;
+    let mut parts = 0;
+    while at < file.len() {
+        assert!(parts < 5, "20 MB in at most five parts");
+        let event = url_event("GET", &target, &[("range", &format!("bytes={at}-"))]);
+        let reply = match function.api.invoke(event, Duration::from_secs(3)).await {
+            Outcome::Http(r) => r,
+            other => panic!("part {parts}: {other:?}"),
+        };
+        assert_eq!(reply.status, 206, "part {parts}");
+        let n = reply.body.len();
+        assert!(
+            n >= 6_000_000 || at + n == file.len(),
+            "part {parts}: {n} bytes, at least the uncapped 6 MB"
+        );
+        assert_eq!(
+            reply.headers["content-range"],
+            format!("bytes {at}-{}/20000000", at + n - 1)
+        );
+        assert_eq!(reply.headers["content-length"], n.to_string());
+        assert!(
+            reply.body == file[at..at + n],
+            "part {parts}: the file's bytes"
+        );
+        at += n;
+        parts += 1;
+    }
+    assert!(parts >= 2, "the first part was cut to what fits");
+}
+
 #[test]
 fn lambda_mode_outside_lambda_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
