@@ -969,23 +969,40 @@ async fn figures() {
     let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let files_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, files).await });
-    for name in ["photo12_baseline.jpg", "photo12_progressive.jpg"] {
-        let url: String =
-            form_urlencoded::byte_serialize(format!("http://{files_addr}/{name}").as_bytes())
-                .collect();
-        let started = Instant::now();
-        let reply = function
-            .api
-            .get(&format!("/p.webp?url={url}&preview=1"), &[])
-            .await;
-        let took = started.elapsed();
-        assert_eq!(reply.status, 200, "{name}");
-        let d = image_webp::WebPDecoder::new(Cursor::new(&reply.body)).unwrap();
+    // The bench/run.sh workloads, each URL new (`?n=`: no cache answers), median of five
+    // invocations: what a function bills (docs/deploy-aws.md, "What it costs").
+    for (name, flag) in [
+        ("photo12_baseline.jpg", "preview"),
+        ("photo12_progressive.jpg", "preview"),
+        ("photo12_baseline.jpg", "static"),
+        ("rgba500.png", "emoji"),
+        ("anim30.gif", "emoji"),
+    ] {
+        let mut took = Vec::new();
+        let mut size = (0, 0);
+        for n in 0..5 {
+            let url: String = form_urlencoded::byte_serialize(
+                format!("http://{files_addr}/{name}?n={n}").as_bytes(),
+            )
+            .collect();
+            let started = Instant::now();
+            let reply = function
+                .api
+                .get(&format!("/x.webp?url={url}&{flag}=1"), &[])
+                .await;
+            took.push(started.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(reply.status, 200, "{name} {flag}");
+            let d = image_webp::WebPDecoder::new(Cursor::new(&reply.body)).unwrap();
+            size = d.dimensions();
+        }
+        took.sort_by(f64::total_cmp);
         println!(
-            "12 MP {name} → preview under the Lambda runtime: {}x{} WebP, {:.0} ms end to end; peak RSS so far {:.1} MiB (idle {:.1} MiB), function memory 256 MB",
-            d.dimensions().0,
-            d.dimensions().1,
-            took.as_secs_f64() * 1000.0,
+            "{name} {flag} under the Lambda runtime: {}x{} WebP, median {:.0} ms end to end (min {:.0}, max {:.0}); peak RSS so far {:.1} MiB (idle {:.1} MiB), function memory 256 MB",
+            size.0,
+            size.1,
+            med(&took),
+            took[0],
+            took[took.len() - 1],
             peak_rss_mib(pid),
             idle
         );
