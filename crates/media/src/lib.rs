@@ -440,7 +440,11 @@ enum Animator {
 impl Animator {
     fn new(output: Option<Output>, (w, h): (u32, u32)) -> Result<Animator, Error> {
         Ok(match output {
-            None => Animator::Webp(encode::AnimatedWebp::new(w, h, encode::MISSKEY_WEBP)?),
+            None => Animator::Webp(encode::AnimatedWebp::new(
+                w,
+                h,
+                encode::MISSKEY_ANIMATED_WEBP,
+            )?),
             Some(Output::Webp { quality }) => {
                 Animator::Webp(encode::AnimatedWebp::new(w, h, store_webp(quality))?)
             }
@@ -532,6 +536,7 @@ fn store_webp(quality: u8) -> encode::WebpSettings {
     encode::WebpSettings {
         quality: f32::from(quality),
         sharp_yuv: false,
+        ..encode::MISSKEY_WEBP
     }
 }
 
