@@ -147,7 +147,6 @@ pub fn router(settings: &Settings) -> Result<Router, BuildError> {
 fn store_mode(settings: &Settings, store: Store, workers: Workers, reuse: Reuse) -> StoreMode {
     let r = &settings.resize;
     StoreMode {
-        store: store.clone(),
         pipeline: StorePipeline::new(
             store,
             workers,

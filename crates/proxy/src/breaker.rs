@@ -20,7 +20,8 @@ pub struct Breaker {
     state: Arc<Mutex<State>>,
     failures: u32,
     cooldown: Duration,
-    open: Gauge,
+    /// 1 while open (or probing).
+    gauge: Gauge,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,7 @@ impl Breaker {
             state: Arc::new(Mutex::new(State::Closed { failed: 0 })),
             failures,
             cooldown,
-            open,
+            gauge: open,
         }
     }
 
@@ -91,7 +92,7 @@ impl Breaker {
                 dependency = self.name,
                 "circuit breaker closed: answering again"
             );
-            self.open.set(0);
+            self.gauge.set(0);
         }
         *state = State::Closed { failed: 0 };
     }
@@ -102,28 +103,12 @@ impl Breaker {
             return;
         }
         let mut state = self.state();
-        let failed = match *state {
-            State::Closed { failed } => failed + 1,
-            // The probe failed: closed for another cooldown, without another warning.
-            State::Open { .. } | State::Probing { .. } => self.failures,
-        };
-        if failed < self.failures {
-            *state = State::Closed { failed };
-            return;
+        match *state {
+            State::Closed { failed } if failed + 1 < self.failures => {
+                *state = State::Closed { failed: failed + 1 };
+            }
+            _ => self.open(&mut state, error),
         }
-        if matches!(*state, State::Closed { .. }) {
-            tracing::warn!(
-                dependency = self.name,
-                error = %error,
-                failures = failed,
-                cooldown_s = self.cooldown.as_secs_f64(),
-                "circuit breaker open: not asking for a while"
-            );
-            self.open.set(1);
-        }
-        *state = State::Open {
-            until: Instant::now() + self.cooldown,
-        };
     }
 
     /// Opens at once (a failure that will not pass by itself, such as a full disk).
@@ -132,13 +117,25 @@ impl Breaker {
             return;
         }
         let mut state = self.state();
+        self.open(&mut state, error);
+    }
+
+    /// Not asked for a cooldown from now. Opening a closed breaker warns once; a failed
+    /// probe only starts another cooldown.
+    fn open(&self, state: &mut State, error: &dyn std::fmt::Display) {
         if let State::Closed { failed } = *state {
-            *state = State::Closed {
-                failed: failed.max(self.failures - 1),
-            };
+            tracing::warn!(
+                dependency = self.name,
+                error = %error,
+                failures = failed + 1,
+                cooldown_s = self.cooldown.as_secs_f64(),
+                "circuit breaker open: not asking for a while"
+            );
+            self.gauge.set(1);
         }
-        drop(state);
-        self.failure(error);
+        *state = State::Open {
+            until: Instant::now() + self.cooldown,
+        };
     }
 }
 
@@ -178,7 +175,7 @@ mod tests {
         b.success();
         assert!(!b.is_open());
         assert!(b.allow() && b.allow());
-        assert_eq!(b.open.get(), 0);
+        assert_eq!(b.gauge.get(), 0);
     }
 
     #[test]
@@ -186,7 +183,7 @@ mod tests {
         let b = breaker(5, 10_000);
         b.trip(&"disk full");
         assert!(!b.allow());
-        assert_eq!(b.open.get(), 1);
+        assert_eq!(b.gauge.get(), 1);
         let off = breaker(0, 10_000);
         for _ in 0..10 {
             off.failure(&"x");

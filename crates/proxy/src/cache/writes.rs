@@ -31,9 +31,27 @@ struct Job {
 #[derive(Debug, Clone)]
 pub(super) struct WriteQueue {
     jobs: mpsc::UnboundedSender<Job>,
-    queued: Arc<AtomicU64>,
+    ledger: Ledger,
     limit: u64,
+}
+
+/// What the queue holds now, in bytes and in the gauges; shared with the writer task
+/// (which must not hold a sender, or the queue would never close).
+#[derive(Debug, Clone)]
+struct Ledger {
+    queued: Arc<AtomicU64>,
     metrics: Metrics,
+}
+
+impl Ledger {
+    /// An entry of `weight` left the queue (written, failed or never sent).
+    fn release(&self, weight: u64) {
+        self.queued.fetch_sub(weight, Ordering::Relaxed);
+        self.metrics.cache_writes_pending.dec();
+        self.metrics
+            .cache_write_queue_bytes
+            .dec_by(i64::try_from(weight).unwrap_or(i64::MAX));
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -48,12 +66,14 @@ impl WriteQueue {
     pub(super) fn start(persistent: Persistent, limit: u64, metrics: Metrics) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (jobs, mut next) = mpsc::unbounded_channel::<Job>();
-        let queued = Arc::new(AtomicU64::new(0));
+        let ledger = Ledger {
+            queued: Arc::default(),
+            metrics,
+        };
         let queue = WriteQueue {
             jobs,
-            queued: queued.clone(),
+            ledger: ledger.clone(),
             limit,
-            metrics: metrics.clone(),
         };
         runtime.spawn(async move {
             let writers = Arc::new(Semaphore::new(WRITERS));
@@ -61,15 +81,10 @@ impl WriteQueue {
                 let Ok(writer) = writers.clone().acquire_owned().await else {
                     break;
                 };
-                let (persistent, queued, metrics) =
-                    (persistent.clone(), queued.clone(), metrics.clone());
+                let (persistent, done) = (persistent.clone(), ledger.clone());
                 tokio::spawn(async move {
                     persistent.write(&job.key, &job.variant).await;
-                    queued.fetch_sub(job.weight, Ordering::Relaxed);
-                    metrics
-                        .cache_write_queue_bytes
-                        .dec_by(i64::try_from(job.weight).unwrap_or(i64::MAX));
-                    metrics.cache_writes_pending.dec();
+                    done.release(job.weight);
                     drop(writer);
                 });
             }
@@ -80,10 +95,11 @@ impl WriteQueue {
     /// Queues `variant` for writing under `key`, or drops it when the queue is full.
     pub(super) fn push(&self, key: &VariantKey, variant: &Arc<Variant>) {
         let weight = variant.bytes.len() as u64 + QUEUED_OVERHEAD;
-        let before = self.queued.fetch_add(weight, Ordering::Relaxed);
+        let (queued, metrics) = (&self.ledger.queued, &self.ledger.metrics);
+        let before = queued.fetch_add(weight, Ordering::Relaxed);
         if before + weight > self.limit {
-            self.queued.fetch_sub(weight, Ordering::Relaxed);
-            self.metrics.cache_writes_dropped.inc();
+            queued.fetch_sub(weight, Ordering::Relaxed);
+            metrics.cache_writes_dropped.inc();
             tracing::debug!(
                 key = key.as_str(),
                 "variant cache write dropped: the queue is full"
@@ -92,8 +108,8 @@ impl WriteQueue {
         }
         // Counted before it is sent, so that an empty queue (pending 0) means every write
         // of an answered request has ended.
-        self.metrics.cache_writes_pending.inc();
-        self.metrics
+        metrics.cache_writes_pending.inc();
+        metrics
             .cache_write_queue_bytes
             .inc_by(i64::try_from(weight).unwrap_or(i64::MAX));
         let job = Job {
@@ -103,11 +119,7 @@ impl WriteQueue {
         };
         if self.jobs.send(job).is_err() {
             // The writer task is gone (the runtime is shutting down): nothing to write with.
-            self.queued.fetch_sub(weight, Ordering::Relaxed);
-            self.metrics.cache_writes_pending.dec();
-            self.metrics
-                .cache_write_queue_bytes
-                .dec_by(i64::try_from(weight).unwrap_or(i64::MAX));
+            self.ledger.release(weight);
         }
     }
 }

@@ -209,13 +209,8 @@ impl AppError {
                     HeaderValue::from_static("GET, HEAD, OPTIONS"),
                 );
             }
-            AppError::RateLimited { retry_after } => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    h.insert(header::RETRY_AFTER, v);
-                }
-            }
-            AppError::Store(StoreError::Resting { retry_after }) => {
+            AppError::RateLimited { retry_after }
+            | AppError::Store(StoreError::Resting { retry_after }) => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                     h.insert(header::RETRY_AFTER, v);

@@ -36,7 +36,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     if state.workers.saturated() {
         response::plain(unavailable, "saturated")
-    } else if state.store.as_ref().is_some_and(|s| s.store.resting()) {
+    } else if state
+        .store
+        .as_ref()
+        .is_some_and(|s| s.pipeline.store_resting())
+    {
         response::plain(unavailable, "store unavailable")
     } else {
         response::plain(axum::http::StatusCode::OK, "ready")

@@ -16,7 +16,6 @@ use crate::relay::ClientAddress;
 use crate::request::resize::Rules;
 use crate::response::store::SuccessCaching;
 use crate::response::ErrorCaching;
-use crate::source::store::Store;
 use crate::workers::Workers;
 
 /// What every request handler shares, behind one shared pointer: axum clones the state for
@@ -60,8 +59,6 @@ pub struct Shared {
 /// Everything the store mode needs besides the shared pool.
 #[derive(Debug)]
 pub struct StoreMode {
-    /// The store itself, for `/readyz` (its breaker).
-    pub store: Store,
     pub pipeline: StorePipeline,
     pub rules: Rules,
     pub success: SuccessCaching,

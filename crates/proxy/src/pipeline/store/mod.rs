@@ -101,6 +101,12 @@ pub struct StorePipeline {
 }
 
 impl StorePipeline {
+    /// Whether the store is resting behind its open breaker (it kept failing), for
+    /// `/readyz`.
+    pub fn store_resting(&self) -> bool {
+        self.store.resting()
+    }
+
     pub fn new(
         store: Store,
         workers: Workers,
