@@ -25,7 +25,7 @@ use std::io::Cursor;
 use std::time::Instant;
 
 use image::AnimationDecoder as _;
-use media::encode::{self, WebpSettings, MISSKEY_ANIMATED_WEBP, MISSKEY_WEBP};
+use media::encode::{self, WebpSettings, MISSKEY_WEBP};
 use media::pixels::{Channels, Frame};
 use media::{Format, Limits, Transform};
 
@@ -40,7 +40,7 @@ fn input(name: &str) -> Vec<u8> {
 /// The encoder's input: `bytes` decoded and resized for `transform` by the engine's code.
 fn frames(bytes: &[u8], format: Format, transform: Transform) -> Vec<Frame> {
     let limits = Limits::default();
-    let mut resizer = fast_image_resize::Resizer::new();
+    let mut resizer = media::transform::Resizer::new(media::resize_filter(transform));
     let decoded: Vec<Frame> = if format != Format::Gif {
         let (w, h) = media::probe::probe(bytes, format)
             .map(|p| (p.width, p.height))
@@ -188,46 +188,58 @@ fn main() {
         } else {
             &[None]
         };
+        let ours = media::misskey_animation(transform);
+        let ours = if animated { ours } else { MISSKEY_WEBP };
+        let mut grid = Vec::new();
         for quality in [60.0f32, 70.0, 77.0, 85.0] {
             for method in [0, 1, 2, 4] {
                 for sharp_yuv in [true, false] {
-                    for &keys in keyframes {
-                        let settings = WebpSettings {
-                            quality,
-                            sharp_yuv,
-                            method,
-                            keyframes: keys,
-                        };
-                        let mut best = f64::MAX;
-                        let mut out = Vec::new();
-                        for _ in 0..3 {
-                            let started = Instant::now();
-                            out = encode(&frames, settings);
-                            best = best.min(started.elapsed().as_secs_f64() * 1000.0);
+                    for &keyframes in keyframes {
+                        for segments in [4, 1] {
+                            grid.push(WebpSettings {
+                                quality,
+                                sharp_yuv,
+                                method,
+                                keyframes,
+                                segments,
+                            });
                         }
-                        let keys_label = match keys {
-                            None => String::new(),
-                            Some((a, b)) => format!(", key frames {a}–{b}"),
-                        };
-                        rows.push(Row {
-                            label: format!(
-                                "q{quality} m{method} sharp YUV {}{keys_label}",
-                                if sharp_yuv { "on" } else { "off" }
-                            ),
-                            cpu_ms: best,
-                            bytes: out.len(),
-                            ssim: score(&out, &frames),
-                            spec: settings == MISSKEY_WEBP,
-                            ours: settings
-                                == if animated {
-                                    MISSKEY_ANIMATED_WEBP
-                                } else {
-                                    MISSKEY_WEBP
-                                },
-                        });
                     }
                 }
             }
+        }
+        if !grid.contains(&ours) {
+            grid.push(ours);
+        }
+        for settings in grid {
+            let mut best = f64::MAX;
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let started = Instant::now();
+                out = encode(&frames, settings);
+                best = best.min(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            let keys_label = match settings.keyframes {
+                None => String::new(),
+                Some((a, b)) => format!(", key frames {a}–{b}"),
+            };
+            let segments_label = match settings.segments {
+                4 => String::new(),
+                n => format!(", {n} segment(s)"),
+            };
+            rows.push(Row {
+                label: format!(
+                    "q{} m{} sharp YUV {}{keys_label}{segments_label}",
+                    settings.quality,
+                    settings.method,
+                    if settings.sharp_yuv { "on" } else { "off" }
+                ),
+                cpu_ms: best,
+                bytes: out.len(),
+                ssim: score(&out, &frames),
+                spec: settings == MISSKEY_WEBP,
+                ours: settings == ours,
+            });
         }
         println!(
             "\n### {title} ({} frame(s), {}×{})\n",
