@@ -11,7 +11,9 @@
 # the server fresh (peak RSS is per run), warms it up, drives it with wrk for the given time
 # with every request a distinct URL (no cache or coalescing can answer for the engine; ours
 # runs with its caches off), and reads the server's CPU time from /proc/<pid>/stat.
-# Prints a Markdown table; docs/benchmarks.md holds the latest.
+# Prints a Markdown table, and for the emoji scenarios each server's output: its bytes and its
+# SSIM against a Lanczos downscale of the source (bench/output-score.py, Pillow's decoder);
+# docs/benchmarks.md holds the latest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-8}"
@@ -19,7 +21,7 @@ conns="${2:-4}"
 rounds="${3:-2}"
 work=bench/.work/run
 mkdir -p "$work/www" "$work/logs"
-rm -f "$work/results.tsv"
+rm -f "$work/results.tsv" "$work/outputs.tsv"
 
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
@@ -96,6 +98,14 @@ run() { # scenario file flag server
     ttfb=$(for _ in 1 2 3 4 5; do
       curl -s -o /dev/null -w '%{time_starttransfer}\n' "$warm"; done | sort -n | sed -n 3p)
   fi
+  # The emoji outputs: bytes and a score against a Lanczos downscale of the source
+  # (bench/output-score.py), once per scenario and server.
+  if [[ "$flag" == *emoji* ]] && ! grep -qF "$scenario	$server	" "$work/outputs.tsv" 2>/dev/null; then
+    curl -sf -o "$work/out-$server.webp" "$warm"
+    printf '%s\t%s\t%s\t%s\n' "$scenario" "$server" "$(stat -c %s "$work/out-$server.webp")" \
+      "$(bench/.work/engine/venv/bin/python bench/output-score.py "$inputs/$file" "$work/out-$server.webp")" \
+      >> "$work/outputs.tsv"
+  fi
   kill $pid; wait $pid 2>/dev/null || true; pid=
   printf '%s\n' "$out" > "$work/logs/wrk-$server.txt"
   python3 bench/wrk-parse.py "$scenario" "$server" "$((after - before))" "$ticks" "$hwm" "$ttfb" \
@@ -137,3 +147,11 @@ for s in "${scenarios[@]}"; do
   done
 done
 python3 bench/wrk-parse.py --table "$work/results.tsv"
+if [ -s "$work/outputs.tsv" ]; then
+  echo
+  echo "| scenario | server | output bytes | frames | SSIM (mean, lowest frame) |"
+  echo "|---|---|---|---|---|"
+  while IFS=$'\t' read -r scenario server bytes frames mean lowest; do
+    echo "| $scenario | $server | $bytes | $frames | $mean, $lowest |"
+  done < "$work/outputs.tsv"
+fi

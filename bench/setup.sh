@@ -14,3 +14,7 @@ if [ ! -s "$inputs/anim30.gif" ]; then
   [ -d "$venv" ] || { python3 -m venv "$venv"; "$venv/bin/pip" -q install pillow; }
   "$venv/bin/python" bench/make-inputs.py "$inputs" ../shared/corpus
 fi
+# numpy and scikit-image: bench/output-score.py's SSIM (bench/run.sh scores the emoji outputs).
+venv=bench/.work/engine/venv
+[ -d "$venv" ] || { python3 -m venv "$venv"; "$venv/bin/pip" -q install pillow; }
+"$venv/bin/python" -c 'import numpy, skimage' 2>/dev/null || "$venv/bin/pip" -q install numpy scikit-image
