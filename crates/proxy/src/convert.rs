@@ -72,7 +72,8 @@ pub fn convert(
         }
         let (transform, _) = misskey_transform(options)?;
         let prepared = media::prepare(input, format, transform, &limits).map_err(text)?;
-        return prepared.render(input, &stop).map_err(text);
+        let rendered = prepared.render(input, &stop).map_err(text)?;
+        return named_as_written(rendered, output_name, options);
     }
     let (t, prepared) = resize_transform(input, format, output_name, options, settings)?;
     let policy = OutputPolicy::from(&settings.resize);
@@ -114,7 +115,9 @@ fn video(
         if options.time.is_some() {
             return Err("--time is a store-mode option; --thumbnail takes 5 %".into());
         }
-        return media::video::render_file(input, at, transform, None, &limits, &stop).map_err(text);
+        let rendered =
+            media::video::render_file(input, at, transform, None, &limits, &stop).map_err(text)?;
+        return named_as_written(rendered, output_name, options);
     }
     let t = store_transform(output_name, options, settings)?;
     let track = media::video::track_in(input).map_err(text)?;
@@ -170,15 +173,7 @@ fn store_transform(
     options: &Options,
     settings: &Settings,
 ) -> Result<resize::StoreTransform, String> {
-    let extension = output_name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    let by_extension = match extension.as_str() {
-        "webp" | "avif" | "png" | "gif" | "jpeg" => extension.as_str(),
-        "jpg" => "jpeg",
-        _ => "original",
-    };
+    let by_extension = output_format(output_name).unwrap_or("original");
     let mut query = vec![format!(
         "format={}",
         options.format.as_deref().unwrap_or(by_extension)
@@ -206,6 +201,42 @@ fn store_transform(
     let plan = request::resize::parse("/file", Some(&query.join("&")), false, None, &rules)
         .map_err(|e| e.to_string())?;
     plan.transform.ok_or_else(|| "nothing to do".into())
+}
+
+/// The output format the file name's extension names (`webp`, `avif`, `png`, `gif`,
+/// `jpeg`), as the store mode's `format` spells it.
+fn output_format(output_name: &str) -> Option<&'static str> {
+    let extension = output_name.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match extension.as_str() {
+        "webp" => "webp",
+        "avif" => "avif",
+        "png" => "png",
+        "gif" => "gif",
+        "jpg" | "jpeg" => "jpeg",
+        _ => return None,
+    })
+}
+
+/// A Misskey flag's output has one format (WebP; PNG for the badge): an output file named
+/// for another image format is refused rather than written with bytes it does not name.
+fn named_as_written(
+    rendered: Rendered,
+    output_name: &str,
+    options: &Options,
+) -> Result<Rendered, String> {
+    let written = match rendered.format {
+        Format::Jpeg => "jpeg",
+        other => other.extension(),
+    };
+    match output_format(output_name) {
+        Some(named) if named != written => Err(format!(
+            "--{} writes {}: name the output .{}",
+            options.flags.join(" --"),
+            rendered.format.mime(),
+            rendered.format.extension()
+        )),
+        _ => Ok(rendered),
+    }
 }
 
 fn text(e: media::Error) -> String {

@@ -45,7 +45,8 @@ enum Command {
     /// Run the image engine on a local file, as the server would for the same options.
     ///
     /// With a Misskey flag (--emoji, --avatar, --thumbnail, --static, --preview, --badge)
-    /// the output is that transform's (WebP; PNG for the badge). Otherwise --width/--height/
+    /// the output is that transform's (WebP; PNG for the badge; an output file named for
+    /// another image format is refused). Otherwise --width/--height/
     /// --fit/--format/--quality/--time mean the store mode's w, h, fit, format, q and t;
     /// without --format the output file's extension picks it (.webp .avif .jpg .png .gif;
     /// any other: the input's own family). A video (MP4/MOV) gives the still of one frame:

@@ -199,6 +199,36 @@ fn convert_runs_the_engine_on_local_files() {
     assert!(!o.status.success(), "flags and sizes do not mix");
 }
 
+/// A Misskey flag writes one format (WebP; PNG for the badge): an output named for another
+/// image format is refused, and nothing is written; a name without an image extension is
+/// fine.
+#[test]
+fn convert_refuses_an_output_named_for_another_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::helpers::corpus("png-pngsuite/basn6a08.png");
+    let out = dir.path().join("p.png");
+    let o = media_proxy()
+        .arg("convert")
+        .arg(&input)
+        .arg(&out)
+        .arg("--preview")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--preview writes image/webp: name the output .webp"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing is written under a wrong name");
+    let (ok, bytes) = convert(&input, &dir.path().join("b.PNG"), &["--badge"]);
+    assert!(ok, "the badge is a PNG");
+    assert_eq!(crate::store::decode(&bytes).format, "png");
+    let (ok, bytes) = convert(&input, &dir.path().join("p.out"), &["--preview"]);
+    assert!(ok, "no image extension: written as the flag's format");
+    assert_eq!(crate::store::decode(&bytes).format, "webp");
+}
+
 #[test]
 fn convert_makes_a_videos_thumbnail_or_poster() {
     let dir = tempfile::tempdir().unwrap();
