@@ -32,7 +32,7 @@ pub mod probe;
 pub mod svg;
 pub mod tiff;
 pub mod transform;
-use transform::Resizer;
+mod tuning;
 pub mod video;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,6 +44,8 @@ pub use format::{Capabilities, Format, Sniffed};
 pub use limits::Limits;
 pub use ops::Transform;
 pub use pixels::Frame;
+use transform::Resizer;
+pub use tuning::{misskey_animation, resize_filter};
 
 /// A file of `shared/corpus/` for the unit tests (empty when missing: the test then fails
 /// on it).
@@ -421,24 +423,6 @@ fn background(transform: Transform) -> [u8; 4] {
     match transform {
         Transform::Resize(r) => r.background,
         _ => [255, 255, 255, 255],
-    }
-}
-
-/// The resampling filter for `transform`'s output: Catmull-Rom for `emoji` (a 128 px output
-/// from anything larger: measured smaller and no worse than Lanczos3, for less CPU, see
-/// `transform::Filter`), Lanczos3 (the reference's) for everything else.
-pub fn resize_filter(transform: Transform) -> transform::Filter {
-    match transform {
-        Transform::Emoji { .. } => transform::Filter::CatmullRom,
-        _ => transform::Filter::Lanczos3,
-    }
-}
-
-/// The WebP settings of a remote-mode animation (no output asked for) for `transform`.
-pub fn misskey_animation(transform: Transform) -> encode::WebpSettings {
-    match transform {
-        Transform::Emoji { .. } => encode::MISSKEY_EMOJI_ANIMATED_WEBP,
-        _ => encode::MISSKEY_ANIMATED_WEBP,
     }
 }
 
