@@ -18,8 +18,7 @@ cd "$(dirname "$0")/.."
 n="${1:-5}"
 work=bench/.work/formats
 mkdir -p "$work/out"
-. bench/setup.sh # the release build ($bin), Pillow's virtualenv and the engine inputs
-venv=bench/.work/engine/venv
+. bench/setup.sh # the release build ($bin), the bench's Python ($venv) and the engine inputs
 "$venv/bin/python" -c 'import pillow_heif' 2>/dev/null || "$venv/bin/pip" -q install pillow-heif
 command -v cjxl >/dev/null || { echo "cjxl is needed (./dev tools installs libjxl-tools)"; exit 1; }
 corpus=../shared/corpus

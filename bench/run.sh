@@ -103,7 +103,7 @@ run() { # scenario file flag server
   if [[ "$flag" == *emoji* ]] && ! grep -qF "$scenario	$server	" "$work/outputs.tsv" 2>/dev/null; then
     curl -sf -o "$work/out-$server.webp" "$warm"
     printf '%s\t%s\t%s\t%s\n' "$scenario" "$server" "$(stat -c %s "$work/out-$server.webp")" \
-      "$(bench/.work/engine/venv/bin/python bench/output-score.py "$inputs/$file" "$work/out-$server.webp")" \
+      "$("$venv/bin/python" bench/output-score.py "$inputs/$file" "$work/out-$server.webp")" \
       >> "$work/outputs.tsv"
   fi
   kill $pid; wait $pid 2>/dev/null || true; pid=

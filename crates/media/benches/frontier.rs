@@ -188,8 +188,11 @@ fn main() {
         } else {
             &[None]
         };
-        let ours = media::misskey_animation(transform);
-        let ours = if animated { ours } else { MISSKEY_WEBP };
+        let ours = if animated {
+            media::misskey_animation(transform)
+        } else {
+            MISSKEY_WEBP
+        };
         let mut grid = Vec::new();
         for quality in [60.0f32, 70.0, 77.0, 85.0] {
             for method in [0, 1, 2, 4] {
