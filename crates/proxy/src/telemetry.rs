@@ -1,6 +1,7 @@
-//! Logging setup: `tracing` to stderr, human-readable or JSON. Input: the log settings and
-//! `RUST_LOG` (read by `config`), which overrides the configured filter when it parses.
-//! Uses `config`.
+//! Logging setup: `tracing` to stderr, human-readable or JSON; colours only when stderr is
+//! a terminal (a file or the journal gets plain text). Input: the log settings and
+//! `RUST_LOG` (read by `config`, both checked there by `config::log_filter`), which
+//! overrides the configured filter. Uses `config`.
 //!
 //! Output: the global subscriber.
 
@@ -31,6 +32,7 @@ pub fn init(settings: &LogSettings, rust_log: Option<&str>) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Text => builder.try_init(),

@@ -1,6 +1,6 @@
 //! The rest of the process environment, read once at start-up next to our own
 //! `MEDIA_PROXY__*` settings: what other parts of the platform define — the AWS Lambda
-//! runtime's variables, glibc's allocator tunables, `RUST_LOG`. Input: the environment;
+//! runtime's variables, glibc's allocator tunables, `RUST_LOG`, the AWS region. Input: the environment;
 //! output: a [`ProcessEnv`] whose parts are handed to `lambda`, `memory` and `telemetry`
 //! (none of which reads the environment itself). Uses nothing of ours.
 //!
@@ -12,8 +12,11 @@
 pub struct ProcessEnv {
     pub lambda: LambdaVars,
     pub allocator: AllocatorVars,
-    /// `RUST_LOG`: overrides `log.filter` when it parses.
+    /// `RUST_LOG`: overrides `log.filter` (checked as strictly).
     pub log_filter: Option<String>,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`: the S3 client reads them itself; kept here
+    /// only to show what an empty `region` setting resolves to (`check-config --resolved`).
+    pub aws_region: Option<String>,
 }
 
 /// The variables the Lambda service sets for a custom runtime, as found;
@@ -60,6 +63,9 @@ impl ProcessEnv {
                 .any(|name| get(name).is_some()),
             },
             log_filter: get("RUST_LOG"),
+            aws_region: get("AWS_REGION")
+                .or_else(|| get("AWS_DEFAULT_REGION"))
+                .filter(|r| !r.is_empty()),
         }
     }
 }

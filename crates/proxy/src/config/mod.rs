@@ -15,12 +15,14 @@ pub mod environment;
 mod remote;
 mod server;
 mod store;
+mod values;
 
 pub use environment::ProcessEnv;
 pub use remote::{ClientAddressSource, RemoteSettings};
 pub use server::{MetricsListener, ServerSettings};
 use store::{check_location, Where, CACHE, STORE};
 pub use store::{CacheKind, CacheSettings, ResizeSettings, StoreKind, StoreSettings};
+pub use values::{listen_address, log_filter};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,7 +31,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 /// What `check-config` prints instead of a secret.
@@ -44,11 +46,12 @@ pub const ENV_PREFIX: &str = "MEDIA_PROXY__";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Address the standalone server listens on.
+    /// Address the standalone server listens on (a host name is resolved at start-up).
+    #[serde(deserialize_with = "values::listen")]
     pub listen: SocketAddr,
     /// Networks that are reachable even though they are not global unicast (CIDR, IPv4 and
     /// IPv6 mixed). Empty by default: only public addresses are fetched.
-    #[serde(deserialize_with = "networks")]
+    #[serde(deserialize_with = "values::networks")]
     pub allowed_private_networks: Vec<IpNet>,
     /// Largest remote body accepted, in bytes (after decompression).
     pub max_size: u64,
@@ -56,7 +59,7 @@ pub struct Settings {
     pub user_agent: String,
     /// Optional forward proxy for outgoing requests (`http://host:port`). The address checks
     /// still apply to every destination.
-    #[serde(deserialize_with = "optional_url")]
+    #[serde(deserialize_with = "values::optional_url")]
     pub proxy: Option<Url>,
     /// Redirects followed per request, each hop checked.
     pub max_redirects: u8,
@@ -414,6 +417,10 @@ impl Settings {
                 return Err(invalid(key, "is not a valid HTTP header value"));
             }
         }
+        values::log_filter(&self.log.filter).map_err(|e| ConfigError::Invalid {
+            key: "log.filter",
+            reason: e,
+        })?;
         self.validate_store()?;
         self.validate_cache()?;
         Ok(self)
@@ -524,75 +531,6 @@ fn invalid(key: &'static str, reason: &str) -> ConfigError {
     }
 }
 
-/// A list of strings, given as a list or (handy in environment variables) as one
-/// comma-separated string; items trimmed, empty ones dropped.
-fn list_or_commas<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<String>),
-        One(String),
-    }
-    let items = match Raw::deserialize(d)? {
-        Raw::List(list) => list,
-        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect())
-}
-
-/// A CIDR list, given either as a list (`["10.0.0.0/8", "fd00::/8"]`) or, handy in
-/// environment variables, as one comma-separated string. A bare address means a /32 or /128.
-fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    list_or_commas(d)?
-        .iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "`{s}` is not a CIDR network (expected e.g. 10.0.0.0/8 or fd00::/8)"
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// Name server addresses, as a list or one comma-separated string; a bare address means
-/// port 53.
-fn name_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<std::net::SocketAddr>, D::Error> {
-    list_or_commas(d)?
-        .iter()
-        .map(|s| {
-            s.parse::<std::net::SocketAddr>()
-                .or_else(|_| {
-                    s.parse::<std::net::IpAddr>()
-                        .map(|ip| std::net::SocketAddr::new(ip, 53))
-                })
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "`{s}` is not a name server address (expected e.g. 10.0.0.2 or 127.0.0.1:5353)"
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// An optional URL where the empty string means "none" (so an environment variable can
-/// switch the proxy off).
-fn optional_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
-    let raw: Option<String> = Option::deserialize(d)?;
-    match raw.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) => Url::parse(s)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +637,8 @@ mod tests {
             ),
             ("[resize]\njpeg_quality = 101", "resize.jpeg_quality"),
             (r#"listen = "localhost""#, "listen"),
+            ("[log]\nfilter = \"verbose\"", "log.filter"),
+            ("[resize]\nallowed_sizes = \"64,big\"", "big"),
         ];
         for (text, needle) in cases {
             match from_toml(text) {
@@ -732,6 +672,39 @@ mod tests {
             assert_eq!(s.timeouts.total, Duration::from_secs(90), "env, nested key");
             assert_eq!(s.timeouts.connect, Duration::from_secs(10), "default kept");
             assert_eq!(s.allowed_private_networks.len(), 2, "comma list from env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own error type, in a test
+    fn every_list_takes_one_comma_separated_env_value() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MEDIA_PROXY__RESIZE__ALLOWED_SIZES", "64, 128");
+            jail.set_env(
+                "MEDIA_PROXY__RESIZE__SIGNING_KEYS",
+                "0123456789abcdef0123,fedcba9876543210fedc",
+            );
+            jail.set_env(
+                "MEDIA_PROXY__REMOTE__ALLOW_HOSTS",
+                "example.com,*.example.org",
+            );
+            jail.set_env("MEDIA_PROXY__REMOTE__DNS_SERVERS", "127.0.0.1:5353");
+            jail.set_env("MEDIA_PROXY__LISTEN", "localhost:3004");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.resize.allowed_sizes, [64, 128]);
+            assert_eq!(s.resize.signing_keys.len(), 2);
+            assert_eq!(s.remote.allow_hosts, ["example.com", "*.example.org"]);
+            assert_eq!(s.remote.dns_servers.len(), 1);
+            assert!(s.listen.ip().is_loopback() && s.listen.port() == 3004);
+            // One item alone, which the environment hands over as a number; and the array
+            // form, which keeps working.
+            jail.set_env("MEDIA_PROXY__RESIZE__ALLOWED_SIZES", "64");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.resize.allowed_sizes, [64]);
+            jail.set_env("MEDIA_PROXY__RESIZE__ALLOWED_SIZES", "[32,48]");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.resize.allowed_sizes, [32, 48]);
             Ok(())
         });
     }

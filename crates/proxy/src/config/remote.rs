@@ -17,14 +17,14 @@ pub struct RemoteSettings {
     /// When not empty, only origin hosts under these domains are fetched (suffix match on
     /// whole labels: `example.com` covers `cdn.example.com`); others → 403. Every redirect
     /// hop is checked.
-    #[serde(deserialize_with = "super::list_or_commas")]
+    #[serde(deserialize_with = "super::values::list_or_commas")]
     pub allow_hosts: Vec<String>,
     /// Origin hosts under these domains are never fetched (403); wins over `allow_hosts`.
-    #[serde(deserialize_with = "super::list_or_commas")]
+    #[serde(deserialize_with = "super::values::list_or_commas")]
     pub deny_hosts: Vec<String>,
     /// HMAC-SHA256 keys; when any is set every remote URL needs `sig` = the hex HMAC of the
     /// `url` value (403 without). For front-ends that can sign; Misskey itself does not.
-    #[serde(deserialize_with = "super::list_or_commas")]
+    #[serde(deserialize_with = "super::values::list_or_commas")]
     pub signing_keys: Vec<String>,
     /// Origin fetches a client may cause per minute (cache hits are free); over → 429
     /// with `Retry-After`. 0 turns the limit off.
@@ -37,7 +37,7 @@ pub struct RemoteSettings {
     /// that your CDN sets and that clients cannot reach you without.
     pub client_address: ClientAddressSource,
     /// Hops whose `X-Forwarded-For` is believed (CIDR list).
-    #[serde(deserialize_with = "super::networks")]
+    #[serde(deserialize_with = "super::values::networks")]
     pub trusted_proxies: Vec<IpNet>,
     /// Largest original passed through unchanged, bytes; 0: `max_size`. Over → 413.
     pub passthrough_max_size: u64,
@@ -46,7 +46,7 @@ pub struct RemoteSettings {
     pub passthrough_max_concurrent: usize,
     /// Name servers asked for origin hosts (`10.0.0.2`, `127.0.0.1:5353`); empty: the
     /// system's (`/etc/resolv.conf`).
-    #[serde(deserialize_with = "super::name_servers")]
+    #[serde(deserialize_with = "super::values::name_servers")]
     pub dns_servers: Vec<std::net::SocketAddr>,
 }
 

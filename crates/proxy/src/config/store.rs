@@ -153,9 +153,11 @@ pub struct ResizeSettings {
     /// Largest width or height a request may ask for (and any output side).
     pub max_output_dimension: u32,
     /// When not empty, the only sizes `d`, `w` and `h` may name (each side); others: 400.
+    #[serde(deserialize_with = "super::values::sizes")]
     pub allowed_sizes: Vec<u32>,
     /// HMAC-SHA256 keys; when any is set every store request needs a valid `sig`. Several
     /// keys let a new one be rolled out before the old one is withdrawn.
+    #[serde(deserialize_with = "super::values::list_or_commas")]
     pub signing_keys: Vec<String>,
     /// `Cache-Control: public, max-age` of successful responses.
     #[serde(with = "humantime_serde")]
