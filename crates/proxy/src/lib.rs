@@ -15,6 +15,7 @@ pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod inspect;
 pub mod lambda;
 pub mod listener;
 pub mod memory;

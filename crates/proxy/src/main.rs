@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use media_proxy::config::{ConfigError, ProcessEnv};
+use media_proxy::config::{listen_address, log_filter, ConfigError, ProcessEnv};
 use media_proxy::{telemetry, Application, Settings};
 
 /// A fast, safe media proxy for Misskey and an on-demand image resizer.
@@ -18,10 +18,19 @@ use media_proxy::{telemetry, Application, Settings};
 /// variables named MEDIA_PROXY__<KEY> (nested keys joined by `__`, e.g.
 /// MEDIA_PROXY__TIMEOUTS__IDLE=45s). See docs/configuration.md for every key.
 #[derive(Debug, Parser)]
-#[command(name = "media-proxy", version, about, long_about)]
+#[command(
+    name = "media-proxy",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `serve`'s options, accepted without the word `serve` (it is the default command).
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +50,15 @@ enum Command {
     CheckConfig {
         /// A TOML configuration file.
         file: Option<PathBuf>,
+        /// Also fill in what `0` and empty settings resolve to on this machine (image
+        /// threads, memory budget, S3 region), each explained in a comment.
+        #[arg(long)]
+        resolved: bool,
+        /// Show the settings a Lambda function of MIB megabytes would use (Lambda's own
+        /// defaults under the file and the environment, its limits imposed); implies
+        /// --resolved.
+        #[arg(long, value_name = "MIB")]
+        lambda: Option<u64>,
     },
     /// Run the image engine on a local file, as the server would for the same options.
     ///
@@ -113,8 +131,9 @@ struct ServeArgs {
     /// A TOML configuration file (keys as in docs/configuration.md).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on, overriding the `listen` setting (e.g. 0.0.0.0:3003).
-    #[arg(long, short = 'l', value_name = "ADDR")]
+    /// Address to listen on, overriding the `listen` setting (0.0.0.0:3003, [::]:3003,
+    /// localhost:3003).
+    #[arg(long, short = 'l', value_name = "ADDR", value_parser = listen_address)]
     listen: Option<SocketAddr>,
 }
 
@@ -124,14 +143,20 @@ fn main() -> ExitCode {
     media_proxy::memory::configure(&env.allocator);
     let cli = Cli::parse();
     let default = if env.lambda.detected() {
-        Command::Lambda { config: None }
+        Command::Lambda {
+            config: cli.serve.config.clone(),
+        }
     } else {
-        Command::Serve(ServeArgs::default())
+        Command::Serve(cli.serve)
     };
     let outcome = match cli.command.unwrap_or(default) {
         Command::Serve(args) => serve(args, &env),
         Command::Lambda { config } => lambda(config, &env),
-        Command::CheckConfig { file } => check_config(file),
+        Command::CheckConfig {
+            file,
+            resolved,
+            lambda,
+        } => check_config(file, resolved, lambda, &env),
         Command::Convert(args) => convert(args),
     };
     outcome.unwrap_or_else(|stop| {
@@ -155,17 +180,52 @@ enum Stop {
     Failed(String),
 }
 
-fn check_config(file: Option<PathBuf>) -> Result<ExitCode, Stop> {
-    let settings = Settings::load(file.as_deref())?;
+fn check_config(
+    file: Option<PathBuf>,
+    resolved: bool,
+    lambda_mib: Option<u64>,
+    env: &ProcessEnv,
+) -> Result<ExitCode, Stop> {
+    check_rust_log(env)?;
+    let (mut settings, lambda) = match lambda_mib {
+        Some(mib) => {
+            let environment =
+                media_proxy::lambda::Environment::of_size(mib).map_err(Stop::Environment)?;
+            let settings =
+                Settings::load_over(file.as_deref(), Some(&environment.runtime_defaults()))?;
+            (environment.impose_limits(settings), Some(environment))
+        }
+        None => (Settings::load(file.as_deref())?, None),
+    };
+    let how = if resolved || lambda.is_some() {
+        media_proxy::inspect::resolve(&mut settings, env.aws_region.as_deref(), lambda.as_ref())
+    } else {
+        Vec::new()
+    };
     let text = settings
         .to_masked_toml()
         .map_err(|e| ConfigError::Invalid {
             key: "(all)",
             reason: e,
         })?;
+    if let Some(mib) = lambda_mib {
+        println!("# as a Lambda function of {mib} MB would use them");
+    }
+    for line in &how {
+        println!("# {line}");
+    }
     print!("{text}");
     eprintln!("media-proxy: configuration is valid");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `RUST_LOG` replaces `log.filter`: refused by the same rules, so a typo cannot silence
+/// the log.
+fn check_rust_log(env: &ProcessEnv) -> Result<(), Stop> {
+    match env.log_filter.as_deref().map(log_filter) {
+        Some(Err(e)) => Err(Stop::Environment(format!("RUST_LOG: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 fn convert(args: ConvertArgs) -> Result<ExitCode, Stop> {
@@ -208,6 +268,7 @@ fn convert(args: ConvertArgs) -> Result<ExitCode, Stop> {
 }
 
 fn serve(args: ServeArgs, env: &ProcessEnv) -> Result<ExitCode, Stop> {
+    check_rust_log(env)?;
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
@@ -237,11 +298,12 @@ fn serve(args: ServeArgs, env: &ProcessEnv) -> Result<ExitCode, Stop> {
 }
 
 fn lambda(config: Option<PathBuf>, env: &ProcessEnv) -> Result<ExitCode, Stop> {
+    check_rust_log(env)?;
     let environment =
         media_proxy::lambda::Environment::from_vars(&env.lambda).map_err(Stop::Environment)?;
-    let defaults = environment.runtime_defaults();
-    let settings = Settings::load_over(config.as_deref(), Some(&defaults))?;
+    let settings = Settings::load_over(config.as_deref(), Some(&environment.runtime_defaults()))?;
     telemetry::init(&settings.log, env.log_filter.as_deref());
+    // After the logger: a lowered limit is logged.
     let settings = environment.impose_limits(settings);
     let runtime = async_runtime()?;
     Ok(runtime.block_on(async move {

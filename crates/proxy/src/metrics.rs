@@ -234,6 +234,16 @@ impl MetricSet {
             self.memory_reserved_bytes.clone(),
         );
         self.registry = Arc::new(registry);
+        // Series whose labels are a fixed set start at zero, so a dashboard or an alert on
+        // their rate sees 0 rather than "no data" until the first failure.
+        for op in ["read", "write"] {
+            for kind in ["timeout", "error"] {
+                let _ = self
+                    .cache_errors
+                    .get_or_create(&vec![("op", op), ("kind", kind)]);
+            }
+            let _ = self.cache_skipped.get_or_create(&vec![("op", op)]);
+        }
         self
     }
 

@@ -170,16 +170,8 @@ impl crate::source::Room for Reservation {
 
 impl Workers {
     pub fn new(settings: &WorkerSettings, metrics: Metrics) -> Workers {
-        let threads = if settings.threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            settings.threads
-        };
-        let budget = if settings.memory_budget == 0 {
-            available_memory() / 2
-        } else {
-            settings.memory_budget
-        };
+        let threads = threads(settings);
+        let budget = memory_budget(settings);
         let budget_units = u32::try_from((budget / UNIT).max(1)).unwrap_or(u32::MAX);
         let permits = usize::try_from(budget_units)
             .unwrap_or(usize::MAX)
@@ -371,9 +363,28 @@ impl Workers {
     }
 }
 
+/// Image workers: `workers.threads`, where 0 means one per CPU core the process may use.
+pub fn threads(settings: &WorkerSettings) -> usize {
+    if settings.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        settings.threads
+    }
+}
+
+/// The memory budget of image work: `workers.memory_budget`, where 0 means half of
+/// [`available_memory`].
+pub fn memory_budget(settings: &WorkerSettings) -> u64 {
+    if settings.memory_budget == 0 {
+        available_memory() / 2
+    } else {
+        settings.memory_budget
+    }
+}
+
 /// Memory this process may use: the smallest of its cgroup limit (v2, then v1) and the
 /// machine's RAM.
-fn available_memory() -> u64 {
+pub fn available_memory() -> u64 {
     let read = |path: &str| {
         std::fs::read_to_string(path)
             .ok()

@@ -82,6 +82,19 @@ impl Environment {
         })
     }
 
+    /// A function of `memory_mib` MB as `check-config --lambda` imagines it (no Runtime API
+    /// behind it): what its defaults and limits would be.
+    pub fn of_size(memory_mib: u64) -> Result<Environment, String> {
+        let placeholder = Some("(check-config)".to_owned());
+        Environment::from_vars(&LambdaVars {
+            runtime_api: placeholder.clone(),
+            function_name: placeholder.clone(),
+            function_version: placeholder,
+            memory_size: Some(memory_mib.to_string()),
+            max_concurrency: None,
+        })
+    }
+
     /// Defaults for Lambda, layered between the embedded defaults and the user's settings:
     /// JSON logs (CloudWatch), the local variant cache under `/tmp` (the only writable
     /// place; 256 MiB of its default 512 MB; written before the answer, since a function is

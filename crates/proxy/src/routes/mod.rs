@@ -117,6 +117,7 @@ async fn route(
         Ok(Route::Store(plan)) => match state.store.as_deref() {
             Some(store) => {
                 log.mode = "store";
+                log.key = Some(plan.key.clone());
                 log.kind = if plan.transform.is_some() {
                     "resize"
                 } else {
