@@ -5,8 +5,10 @@
 #   docker run --rm -p 3003:3003 -e MEDIA_PROXY__CACHE__KIND=s3 \
 #     -e MEDIA_PROXY__CACHE__BUCKET=my-media -e AWS_REGION=eu-west-1 media-proxy
 #
-# Settings: MEDIA_PROXY__<KEY> environment variables (docs/configuration.md) or a TOML file
-# mounted at /etc/media-proxy/media-proxy.toml with `serve --config …` as the command.
+# Settings: MEDIA_PROXY__<KEY> environment variables (docs/configuration.md) or a TOML file:
+# the image carries the commented sample (deploy/media-proxy.toml, every key at its default)
+# at /etc/media-proxy/media-proxy.toml; mount your own there and run
+#   docker run … media-proxy --config /etc/media-proxy/media-proxy.toml
 
 FROM rust:1.95-bookworm AS build
 # cmake and nasm build the vendored libjpeg-turbo, libaom and libavif.
@@ -25,6 +27,7 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/media-proxy --create-home media-proxy
 COPY --from=build /usr/local/bin/media-proxy /usr/local/bin/media-proxy
+COPY deploy/media-proxy.toml /etc/media-proxy/media-proxy.toml
 USER media-proxy
 # The local store (`media/`) and variant cache (`cache/`) live here: mount a volume to keep
 # them, or use S3 for both.

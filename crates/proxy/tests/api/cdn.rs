@@ -1,9 +1,12 @@
-//! A real HTTP cache in front of the store mode: nginx (Debian's, installed by `./dev tools`)
-//! with `proxy_cache`, configured as `docs/store-mode.md` recommends — the cache key is the
-//! URL plus `Accept` normalised to one of three buckets, and the origin is asked with the
-//! bucket's `Accept`. The second request for a variant is a HIT, another bucket is another
-//! entry, and errors are kept only as long as their `Cache-Control` says (5xx: never).
+//! A real HTTP cache in front of the store mode: Debian's nginx (installed by `./dev tools`)
+//! running the recipe we ship, `deploy/nginx/media-proxy.conf` — the one `docs/cdn.md`
+//! shows — with only its addresses, certificate and cache directory changed. Through it, over
+//! TLS and HTTP/2: the cache key is the URL plus `Accept` normalised to one of three buckets,
+//! and the origin is asked with the bucket's `Accept`. The second request for a variant is a
+//! HIT, another bucket is another entry, and errors are kept only as long as their
+//! `Cache-Control` says (5xx: never); plain HTTP is redirected to HTTPS.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,9 +14,55 @@ use reqwest::StatusCode;
 
 use crate::store::spawn_store_app;
 
-/// The recommended cache configuration (also in docs/store-mode.md), for one upstream.
-fn nginx_conf(dir: &std::path::Path, listen: u16, upstream: &str) -> String {
+/// The shipped nginx recipe.
+pub fn shipped_recipe() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/nginx/media-proxy.conf"
+    ))
+    .unwrap()
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly `times` times: the recipe
+/// changing under the test fails it rather than being silently untested.
+fn replaced(text: &str, from: &str, to: &str, times: usize) -> String {
+    assert_eq!(
+        text.matches(from).count(),
+        times,
+        "deploy/nginx/media-proxy.conf has `{from}` {times} time(s)"
+    );
+    text.replace(from, to)
+}
+
+/// The shipped recipe on loopback ports, with a test certificate and directory, inside the
+/// `http` block a test nginx needs (conf.d files are included into Debian's).
+fn nginx_conf(dir: &Path, http: u16, https: u16, upstream: &str) -> String {
     let d = dir.display();
+    let mut site = shipped_recipe();
+    for (from, to, times) in [
+        ("/var/cache/nginx/media-proxy", format!("{d}/cache"), 2),
+        ("server 127.0.0.1:3003;", format!("server {upstream};"), 1),
+        ("listen 80;", format!("listen 127.0.0.1:{http};"), 1),
+        ("listen [::]:80;", String::new(), 1),
+        (
+            "listen 443 ssl http2;",
+            format!("listen 127.0.0.1:{https} ssl http2;"),
+            1,
+        ),
+        ("listen [::]:443 ssl http2;", String::new(), 1),
+        (
+            "/etc/letsencrypt/live/media.example.com/fullchain.pem",
+            format!("{d}/cert.pem"),
+            1,
+        ),
+        (
+            "/etc/letsencrypt/live/media.example.com/privkey.pem",
+            format!("{d}/key.pem"),
+            1,
+        ),
+    ] {
+        site = replaced(&site, from, &to, times);
+    }
     format!(
         r#"daemon off;
 master_process off;
@@ -28,37 +77,95 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    proxy_cache_path {d}/cache levels=1:2 keys_zone=media:10m max_size=1g inactive=30d use_temp_path=off;
-
-    # Accept → one of three buckets: the cache keeps at most three variants of a URL.
-    map $http_accept $media_accept {{
-        default        "*/*";
-        "~image/avif"  "image/avif,image/webp";
-        "~image/webp"  "image/webp";
-    }}
-
-    server {{
-        listen 127.0.0.1:{listen};
-        location / {{
-            proxy_pass http://{upstream};
-            proxy_set_header Accept $media_accept;
-            proxy_cache media;
-            proxy_cache_key "$scheme$host$request_uri|$media_accept";
-            # The key already holds the Accept bucket; nginx's own Vary handling would
-            # split the entry by the raw header of every browser.
-            proxy_ignore_headers Vary;
-            proxy_cache_lock on;
-            add_header X-Cache-Status $upstream_cache_status always;
-        }}
-    }}
+{site}
 }}
 "#
     )
 }
 
+/// A throw-away CA and a certificate for 127.0.0.1 signed by it, made by the openssl
+/// command line (a self-signed certificate would be a CA used as an end entity, which
+/// webpki refuses). Returns the CA's PEM.
+fn make_certificate(dir: &Path) -> Vec<u8> {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (`./dev tools`)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=media-proxy test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    std::fs::read(dir.join("ca.pem")).unwrap()
+}
+
 struct Nginx {
     child: std::process::Child,
-    port: u16,
+    /// Plain HTTP (redirects) and HTTPS ports.
+    http: u16,
+    https: u16,
+    /// A client that trusts the test CA only and follows no redirect.
+    client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -69,15 +176,20 @@ impl Drop for Nginx {
     }
 }
 
-async fn start_nginx(upstream: &str) -> Nginx {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+async fn start_nginx(upstream: &str) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, https) = (free_port(), free_port());
+    let ca = make_certificate(dir.path());
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir.path(), port, upstream)).unwrap();
+    std::fs::write(&conf, nginx_conf(dir.path(), http, https, upstream)).unwrap();
     let bin = ["/usr/sbin/nginx", "nginx"]
         .into_iter()
         .find(|b| {
@@ -88,6 +200,19 @@ async fn start_nginx(upstream: &str) -> Nginx {
                 .is_ok()
         })
         .expect("nginx is installed (`./dev tools` installs nginx-light)");
+    let check = Command::new(bin)
+        .arg("-t")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nginx -t accepts the shipped recipe: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let child = Command::new(bin)
         .arg("-p")
         .arg(dir.path())
@@ -99,13 +224,22 @@ async fn start_nginx(upstream: &str) -> Nginx {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
     let nginx = Nginx {
         child,
-        port,
+        http,
+        https,
+        client,
         _dir: dir,
     };
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+        if tokio::net::TcpStream::connect(("127.0.0.1", https))
             .await
             .is_ok()
         {
@@ -113,7 +247,7 @@ async fn start_nginx(upstream: &str) -> Nginx {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("nginx did not start on port {port}");
+    panic!("nginx did not start on port {https}");
 }
 
 struct Seen {
@@ -122,9 +256,10 @@ struct Seen {
     content_type: String,
 }
 
-async fn through(client: &reqwest::Client, nginx: &Nginx, path: &str, accept: &str) -> Seen {
-    let r = client
-        .get(format!("http://127.0.0.1:{}/{path}", nginx.port))
+async fn through(nginx: &Nginx, path: &str, accept: &str) -> Seen {
+    let r = nginx
+        .client
+        .get(format!("https://127.0.0.1:{}/{path}", nginx.https))
         .header("accept", accept)
         .send()
         .await
@@ -136,6 +271,7 @@ async fn through(client: &reqwest::Client, nginx: &Nginx, path: &str, accept: &s
             .unwrap_or("")
             .to_owned()
     };
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "HTTP/2 over TLS");
     let seen = Seen {
         status: r.status(),
         cache: text("x-cache-status"),
@@ -161,7 +297,19 @@ async fn a_cdn_cache_hits_per_variant_and_keeps_errors_briefly() {
         .unwrap();
     s.put("p.jpg", &jpeg);
     let nginx = start_nginx(&s.app.addr.to_string()).await;
-    let c = s.app.client.clone();
+    // Plain HTTP is sent to HTTPS.
+    let r = nginx
+        .client
+        .get(format!("http://127.0.0.1:{}/p.jpg?w=100", nginx.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        r.headers()["location"],
+        "https://127.0.0.1/p.jpg?w=100",
+        "to the same path over HTTPS"
+    );
     let chrome = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8";
     let firefox = "image/avif,image/webp,*/*";
     let safari = "image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5";
@@ -176,25 +324,21 @@ async fn a_cdn_cache_hits_per_variant_and_keeps_errors_briefly() {
         ("text/html,*/*", "HIT", "image/jpeg"),
     ];
     for (accept, cache, content_type) in cases {
-        let seen = through(&c, &nginx, "p.jpg?w=100", accept).await;
+        let seen = through(&nginx, "p.jpg?w=100", accept).await;
         assert_eq!(seen.status, StatusCode::OK, "{accept}");
         assert_eq!(seen.cache, cache, "{accept}");
         assert_eq!(seen.content_type, content_type, "{accept}");
     }
     // Client errors are kept as long as they say (1 s here), not a day.
     for path in ["missing.jpg?w=100", "p.jpg?w=0"] {
-        let first = through(&c, &nginx, path, "*/*").await;
+        let first = through(&nginx, path, "*/*").await;
         assert!(first.status.is_client_error(), "{path}");
         assert_eq!(first.cache, "MISS", "{path}");
-        assert_eq!(
-            through(&c, &nginx, path, "*/*").await.cache,
-            "HIT",
-            "{path}"
-        );
+        assert_eq!(through(&nginx, path, "*/*").await.cache, "HIT", "{path}");
     }
     tokio::time::sleep(Duration::from_millis(2100)).await;
     for path in ["missing.jpg?w=100", "p.jpg?w=0"] {
-        let later = through(&c, &nginx, path, "*/*").await;
+        let later = through(&nginx, path, "*/*").await;
         assert_eq!(later.cache, "EXPIRED", "{path}: gone after its max-age");
     }
     // A store that fails gives 5xx with no-store: never cached.
@@ -205,7 +349,7 @@ async fn a_cdn_cache_hits_per_variant_and_keeps_errors_briefly() {
     .await;
     let nginx = start_nginx(&broken.addr.to_string()).await;
     for _ in 0..2 {
-        let seen = through(&c, &nginx, "p.jpg?w=100", "*/*").await;
+        let seen = through(&nginx, "p.jpg?w=100", "*/*").await;
         assert_eq!(seen.status, StatusCode::BAD_GATEWAY);
         assert_eq!(seen.cache, "MISS", "a 502 is never served from the cache");
     }

@@ -431,15 +431,12 @@ fn the_systemd_unit_verifies() {
         "/../../deploy/systemd/media-proxy.service"
     ))
     .unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/media-proxy serve"));
+    assert!(unit.contains("ExecStart=/usr/bin/media-proxy serve"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("media-proxy.service");
     std::fs::write(
         &path,
-        unit.replace(
-            "/usr/local/bin/media-proxy",
-            env!("CARGO_BIN_EXE_media-proxy"),
-        ),
+        unit.replace("/usr/bin/media-proxy", env!("CARGO_BIN_EXE_media-proxy")),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb, installs it with dpkg -i and serves requests with
+# the installed files: /usr/bin/media-proxy, /etc/media-proxy/media-proxy.toml (the commented
+# sample settings) and the systemd unit (checked with systemd-analyze verify). Then removes
+# it again. Run by .ci/run; by hand: `bash deploy/debian/check.sh` (as root, or with sudo).
+#
+# (This directory is also cargo-deb's `maintainer-scripts`: it has none of its own, the
+# systemd unit's scripts are generated.)
+#
+# Without systemd as PID 1 (a container, CI) the unit cannot be started: the installed binary
+# is run the way the unit runs it (its ExecStart, in a state directory as WorkingDirectory).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+# Pinned: the package layout (assets, conffiles, generated unit scripts) is what was checked.
+CARGO_DEB_VERSION=3.8.0
+
+sudo=()
+[ "$(id -u)" = 0 ] || sudo=(sudo)
+
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION"
+fi
+
+echo "==> cargo deb (a release build)"
+cargo deb --locked -p media-proxy
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+deb=$(ls -t "$target_dir"/debian/media-proxy_*.deb | head -1)
+echo "built $deb"
+
+echo "==> contents"
+dpkg-deb --info "$deb"
+listing=$(dpkg-deb --contents "$deb")
+for path in ./usr/bin/media-proxy ./etc/media-proxy/media-proxy.toml \
+  ./lib/systemd/system/media-proxy.service ./usr/share/doc/media-proxy/README.md \
+  ./usr/share/doc/media-proxy/docs/configuration.md \
+  ./usr/share/doc/media-proxy/examples/nginx.conf; do
+  grep -q " $path\$" <<<"$listing" || { echo "missing in the package: $path" >&2; exit 1; }
+done
+control=$(mktemp -d)
+dpkg-deb -e "$deb" "$control"
+grep -qx /etc/media-proxy/media-proxy.toml "$control/conffiles" \
+  || { echo "the settings are not a conffile" >&2; exit 1; }
+
+echo "==> dpkg -i"
+"${sudo[@]}" dpkg -i "$deb"
+trap '"${sudo[@]}" dpkg --purge media-proxy >/dev/null 2>&1 || true' EXIT
+unit=/lib/systemd/system/media-proxy.service
+[ -f "$unit" ] || unit=/usr/lib/systemd/system/media-proxy.service
+if command -v systemd-analyze >/dev/null 2>&1; then
+  systemd-analyze verify "$unit"
+fi
+exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+[ "${exec_start%% *}" = /usr/bin/media-proxy ] \
+  || { echo "the unit runs ${exec_start%% *}, not the installed binary" >&2; exit 1; }
+/usr/bin/media-proxy --version
+/usr/bin/media-proxy check-config /etc/media-proxy/media-proxy.toml >/dev/null
+
+echo "==> serving with the installed files"
+state=$(mktemp -d)
+mkdir -p "$state/media"
+# A 64×48 photo-like PNG and, below, the answer's decode: Pillow (installed by ./dev tools).
+python3 -c 'import sys; from PIL import Image; Image.radial_gradient("L").resize((64, 48)).convert("RGB").save(sys.argv[1])' "$state/media/cat.png"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The unit's command line, with the port moved off 3003; the log goes to a file (no colours).
+(cd "$state" && exec ${exec_start} --listen "127.0.0.1:$port") >"$state/log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; "${sudo[@]}" dpkg --purge media-proxy >/dev/null 2>&1 || true' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+[ "$(curl -fsS "http://127.0.0.1:$port/")" = "Hello World!" ]
+curl -fsS -o "$state/thumb.webp" -D "$state/headers" "http://127.0.0.1:$port/cat.png?w=32&format=webp"
+grep -qi '^content-type: image/webp' "$state/headers"
+python3 -c 'import sys; from PIL import Image; i = Image.open(sys.argv[1]); assert (i.format, i.size) == ("WEBP", (32, 24)), (i.format, i.size)' "$state/thumb.webp"
+grep -q 'key="cat.png"' "$state/log" || { cat "$state/log"; echo "the access line names the key" >&2; exit 1; }
+if grep -q $'\x1b\\[' "$state/log"; then echo "colour codes in a log file" >&2; exit 1; fi
+kill "$server"
+wait "$server" || true
+
+echo "==> dpkg --purge"
+"${sudo[@]}" dpkg --purge media-proxy
+[ ! -e /usr/bin/media-proxy ] && [ ! -e /etc/media-proxy/media-proxy.toml ]
+trap - EXIT
+echo "the Debian package installs, serves and uninstalls"
