@@ -32,7 +32,7 @@ echo "==> contents"
 dpkg-deb --info "$deb"
 listing=$(dpkg-deb --contents "$deb")
 for path in ./usr/bin/media-proxy ./etc/media-proxy/media-proxy.toml \
-  ./lib/systemd/system/media-proxy.service ./usr/share/doc/media-proxy/README.md \
+  ./usr/lib/systemd/system/media-proxy.service ./usr/share/doc/media-proxy/README.md \
   ./usr/share/doc/media-proxy/docs/configuration.md \
   ./usr/share/doc/media-proxy/examples/nginx.conf; do
   grep -q " $path\$" <<<"$listing" || { echo "missing in the package: $path" >&2; exit 1; }
@@ -41,12 +41,14 @@ control=$(mktemp -d)
 dpkg-deb -e "$deb" "$control"
 grep -qx /etc/media-proxy/media-proxy.toml "$control/conffiles" \
   || { echo "the settings are not a conffile" >&2; exit 1; }
+# A stripped binary (its line tables are in the -dbgsym package).
+size=$(dpkg-deb --contents "$deb" | awk '$6 == "./usr/bin/media-proxy" { print $3 }')
+[ "$size" -lt 60000000 ] || { echo "the packaged binary is not stripped ($size bytes)" >&2; exit 1; }
 
 echo "==> dpkg -i"
 "${sudo[@]}" dpkg -i "$deb"
 trap '"${sudo[@]}" dpkg --purge media-proxy >/dev/null 2>&1 || true' EXIT
-unit=/lib/systemd/system/media-proxy.service
-[ -f "$unit" ] || unit=/usr/lib/systemd/system/media-proxy.service
+unit=/usr/lib/systemd/system/media-proxy.service
 if command -v systemd-analyze >/dev/null 2>&1; then
   systemd-analyze verify "$unit"
 fi
@@ -76,6 +78,7 @@ grep -qi '^content-type: image/webp' "$state/headers"
 python3 -c 'import sys; from PIL import Image; i = Image.open(sys.argv[1]); assert (i.format, i.size) == ("WEBP", (32, 24)), (i.format, i.size)' "$state/thumb.webp"
 grep -q 'key="cat.png"' "$state/log" || { cat "$state/log"; echo "the access line names the key" >&2; exit 1; }
 if grep -q $'\x1b\\[' "$state/log"; then echo "colour codes in a log file" >&2; exit 1; fi
+echo "served / and a 32×24 WebP of the store's cat.png; plain log lines, the access line names the key"
 kill "$server"
 wait "$server" || true
 
