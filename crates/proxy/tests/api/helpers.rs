@@ -655,3 +655,13 @@ pub fn nested_uses(levels: usize) -> String {
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="2048" height="2048"><defs>{defs}</defs><use href="#l{levels}"/></svg>"##
     )
 }
+
+/// Waits (at most 20 s) until a server started as a process answers `/healthz` at `base`
+/// (`http://host:port`); panics naming `what` otherwise.
+pub async fn until_serving(client: &reqwest::Client, base: &str, what: &str) {
+    let started = std::time::Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "{what} starts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

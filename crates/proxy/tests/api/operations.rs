@@ -167,14 +167,7 @@ async fn the_access_log_says_whether_the_whole_body_was_sent() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let started = std::time::Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "the server starts"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::helpers::until_serving(&client, &base, "the server").await;
     let encode =
         |u: String| -> String { url::form_urlencoded::byte_serialize(u.as_bytes()).collect() };
     // Whole bodies of known length: a passthrough and a transform.

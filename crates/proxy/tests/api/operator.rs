@@ -156,18 +156,12 @@ async fn serve_is_the_default_command_takes_host_names_and_logs_plainly() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}");
-    let mut up = false;
-    for _ in 0..500 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        up,
-        "`media-proxy --config F --listen {listen}` serves on {addr}"
-    );
+    crate::helpers::until_serving(
+        &client,
+        &base,
+        &format!("`media-proxy --config F --listen {listen}` on {addr}"),
+    )
+    .await;
     let r = client
         .get(format!("{base}/cat.png?w=8"))
         .send()
