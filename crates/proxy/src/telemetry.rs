@@ -26,10 +26,10 @@ pub fn init(settings: &LogSettings, rust_log: Option<&str>) {
             .map(|l| format!("{}:{}", l.file(), l.line()));
         tracing::error!(target: "panic", location = location.as_deref(), "{message}");
     }));
-    let filter = rust_log
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(&settings.filter).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    // Both were checked by `config::log_filter` before this is called; `info` only if a
+    // caller skipped that.
+    let filter = EnvFilter::try_new(rust_log.unwrap_or(&settings.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

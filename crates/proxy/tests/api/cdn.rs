@@ -13,14 +13,11 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::store::spawn_store_app;
+use crate::store_s3::free_port;
 
 /// The shipped nginx recipe.
 pub fn shipped_recipe() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/nginx/media-proxy.conf"
-    ))
-    .unwrap()
+    crate::helpers::repo_text("deploy/nginx/media-proxy.conf")
 }
 
 /// `text` with `from` replaced by `to`, which must occur exactly `times` times: the recipe
@@ -176,14 +173,6 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_nginx(upstream: &str) -> Nginx {
     let dir = tempfile::tempdir().unwrap();
     let (http, https) = (free_port(), free_port());
@@ -288,13 +277,10 @@ async fn a_cdn_cache_hits_per_variant_and_keeps_errors_briefly() {
         s.resize.error_max_age = Duration::from_secs(1);
     })
     .await;
-    let mut jpeg = Vec::new();
-    image::RgbImage::from_pixel(400, 200, image::Rgb([10, 120, 200]))
-        .write_to(
-            &mut std::io::Cursor::new(&mut jpeg),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
+    let jpeg = crate::helpers::encode(
+        image::RgbImage::from_pixel(400, 200, image::Rgb([10, 120, 200])),
+        image::ImageFormat::Jpeg,
+    );
     s.put("p.jpg", &jpeg);
     let nginx = start_nginx(&s.app.addr.to_string()).await;
     // Plain HTTP is sent to HTTPS.

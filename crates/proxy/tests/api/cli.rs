@@ -2,16 +2,7 @@
 
 use std::process::Command;
 
-fn media_proxy() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-proxy"));
-    // Only what the test sets: no MEDIA_PROXY__ leaking in from the environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MEDIA_PROXY__") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use crate::helpers::media_proxy;
 
 #[test]
 fn help_explains_every_option() {
@@ -326,18 +317,8 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        for _ in 0..300 {
-            if http()
-                .get(format!("{}/healthz", server.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("the server did not start");
+        crate::helpers::until_serving(&http(), &server.base, "the server").await;
+        server
     }
 
     fn terminate(&self) {

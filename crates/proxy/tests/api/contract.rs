@@ -6,11 +6,11 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{made_dir, spawn_app_and_origin};
+use crate::helpers::{encode, made_dir, spawn_app_and_origin};
 use crate::store::{decode, spawn_store_app};
 
 fn doc(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../../docs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    crate::helpers::repo_text(&format!("docs/{name}"))
 }
 
 /// `W×H` (the doc's multiplication sign) as numbers.
@@ -65,13 +65,10 @@ async fn the_size_table_of_the_misskey_contract_holds() {
 
 /// A JPEG of `w`×`h` whose EXIF says orientation 6 (rotate 90° clockwise to show it).
 fn jpeg_with_orientation_6(w: u32, h: u32) -> Vec<u8> {
-    let mut jpeg = Vec::new();
-    image::RgbImage::from_fn(w, h, |x, _| image::Rgb([(x % 256) as u8, 90, 160]))
-        .write_to(
-            &mut std::io::Cursor::new(&mut jpeg),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
+    let jpeg = encode(
+        image::RgbImage::from_fn(w, h, |x, _| image::Rgb([(x % 256) as u8, 90, 160])),
+        image::ImageFormat::Jpeg,
+    );
     // APP1: "Exif\0\0", a big-endian TIFF header, one IFD with one entry: Orientation
     // (0x0112), SHORT, 1 value: 6.
     let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
@@ -125,13 +122,10 @@ async fn the_file_name_examples_of_the_misskey_contract_hold() {
         .join(" ");
     let id = std::process::id();
     let png = crate::helpers::corpus_bytes("png-pngsuite/basn6a08.png");
-    let mut jpeg = Vec::new();
-    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
-        .write_to(
-            &mut std::io::Cursor::new(&mut jpeg),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
+    let jpeg = encode(
+        image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])),
+        image::ImageFormat::Jpeg,
+    );
     // (what the doc says, the origin's file, its bytes, flags, the name sent)
     let cases = [
         (
@@ -216,15 +210,12 @@ async fn the_example_urls_of_the_store_mode_hold() {
         .collect();
     assert_eq!(block.len(), 5, "{block:?}");
     let s = spawn_store_app(|_| {}).await;
-    let mut photo = Vec::new();
-    image::RgbImage::from_fn(1600, 1200, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 99])
-    })
-    .write_to(
-        &mut std::io::Cursor::new(&mut photo),
+    let photo = encode(
+        image::RgbImage::from_fn(1600, 1200, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 99])
+        }),
         image::ImageFormat::Jpeg,
-    )
-    .unwrap();
+    );
     s.put("photos/cat.jpg", &photo);
     s.put(
         "clips/trip.mp4",

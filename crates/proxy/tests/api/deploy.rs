@@ -3,18 +3,11 @@
 //! every browser's header into a bucket the store mode reads exactly as it reads the
 //! original header — run in Node.js, compared with the server's own parser.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use media_proxy::request::Accepted;
 
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+use crate::helpers::repo;
 
 #[test]
 fn the_aws_template_passes_cfn_lint() {

@@ -28,6 +28,39 @@ pub fn corpus_bytes(rel: &str) -> Vec<u8> {
     std::fs::read(corpus(rel)).unwrap_or_else(|e| panic!("corpus file {rel}: {e}"))
 }
 
+/// A file of this repository (`docs/…`, `deploy/…`), by its path from the root.
+pub fn repo(rel: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The text of a file of this repository.
+pub fn repo_text(rel: &str) -> String {
+    std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// An image encoded by the `image` crate (an encoder independent of ours).
+pub fn encode(img: impl Into<image::DynamicImage>, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.into().write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+/// The binary, with nothing from the test's environment that configures it: no
+/// `MEDIA_PROXY__` variable, `RUST_LOG` or `AWS_` variable leaks in.
+pub fn media_proxy() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_media-proxy"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MEDIA_PROXY__") || key == "RUST_LOG" || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
@@ -545,11 +578,7 @@ async fn generated(Path(spec): Path<String>) -> Response {
         "webp" => image::ImageFormat::WebP,
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, format)
-        .expect("encode");
-    out.into_inner().into_response()
+    encode(img, format).into_response()
 }
 
 #[derive(Deserialize)]

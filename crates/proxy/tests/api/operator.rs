@@ -9,29 +9,10 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::ToSocketAddrs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-fn repo(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// The binary with no `MEDIA_PROXY__` variable or `RUST_LOG` from the environment.
-fn media_proxy() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_media-proxy"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MEDIA_PROXY__") || key == "RUST_LOG" || key.starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
+use crate::helpers::{media_proxy, repo, repo_text as read};
 
 /// `check-config ARGS…`: its exit code, standard output and standard error.
 fn check_config(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
