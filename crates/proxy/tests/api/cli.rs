@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::media_proxy;
+use crate::helpers::{loopback_client as http, media_proxy};
 
 #[test]
 fn help_explains_every_option() {
@@ -279,12 +279,6 @@ async fn convert_gives_the_bytes_the_server_sends() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(std::fs::read(&out).unwrap(), served, "{rel} {flags}");
     }
-}
-
-/// A loopback client (no proxy from the environment).
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// The binary serving on a free port with the scripted origin allowed; killed on drop.

@@ -685,6 +685,15 @@ pub fn nested_uses(levels: usize) -> String {
     )
 }
 
+/// A client for servers on loopback (no proxy from the environment, redirects followed).
+pub fn loopback_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
 /// Waits (at most 20 s) until a server started as a process answers `/healthz` at `base`
 /// (`http://host:port`); panics naming `what` otherwise.
 pub async fn until_serving(client: &reqwest::Client, base: &str, what: &str) {

@@ -164,8 +164,7 @@ async fn the_access_log_says_whether_the_whole_body_was_sent() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = crate::helpers::loopback_client();
     let base = format!("http://127.0.0.1:{port}");
     crate::helpers::until_serving(&client, &base, "the server").await;
     let encode =

@@ -134,8 +134,7 @@ async fn serve_is_the_default_command_takes_host_names_and_logs_plainly() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = crate::helpers::loopback_client();
     let base = format!("http://{addr}");
     crate::helpers::until_serving(
         &client,
