@@ -703,3 +703,19 @@ pub async fn until_serving(client: &reqwest::Client, base: &str, what: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A variant cache entry as kept on disk or in a bucket (`MPV2`, the header's length, the
+/// JSON header, the variant's bytes), without the header's `created` second: a render made
+/// again in a later second is otherwise the same entry.
+pub fn timeless(blob: &[u8]) -> (serde_json::Value, &[u8]) {
+    let rest = blob
+        .strip_prefix(b"MPV2")
+        .expect("an entry starts with its magic");
+    let (len, rest) = rest.split_at(4);
+    let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+    let (header, bytes) = rest.split_at(len);
+    let mut header: serde_json::Value = serde_json::from_slice(header).unwrap();
+    let created = header.as_object_mut().unwrap().remove("created");
+    assert!(created.is_some_and(|c| c.is_u64()), "a creation time");
+    (header, bytes)
+}
