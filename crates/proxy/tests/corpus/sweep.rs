@@ -23,8 +23,13 @@ use reqwest::StatusCode;
 use crate::helpers::{corpus, nested_uses, spawn_origin, Origin};
 
 const FLAGS: [&str; 5] = ["", "&static", "&emoji", "&preview", "&badge"];
-/// Every answer, however hostile the input, comes within this.
-const PROMPT: Duration = Duration::from_secs(10);
+/// The servers' `workers.deadline` (the default, set here so that [`PROMPT`] follows it).
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Every answer, however hostile the input, comes within this: the deadline stops the work,
+/// and the `422` that says so is sent within a second of it. (Not the deadline itself: a
+/// render that runs into it, which three sweeps sharing two cores can make of a priced
+/// cheap one, is answered just after it.)
+const PROMPT: Duration = DEADLINE.saturating_add(Duration::from_secs(1));
 
 /// Valid files our decoders refuse (a clean 422), by cause: a path (every transform) or a
 /// path with one flag. The sweep checks that each is still refused cleanly, so this list
@@ -218,6 +223,10 @@ async fn start_server(client: &reqwest::Client, store_root: Option<&std::path::P
         .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
         .env("MEDIA_PROXY__LOG__FILTER", "error")
         .env("MEDIA_PROXY__WORKERS__QUEUE_WAIT", "60s")
+        .env(
+            "MEDIA_PROXY__WORKERS__DEADLINE",
+            format!("{}s", DEADLINE.as_secs()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
