@@ -7,8 +7,9 @@
 # (This directory is also cargo-deb's `maintainer-scripts`: it has none of its own, the
 # systemd unit's scripts are generated.)
 #
-# Without systemd as PID 1 (a container, CI) the unit cannot be started: the installed binary
-# is run the way the unit runs it (its ExecStart, in a state directory as WorkingDirectory).
+# Without systemd as PID 1 (a container, CI) the unit cannot be started here: the installed
+# binary is run the way the unit runs it (its ExecStart, in a state directory as
+# WorkingDirectory), then systemd-check.sh boots a container whose systemd starts the unit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -44,6 +45,21 @@ grep -qx /etc/media-proxy/media-proxy.toml "$control/conffiles" \
 # A stripped binary (its line tables are in the -dbgsym package).
 size=$(dpkg-deb --contents "$deb" | awk '$6 == "./usr/bin/media-proxy" { print $3 }')
 [ "$size" -lt 60000000 ] || { echo "the packaged binary is not stripped ($size bytes)" >&2; exit 1; }
+
+echo "==> the -dbgsym package holds the binary's line tables, under its build ID"
+ddeb=$(ls -t "$target_dir"/debian/media-proxy-dbgsym_*.ddeb | head -1)
+unpacked=$(mktemp -d)
+dpkg-deb -x "$deb" "$unpacked"
+# readelf: binutils, which the C compiler the build needs brings.
+build_id=$(readelf -n "$unpacked/usr/bin/media-proxy" | sed -n 's/^ *Build ID: *//p')
+[ -n "$build_id" ] || { echo "the packaged binary has no build ID" >&2; exit 1; }
+debug_file="usr/lib/debug/.build-id/${build_id:0:2}/${build_id:2}.debug"
+dpkg-deb -x "$ddeb" "$unpacked"
+[ -f "$unpacked/$debug_file" ] \
+  || { dpkg-deb --contents "$ddeb"; echo "no $debug_file in $ddeb" >&2; exit 1; }
+sections=$(readelf -S "$unpacked/$debug_file" 2>/dev/null)
+grep -q '\.debug_line' <<<"$sections" || { echo "$debug_file has no line tables" >&2; exit 1; }
+echo "build ID $build_id: /$debug_file, with line tables"
 
 echo "==> dpkg -i"
 "${sudo[@]}" dpkg -i "$deb"
@@ -82,8 +98,21 @@ echo "served / and a 32×24 WebP of the store's cat.png; plain log lines, the ac
 kill "$server"
 wait "$server" || true
 
-echo "==> dpkg --purge"
+echo "==> under systemd"
+"${sudo[@]}" bash deploy/debian/systemd-check.sh
+
+echo "==> dpkg --purge (the originals in the state directory stay)"
+made_state=
+if [ ! -e /var/lib/media-proxy ]; then
+  made_state=yes
+  "${sudo[@]}" mkdir -p /var/lib/media-proxy/media
+  "${sudo[@]}" cp "$state/media/cat.png" /var/lib/media-proxy/media/
+fi
 "${sudo[@]}" dpkg --purge media-proxy
 [ ! -e /usr/bin/media-proxy ] && [ ! -e /etc/media-proxy/media-proxy.toml ]
+if [ -n "$made_state" ]; then
+  [ -f /var/lib/media-proxy/media/cat.png ] || { echo "the purge deleted the store" >&2; exit 1; }
+  "${sudo[@]}" rm -rf /var/lib/media-proxy
+fi
 trap - EXIT
 echo "the Debian package installs, serves and uninstalls"
