@@ -12,6 +12,7 @@
 # WorkingDirectory), then systemd-check.sh boots a container whose systemd starts the unit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. deploy/debian/lib.sh
 
 # Pinned: the package layout (assets, conffiles, generated unit scripts) is what was checked.
 CARGO_DEB_VERSION=3.8.0
@@ -43,7 +44,7 @@ dpkg-deb -e "$deb" "$control"
 grep -qx /etc/media-proxy/media-proxy.toml "$control/conffiles" \
   || { echo "the settings are not a conffile" >&2; exit 1; }
 # A stripped binary (its line tables are in the -dbgsym package).
-size=$(dpkg-deb --contents "$deb" | awk '$6 == "./usr/bin/media-proxy" { print $3 }')
+size=$(awk '$6 == "./usr/bin/media-proxy" { print $3 }' <<<"$listing")
 [ "$size" -lt 60000000 ] || { echo "the packaged binary is not stripped ($size bytes)" >&2; exit 1; }
 
 echo "==> the -dbgsym package holds the binary's line tables, under its build ID"
@@ -77,21 +78,16 @@ exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 echo "==> serving with the installed files"
 state=$(mktemp -d)
 mkdir -p "$state/media"
-# A 64×48 photo-like PNG and, below, the answer's decode: Pillow (installed by ./dev tools).
-python3 -c 'import sys; from PIL import Image; Image.radial_gradient("L").resize((64, 48)).convert("RGB").save(sys.argv[1])' "$state/media/cat.png"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+make_original "$state/media/cat.png"
+port=$(free_port)
+base="http://127.0.0.1:$port"
 # The unit's command line, with the port moved off 3003; the log goes to a file (no colours).
 (cd "$state" && exec ${exec_start} --listen "127.0.0.1:$port") >"$state/log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; "${sudo[@]}" dpkg --purge media-proxy >/dev/null 2>&1 || true' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-[ "$(curl -fsS "http://127.0.0.1:$port/")" = "Hello World!" ]
-curl -fsS -o "$state/thumb.webp" -D "$state/headers" "http://127.0.0.1:$port/cat.png?w=32&format=webp"
-grep -qi '^content-type: image/webp' "$state/headers"
-python3 -c 'import sys; from PIL import Image; i = Image.open(sys.argv[1]); assert (i.format, i.size) == ("WEBP", (32, 24)), (i.format, i.size)' "$state/thumb.webp"
+until_serving "$base" 10
+[ "$(curl -fsS "$base/")" = "Hello World!" ]
+check_resize "$base" "$state/thumb.webp"
 grep -q 'key="cat.png"' "$state/log" || { cat "$state/log"; echo "the access line names the key" >&2; exit 1; }
 if grep -q $'\x1b\\[' "$state/log"; then echo "colour codes in a log file" >&2; exit 1; fi
 echo "served / and a 32×24 WebP of the store's cat.png; plain log lines, the access line names the key"

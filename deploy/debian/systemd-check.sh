@@ -16,6 +16,7 @@
 # cannot be made at all (no CAP_SYS_ADMIN), says so and exits 0: check.sh has run the unit's
 # command line already. A container that boots but whose service misbehaves is a failure.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 unit=/usr/lib/systemd/system/media-proxy.service
 [ -f "$unit" ] || { echo "media-proxy is not installed" >&2; exit 1; }
@@ -76,8 +77,7 @@ boot() {
   # directory to the dynamic user when it starts the service.
   mkdir -p -m 0700 "$root/var/lib/private"
   mkdir -p "$root/var/lib/private/media-proxy/media"
-  python3 -c 'import sys; from PIL import Image; Image.radial_gradient("L").resize((64, 48)).convert("RGB").save(sys.argv[1])' \
-    "$root/var/lib/private/media-proxy/media/cat.png"
+  make_original "$root/var/lib/private/media-proxy/media/cat.png"
   mkdir -p "$root/etc/systemd/system/media-proxy.service.d"
   printf '[Service]\n%s\n' "$1" >"$root/etc/systemd/system/media-proxy.service.d/check.conf"
 
@@ -109,17 +109,13 @@ boot() {
   in_container systemctl is-system-running --wait >/dev/null || true
 }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 base="http://127.0.0.1:$port"
 
 echo "==> 1. booted with the package: the service is started, serves and stops"
 # The port moved off 3003 the way docs/operations.md says settings go: a drop-in.
 boot "Environment=MEDIA_PROXY__LISTEN=127.0.0.1:$port"
-for _ in $(seq 1 300); do
-  curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-if ! curl -fsS "$base/healthz" >/dev/null; then
+if ! until_serving "$base" 30; then
   journal -n 40 || true
   echo "the service did not start under systemd in 30 s" >&2
   exit 1
@@ -127,8 +123,7 @@ fi
 state=$(unit_state)
 grep -qx 'ActiveState=active' <<<"$state" || { echo "$state"; echo "not active" >&2; exit 1; }
 [ "$(curl -fsS "$base/")" = "Hello World!" ]
-curl -fsS -o "$root/thumb.webp" "$base/cat.png?w=32&format=webp"
-python3 -c 'import sys; from PIL import Image; i = Image.open(sys.argv[1]); assert (i.format, i.size) == ("WEBP", (32, 24)), (i.format, i.size)' "$root/thumb.webp"
+check_resize "$base" "$root/thumb.webp"
 pid=$(in_container systemctl show media-proxy -p MainPID --value)
 # The container's PID, seen from here: the process whose namespace PID it is.
 host_pid=$(for p in $(pgrep -x media-proxy); do

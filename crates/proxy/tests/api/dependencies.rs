@@ -302,7 +302,6 @@ async fn damaged_s3_entries_are_rendered_again_never_served() {
     let whole = object(&moto, &key).await;
 
     replace(&moto, &key, whole[..whole.len() / 2].to_vec()).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, cache, _) = emoji(&binary, &origin, 1).await;
     assert_eq!(
         (status, cache.as_str()),

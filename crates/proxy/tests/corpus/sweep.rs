@@ -232,15 +232,8 @@ async fn start_server(client: &reqwest::Client, store_root: Option<&std::path::P
         .spawn()
         .unwrap();
     let server = Server { child, addr };
-    for _ in 0..500 {
-        if let Ok(r) = client.get(format!("http://{addr}/healthz")).send().await {
-            if r.status() == StatusCode::OK {
-                return server;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the server did not start");
+    crate::helpers::until_serving(client, &format!("http://{addr}"), "the server").await;
+    server
 }
 
 /// What went wrong with one request, if anything.
