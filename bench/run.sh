@@ -10,7 +10,9 @@
 # Pillow for the inputs (bench/.work); wrk and nginx from Debian if missing. Each run starts
 # the server fresh (peak RSS is per run), warms it up, drives it with wrk for the given time
 # with every request a distinct URL (no cache or coalescing can answer for the engine; ours
-# runs with its caches off), and reads the server's CPU time from /proc/<pid>/stat.
+# runs with its caches off), and reads the server's CPU time from /proc/<pid>/stat (ours: with
+# its worker processes'; `ours-thread` is ours with decoding in the server's threads, to show
+# what the sandbox costs).
 # Prints a Markdown table, and for the emoji scenarios each server's output: its bytes and its
 # SSIM against a Lanczos downscale of the source (bench/output-score.py, Pillow's decoder);
 # docs/benchmarks.md holds the latest.
@@ -66,12 +68,33 @@ end
 LUA
 
 ticks=$(getconf CLK_TCK)
-start_server() { # ours|reference|nginx
+# CPU ticks of a server and its worker processes: its own time, its reaped children's (a
+# replaced worker), and its live children's (ours renders in `media-proxy worker` children).
+tree_ticks() {
+  local total; total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat")
+  for c in $(pgrep -P "$1"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+# Peak RSS (kB) of a server and its live worker processes, added up.
+tree_hwm() {
+  local total; total=$(awk '/VmHWM/ {print $2}' "/proc/$1/status")
+  for c in $(pgrep -P "$1"); do
+    total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+start_server() { # ours|ours-thread|reference
   case "$1" in
-    ours)
+    ours|ours-thread)
+      # ours: renders in sandboxed worker processes (the default); ours-thread: in the
+      # server's own threads (workers.isolation = "thread"), for the cost of isolation.
+      local isolation=process; [ "$1" = ours-thread ] && isolation=thread
       MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS=127.0.0.2/32 MEDIA_PROXY__LOG__FILTER=error \
       MEDIA_PROXY__CACHE__KIND=none MEDIA_PROXY__CACHE__MEMORY=0 \
       MEDIA_PROXY__CACHE__NEGATIVE_TTL=0s MEDIA_PROXY__STORE__KIND=none \
+      MEDIA_PROXY__WORKERS__ISOLATION=$isolation \
         "$bin" serve --listen 127.0.0.1:13090 >/dev/null 2>&1 & pid=$!
       base=http://127.0.0.1:13090 ;;
     reference)
@@ -88,11 +111,11 @@ run() { # scenario file flag server
   [ -n "$file" ] && warm="$base/x.webp?url=http%3A%2F%2F127.0.0.2%3A18091%2F$file$flag"
   for _ in 1 2 3; do curl -sf -o /dev/null "$warm"; done
   local before after out
-  before=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  before=$(tree_ticks $pid)
   out=$(BENCH_FILE="$file" BENCH_FLAG="$flag" wrk -t1 -c"$conns" -d"${secs}s" --timeout 30s \
     --latency -s "$work/load.lua" "$base")
-  after=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  local hwm; hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  after=$(tree_ticks $pid)
+  local hwm; hwm=$(tree_hwm $pid)
   local ttfb=""
   if [ "$scenario" = "passthrough 50 MB" ]; then
     ttfb=$(for _ in 1 2 3 4 5; do
@@ -142,6 +165,7 @@ for s in "${scenarios[@]}"; do
   for r in $(seq "$rounds"); do
     echo "  $name, round $r" >&2
     run "$name" "$file" "$flag" ours
+    run "$name" "$file" "$flag" ours-thread
     run "$name" "$file" "$flag" reference
     [ "$name" = "passthrough 50 MB" ] && direct
   done

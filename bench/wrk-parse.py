@@ -75,7 +75,7 @@ def table(path):
     print("| scenario | server | req/s | p50 / p99 ms | server CPU ms/request | peak RSS MiB | errors |")
     print("|---|---|---|---|---|---|---|")
     for scenario in order:
-        for server in ("ours", "reference", "nginx"):
+        for server in ("ours", "ours-thread", "reference", "nginx"):
             rows = runs.get((scenario, server))
             if not rows:
                 continue
@@ -100,6 +100,18 @@ def table(path):
         print(f"| {scenario} | {mean(ref, 'cpu_ms') / mean(ours, 'cpu_ms'):.2f}× | "
               f"{mean(ref, 'rss_mib') / mean(ours, 'rss_mib'):.2f}× | "
               f"{mean(ours, 'rps') / mean(ref, 'rps'):.2f}× | {extra} |")
+
+    print()
+    print("| scenario | the sandbox's cost: CPU ms/request (process − thread) | p50 ms (process − thread) | peak RSS MiB, process / thread |")
+    print("|---|---|---|---|")
+    for scenario in order:
+        ours, thread = runs.get((scenario, "ours")), runs.get((scenario, "ours-thread"))
+        if not ours or not thread:
+            continue
+        print(f"| {scenario} | {mean(ours, 'cpu_ms') - mean(thread, 'cpu_ms'):+.2f} "
+              f"({(mean(ours, 'cpu_ms') / mean(thread, 'cpu_ms') - 1) * 100:+.1f} %) | "
+              f"{mean(ours, 'p50') - mean(thread, 'p50'):+.2f} | "
+              f"{mean(ours, 'rss_mib'):.1f} / {mean(thread, 'rss_mib'):.1f} |")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ pub const SVG_SNIFF_LIMIT: usize = 1024 * 1024;
 
 /// Every format this program distinguishes. `Other` carries the MIME type of anything else
 /// the detector recognised (or `application/octet-stream`), so that logs can name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     Jpeg,
     Png,
@@ -55,6 +55,7 @@ pub enum Format {
     Flac,
     Wav,
     /// Recognised (or not), but nothing we serve or convert (HEIC, PDF, HTML, text, …).
+    #[serde(skip)]
     Other(Foreign),
     /// No bytes at all.
     Empty,

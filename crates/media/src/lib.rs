@@ -12,6 +12,7 @@
 pub mod apng;
 pub mod avif;
 pub mod badge;
+pub mod bmff;
 pub mod budget;
 pub mod color;
 pub mod decode;
@@ -22,6 +23,7 @@ pub mod gif;
 pub mod header;
 pub mod heic;
 pub mod ico;
+pub mod job;
 pub mod jpeg;
 pub mod jxl;
 pub mod limits;
@@ -64,7 +66,7 @@ pub struct Rendered {
 
 /// Where a render's time went, summed over the frames of an animation (whose frames are
 /// decoded, transformed and encoded one at a time).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     /// Decoding (or rasterising) the source.
     pub decode: Duration,
@@ -84,7 +86,7 @@ fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
 
 /// The encoding a store-mode request asks for. The Misskey transforms have fixed outputs
 /// (WebP at the spec's settings, the badge as PNG) and use none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Output {
     /// Lossy WebP, still or animated.
     Webp { quality: u8 },

@@ -5,7 +5,7 @@
 //! nothing of ours (the `image` crate's limit type, to hand them to its decoders).
 
 /// What one input may cost. Defaults: 50 MP per frame, 1000 frames, 200 MP over all frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Pixels in one frame (or the canvas of an animation).
     pub max_pixels: u64,

@@ -5,7 +5,7 @@
 //! Input: a transform and a source size; output: the output size. Uses nothing of ours.
 
 /// The Misskey transforms, in the spec's order of precedence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Transform {
     /// Height ≤ 128 (emoji) or ≤ 320 (avatar), animation kept unless `still`.
     Emoji {
@@ -29,7 +29,7 @@ pub enum Transform {
 }
 
 /// How the source fills a requested `w`×`h` box (store mode `fit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fit {
     /// The whole image inside the box, aspect kept (the result may be smaller on one side).
     Inside,
@@ -42,7 +42,7 @@ pub enum Fit {
 }
 
 /// A store-mode resize, already valid: sides are at least 1 and at most `max_side`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resize {
     pub width: Option<u32>,
     pub height: Option<u32>,

@@ -65,6 +65,13 @@ fn routers(settings: &Settings) -> Result<(Router, MetricsRouter), BuildError> {
     let fallback_png = media::placeholder::png()
         .map_err(|e| BuildError::Setup(format!("cannot draw the fallback image: {e}")))?;
     let workers = Workers::new(&settings.workers, metrics.clone());
+    // The worker processes start now, not with the first request.
+    if let (Some(sandbox), Ok(runtime)) = (
+        workers.sandbox().cloned(),
+        tokio::runtime::Handle::try_current(),
+    ) {
+        runtime.spawn(async move { sandbox.fill().await });
+    }
     let reuse = Reuse::new(&settings.cache, metrics.clone()).map_err(BuildError::Setup)?;
     let store = Store::new(
         &settings.store,

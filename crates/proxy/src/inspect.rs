@@ -5,9 +5,10 @@
 //!
 //! Input: loaded [`Settings`], the region variables (read by `config`), an optional Lambda
 //! [`Environment`]; output: the settings with those values filled in, and one line per value
-//! saying where it came from. Uses `config`, `workers`, `lambda`.
+//! saying where it came from; with sandboxed workers, one worker is started to say what
+//! confines it. Uses `config`, `workers`, `lambda`, `sandbox`.
 
-use crate::config::{CacheKind, Settings, StoreKind};
+use crate::config::{CacheKind, Isolation, Settings, StoreKind};
 use crate::lambda::Environment;
 use crate::workers;
 
@@ -57,6 +58,35 @@ pub fn resolve(
             w.memory_budget / MIB,
             env.memory_mib
         ));
+    }
+    if w.isolation == Isolation::Process {
+        if w.worker_memory == 0 {
+            w.worker_memory = workers::worker_memory(w);
+            how.push(format!(
+                "workers.worker_memory = {} ({} MiB): 0 means the whole memory budget",
+                w.worker_memory,
+                w.worker_memory / MIB
+            ));
+        }
+        if w.worker_program.as_os_str().is_empty() {
+            w.worker_program = workers::worker_program(w);
+            how.push(format!(
+                "workers.worker_program = {:?}: empty means this binary (the file this process runs)",
+                w.worker_program
+            ));
+        }
+        // One worker started here, as the server starts them, says what confines it.
+        let said = match crate::sandbox::probe(&w.worker_program, w.worker_memory) {
+            Ok(ready) => match ready.refused {
+                None => format!(
+                    "confined: seccomp filter, no new privileges, address space limited to {} MiB",
+                    ready.memory_limit / MIB
+                ),
+                Some(why) => format!("NOT fully confined on this machine: {why}"),
+            },
+            Err(e) => format!("a worker could not be started: {e}"),
+        };
+        how.push(format!("workers.isolation = \"process\": {said}"));
     }
     let region = match (lambda, aws_region) {
         (Some(_), _) => ("the function's region", None),

@@ -25,6 +25,7 @@ pub mod relay;
 pub mod request;
 pub mod response;
 pub mod routes;
+pub mod sandbox;
 pub mod source;
 pub mod telemetry;
 pub mod workers;

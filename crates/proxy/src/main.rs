@@ -81,6 +81,13 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// A sandboxed image worker, started by the server itself: reads jobs on stdin.
+    #[command(hide = true)]
+    Worker {
+        /// Bytes it may map beyond what it maps at start.
+        #[arg(long)]
+        memory: u64,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
             lambda,
         } => check_config(file, resolved, lambda, &env),
         Command::Convert(args) => convert(args),
+        Command::Worker { memory } => return media_proxy::sandbox::worker::main(memory),
     };
     outcome.unwrap_or_else(|stop| {
         eprintln!("media-proxy: {stop}");

@@ -11,6 +11,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Why a sandboxed worker failed a job: past the deadline (killed), aborted (an allocation
+/// over its memory limit, a stack overflow, a C library's `abort`), crashed (SIGSEGV,
+/// SIGBUS, SIGILL, SIGFPE), a system call its filter forbids (SIGSYS), another signal, an
+/// exit of its own, an answer that does not parse.
+pub const WORKER_FAILURE_CAUSES: [&str; 7] = [
+    "deadline",
+    "abort",
+    "crash",
+    "forbidden_call",
+    "killed",
+    "exited",
+    "protocol",
+];
+
 /// Label pairs. Values are always from small fixed sets (never a URL or a key).
 pub type Labels = Vec<(&'static str, &'static str)>;
 
@@ -93,6 +107,14 @@ pub struct MetricSet {
     /// Failed origin fetches by `class` (dns, connect, timeout, status, too_large,
     /// blocked, redirect, body, invalid).
     pub origin_errors: Family<Labels, Counter>,
+    /// Sandboxed worker processes that failed a job, by `cause` (deadline, abort, crash,
+    /// forbidden_call, killed, exited, protocol): each cost one answer and was replaced.
+    pub worker_failures: Family<Labels, Counter>,
+    /// Worker processes started (the pool's first ones and every replacement).
+    pub worker_starts: Counter,
+    /// 1 when the last worker started had its seccomp filter and no-new-privileges in
+    /// force, 0 when the kernel refused them (see `/readyz`).
+    pub worker_confined: Gauge,
     /// The image workers' memory budget and the part of it reserved now (set when scraped).
     pub memory_budget_bytes: Gauge,
     pub memory_reserved_bytes: Gauge,
@@ -164,6 +186,9 @@ impl MetricSet {
             ),
             in_flight: Gauge::default(),
             origin_errors: Family::default(),
+            worker_failures: Family::default(),
+            worker_starts: counter(r, "worker_starts", "Sandboxed worker processes started"),
+            worker_confined: Gauge::default(),
             memory_budget_bytes: Gauge::default(),
             memory_reserved_bytes: Gauge::default(),
             registry: Arc::new(Registry::default()),
@@ -197,6 +222,16 @@ impl MetricSet {
             "origin_errors",
             "Failed origin fetches, by class",
             self.origin_errors.clone(),
+        );
+        registry.register(
+            "worker_failures",
+            "Sandboxed workers that failed a job and were replaced, by cause",
+            self.worker_failures.clone(),
+        );
+        registry.register(
+            "worker_confined",
+            "1 when workers run under their seccomp filter and no-new-privileges",
+            self.worker_confined.clone(),
         );
         registry.register(
             "cache_writes_pending",
@@ -244,7 +279,17 @@ impl MetricSet {
             }
             let _ = self.cache_skipped.get_or_create(&vec![("op", op)]);
         }
+        for cause in WORKER_FAILURE_CAUSES {
+            let _ = self.worker_failures.get_or_create(&vec![("cause", cause)]);
+        }
         self
+    }
+
+    /// One sandboxed worker failure (`cause`: one of [`WORKER_FAILURE_CAUSES`]).
+    pub fn worker_failure(&self, cause: &'static str) {
+        self.worker_failures
+            .get_or_create(&vec![("cause", cause)])
+            .inc();
     }
 
     /// The gauge of `dependency`'s circuit breaker.

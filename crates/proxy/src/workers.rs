@@ -38,9 +38,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::config::WorkerSettings;
+use bytes::Bytes;
+
+use crate::config::{Isolation, WorkerSettings};
 use crate::error::AppError;
 use crate::metrics::Metrics;
+use crate::sandbox::{Sandbox, SandboxSettings};
 
 /// Memory is reserved in units of 64 KiB (a semaphore counts permits in `u32` at a time).
 const UNIT: u64 = 64 * 1024;
@@ -66,7 +69,19 @@ pub struct Workers {
     deadline: Duration,
     /// Queue and render times go to `stage_duration_seconds`.
     metrics: Metrics,
+    /// The worker processes renders run in (`workers.isolation = "process"`); `None`:
+    /// on this process's blocking threads.
+    sandbox: Option<Sandbox>,
 }
+
+/// A job's admission: its memory and its CPU slot, released on drop.
+type Admitted = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+/// Renders whose estimate is at least this large hand their memory back when they end.
+const RELEASE_AFTER: u64 = 16 << 20;
 
 /// How long the pool must stay idle before freed memory is handed back. Trimming at once
 /// after every job made sequential traffic pay for it each time (`malloc_trim` walking the
@@ -186,8 +201,24 @@ impl Workers {
             max_waiting: settings.queue,
             queue_wait: settings.queue_wait,
             deadline: settings.deadline,
+            sandbox: (settings.isolation == Isolation::Process).then(|| {
+                Sandbox::new(
+                    SandboxSettings {
+                        program: worker_program(settings),
+                        memory_share: worker_memory(settings),
+                        keep: threads,
+                        max_output: budget,
+                    },
+                    metrics.clone(),
+                )
+            }),
             metrics,
         }
+    }
+
+    /// The worker processes, when renders run in them.
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
     }
 
     /// The memory budget in bytes.
@@ -259,11 +290,19 @@ impl Workers {
         input: bytes::Bytes,
         held: u64,
     ) -> Result<media::Rendered, AppError> {
-        let (rendered, t) = self
-            .run_holding(prepared.cost(), held, move |stop| {
-                prepared.render_timed(&input, stop)
-            })
-            .await?;
+        let job = media::job::Job::image(&prepared);
+        let (rendered, t) = match self.sandbox {
+            Some(_) => {
+                self.run_job(prepared.cost(), held, job, vec![input])
+                    .await?
+            }
+            None => {
+                self.run_holding(prepared.cost(), held, move |stop| {
+                    prepared.render_timed(&input, stop)
+                })
+                .await?
+            }
+        };
         for (stage, took) in [
             ("decode", t.decode),
             ("transform", t.transform),
@@ -285,6 +324,39 @@ impl Workers {
         self.run_holding(cost, 0, job).await
     }
 
+    /// Runs `job` (its `payloads`: the input, or a video's samples) where renders run: in
+    /// a worker process when sandboxed, else on the pool's threads; admitted as
+    /// [`Workers::run`] is, `held` bytes of its `cost` reserved already.
+    pub async fn run_job(
+        &self,
+        cost: u64,
+        held: u64,
+        job: media::job::Job,
+        payloads: Vec<Bytes>,
+    ) -> Result<(media::Rendered, media::Timings), AppError> {
+        let Some(sandbox) = &self.sandbox else {
+            return self
+                .run_holding(cost, held, move |stop| {
+                    let inputs: Vec<&[u8]> = payloads.iter().map(|p| p.as_ref()).collect();
+                    job.run(&inputs, stop)
+                })
+                .await;
+        };
+        let admitted = self.admit(cost, held).await?;
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let started = Instant::now();
+        let result = sandbox
+            .run(job, &payloads, self.deadline, cost >= RELEASE_AFTER)
+            .await;
+        self.metrics
+            .stage("render", started.elapsed().as_secs_f64());
+        drop(admitted);
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            release_when_idle(self.running.clone());
+        }
+        result
+    }
+
     /// [`Workers::run`] for a job `held` bytes of whose `cost` are reserved already: it
     /// waits only for the rest, but is refused when the whole of it exceeds the budget
     /// (otherwise it would wait for room that it holds itself).
@@ -293,6 +365,14 @@ impl Workers {
         F: FnOnce(&media::Stop) -> Result<T, media::Error> + Send + 'static,
         T: Send + 'static,
     {
+        let admitted = self.admit(cost, held).await?;
+        self.run_admitted(admitted, job).await
+    }
+
+    /// Waits until `cost` bytes of the budget (less `held`, reserved already) and a CPU slot
+    /// are free; 503 when the queue is full or the wait too long, 422 when the job could
+    /// never fit.
+    async fn admit(&self, cost: u64, held: u64) -> Result<Admitted, AppError> {
         let asked = Instant::now();
         let total = units(cost).max(1);
         // What the job still has to reserve: its estimate less what it holds already.
@@ -332,6 +412,16 @@ impl Workers {
             }
         };
         self.metrics.stage("queue", asked.elapsed().as_secs_f64());
+        Ok((memory, slot))
+    }
+
+    /// Runs `job` on a blocking thread, admitted: see [`Workers::run`].
+    async fn run_admitted<T, F>(&self, admitted: Admitted, job: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&media::Stop) -> Result<T, media::Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (memory, slot) = admitted;
         let stop = media::Stop::at(Instant::now() + self.deadline);
         let mut cancel = CancelOnDrop(Some(stop.clone()));
         let job_stop = stop.clone();
@@ -369,6 +459,27 @@ pub fn threads(settings: &WorkerSettings) -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         settings.threads
+    }
+}
+
+/// The program started as a worker: `workers.worker_program`, where empty means this
+/// binary itself — run as `/proc/self/exe`, the very file this process runs, so an upgrade
+/// that replaces the binary on disk never pairs a server with a worker of another version.
+pub fn worker_program(settings: &WorkerSettings) -> std::path::PathBuf {
+    if settings.worker_program.as_os_str().is_empty() {
+        "/proc/self/exe".into()
+    } else {
+        settings.worker_program.clone()
+    }
+}
+
+/// What one worker process may map beyond its start: `workers.worker_memory`, where 0
+/// means the whole memory budget.
+pub fn worker_memory(settings: &WorkerSettings) -> u64 {
+    if settings.worker_memory == 0 {
+        memory_budget(settings)
+    } else {
+        settings.worker_memory
     }
 }
 

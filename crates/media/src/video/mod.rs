@@ -29,7 +29,7 @@ use image::metadata::Orientation;
 use crate::{Error, Limits, Output, Rendered, Stop, Transform};
 
 /// The video codecs a track may carry. Only what a thumbnail needs is kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     /// H.264 / AVC: the parameter sets of the `avcC` box, and the length of the size field
     /// in front of each NAL unit of a sample (1, 2 or 4 bytes).
@@ -64,6 +64,22 @@ pub struct Track {
     /// In `timescale` ticks (from the media header, else the sum of the sample durations).
     pub duration: u64,
     pub(crate) table: Table,
+}
+
+impl Track {
+    /// A track that only renders frames (the samples come with the job): its codec, coded
+    /// size and rotation, no sample table.
+    pub fn for_frames(codec: Codec, width: u32, height: u32, rotation: u16) -> Track {
+        Track {
+            codec,
+            width,
+            height,
+            rotation,
+            timescale: 1,
+            duration: 0,
+            table: Table::Mp4(mp4::SampleTable::default()),
+        }
+    }
 }
 
 /// Where a track's samples are described: an MP4 sample table, or a Matroska index (the

@@ -5,7 +5,8 @@
 //!   `moov` after a large `mdat` is found with a few small reads, not by reading the media.
 //!   Written here rather than with a library: it is the one piece that must work on headers
 //!   read by range, and it is a dozen lines of box arithmetic.
-//! - [`track`] decodes the `moov` box with `mp4-atom` and keeps the first video track: codec,
+//! - [`track`] decodes the `moov` box with `mp4-atom` (its nesting bounded first by
+//!   [`crate::bmff`]) and keeps the first video track: codec,
 //!   size, rotation, duration and its sample table.
 //! - [`plan`] turns a time into the samples to decode: the keyframe at or before it and the
 //!   samples up to it. The arithmetic over the tables (`stts`, `stss`, `stsc`, `stco`/`co64`,
@@ -365,6 +366,8 @@ fn broken(what: &str) -> Error {
 
 /// The first video track of a `moov` box (the bytes [`Step::Index`] named).
 pub fn track(moov: &[u8]) -> Result<Track, Error> {
+    // `mp4-atom` recurses into nested boxes without a depth limit: bounded first.
+    crate::bmff::check_nesting(moov)?;
     let moov = Moov::decode(&mut Cursor::new(moov))
         .map_err(|e| Error::Invalid(format!("MP4 index: {e}")))?;
     let trak = moov

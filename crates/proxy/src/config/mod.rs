@@ -106,7 +106,7 @@ pub struct ImageLimits {
 }
 
 /// The pool that runs image work (never on the async workers), and its admission rules.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Images processed at once; 0 means one per CPU core.
@@ -124,6 +124,26 @@ pub struct WorkerSettings {
     /// processed (each reserves its estimate from the headers before decoding). 0 means half
     /// of the memory available to the process (its cgroup limit, else the machine's RAM).
     pub memory_budget: u64,
+    /// Where decoding runs: `process` (sandboxed worker processes, the default) or
+    /// `thread` (inside the server, for debugging and for comparing costs).
+    pub isolation: Isolation,
+    /// Bytes of address space one worker process may map beyond what it maps at start
+    /// (its share of the budget; a job that needs more fails with 422). 0: the whole
+    /// memory budget (one job may be admitted with all of it).
+    pub worker_memory: u64,
+    /// The program started as a worker (`PROGRAM worker`); empty: this binary itself. Set
+    /// only to run the workers from another copy of media-proxy.
+    pub worker_program: std::path::PathBuf,
+}
+
+/// Where image work runs (`workers.isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Worker processes, each confined by the kernel (`sandbox`).
+    Process,
+    /// Threads of the server process.
+    Thread,
 }
 
 impl Default for ImageLimits {
@@ -163,6 +183,9 @@ impl Default for WorkerSettings {
             queue_wait: Duration::from_secs(5),
             deadline: Duration::from_secs(10),
             memory_budget: 0,
+            isolation: Isolation::Process,
+            worker_memory: 0,
+            worker_program: std::path::PathBuf::new(),
         }
     }
 }

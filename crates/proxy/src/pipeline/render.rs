@@ -81,14 +81,8 @@ impl Renderer {
     ) -> Result<Variant, AppError> {
         self.metrics.renders.inc();
         let cost = media::video::cost(&frame.track, transform, output);
-        let rendered = self
-            .workers
-            .run(cost, move |stop| {
-                let samples: Vec<&[u8]> = frame.samples.iter().map(|s| s.as_ref()).collect();
-                let before = &frame.shown_before;
-                media::video::render(&frame.track, &samples, before, transform, output, stop)
-            })
-            .await?;
+        let job = media::job::Job::video(&frame.track, &frame.shown_before, transform, output);
+        let (rendered, _) = self.workers.run_job(cost, 0, job, frame.samples).await?;
         Ok(fresh(rendered))
     }
 

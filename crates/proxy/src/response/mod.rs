@@ -73,14 +73,14 @@ pub fn hello() -> Response {
 }
 
 /// A short plain-text answer that no cache keeps (health endpoints).
-pub fn plain(status: StatusCode, text: &'static str) -> Response {
+pub fn plain(status: StatusCode, text: impl Into<axum::body::Body>) -> Response {
     (
         status,
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        text,
+        text.into(),
     )
         .into_response()
 }

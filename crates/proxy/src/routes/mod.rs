@@ -31,7 +31,8 @@ pub async fn healthz() -> Response {
 /// Readiness: new image work would be admitted now (the queue is not full) and the store,
 /// when there is one, is not resting behind its open breaker. The variant cache being down
 /// does not count: answers go on without it. Not in the access log; a load balancer polls
-/// it.
+/// it. Ready workers that run without part of their sandbox (a kernel that refused the
+/// seccomp filter) say so in the body: `ready; workers unconfined: …`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
     if state.workers.saturated() {
@@ -43,7 +44,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     {
         response::plain(unavailable, "store unavailable")
     } else {
-        response::plain(axum::http::StatusCode::OK, "ready")
+        let unconfined = state
+            .workers
+            .sandbox()
+            .and_then(|s| s.confinement())
+            .and_then(|c| c.refused);
+        match unconfined {
+            Some(why) => response::plain(
+                axum::http::StatusCode::OK,
+                format!("ready; workers unconfined: {why}"),
+            ),
+            None => response::plain(axum::http::StatusCode::OK, "ready"),
+        }
     }
 }
 

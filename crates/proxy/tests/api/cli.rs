@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::{loopback_client as http, media_proxy};
+use crate::helpers::{loopback_client as http, media_proxy, Server};
 
 #[test]
 fn help_explains_every_option() {
@@ -281,65 +281,10 @@ async fn convert_gives_the_bytes_the_server_sends() {
     }
 }
 
-/// The binary serving on a free port with the scripted origin allowed; killed on drop.
-struct Server {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    async fn start(grace: &str) -> Server {
-        let port = crate::store_s3::free_port();
-        let child = media_proxy()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
-            .env("MEDIA_PROXY__STORE__KIND", "none")
-            .env("MEDIA_PROXY__CACHE__KIND", "none")
-            .env("MEDIA_PROXY__LOG__FILTER", "error")
-            .env("MEDIA_PROXY__SHUTDOWN_GRACE", grace)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        crate::helpers::until_serving(&http(), &server.base, "the server").await;
-        server
-    }
-
-    fn terminate(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM");
-    }
-
-    /// The exit code, waiting at most `secs`.
-    async fn exit_code(&mut self, secs: u64) -> Option<i32> {
-        for _ in 0..secs * 50 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("still running after {secs} s");
-    }
-}
-
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let origin = crate::helpers::spawn_origin(std::net::Ipv4Addr::new(127, 0, 0, 2)).await;
-    let mut server = Server::start("30s").await;
+    let mut server = Server::start(&[("MEDIA_PROXY__SHUTDOWN_GRACE", "30s")]).await;
     let url = format!(
         "{}/e.webp?url={}&emoji",
         server.base,
@@ -378,7 +323,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
 #[tokio::test]
 async fn past_the_grace_period_the_process_exits_anyway() {
     let origin = crate::helpers::spawn_origin(std::net::Ipv4Addr::new(127, 0, 0, 2)).await;
-    let mut server = Server::start("300ms").await;
+    let mut server = Server::start(&[("MEDIA_PROXY__SHUTDOWN_GRACE", "300ms")]).await;
     let stalled = format!(
         "{}/e.webp?url={}&emoji",
         server.base,

@@ -103,6 +103,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.cache.kind = media_proxy::config::CacheKind::None;
     settings.cache.memory = 0;
     settings.cache.negative_ttl = Duration::ZERO;
+    // Renders run in worker processes of the built binary (this test harness is no
+    // media-proxy binary to start as one).
+    settings.workers.worker_program = env!("CARGO_BIN_EXE_media-proxy").into();
     configure(&mut settings);
     let settings = settings.validate().expect("test settings are valid");
     let app = Application::build(&settings).await.expect("app builds");
@@ -718,4 +721,82 @@ pub fn timeless(blob: &[u8]) -> (serde_json::Value, &[u8]) {
     let created = header.as_object_mut().unwrap().remove("created");
     assert!(created.is_some_and(|c| c.is_u64()), "a creation time");
     (header, bytes)
+}
+
+/// The binary serving on a free port of 127.0.0.1 (remote mode, 127.0.0.2 allowed as an
+/// origin, no store, no cache, errors only in its log, unless `env` says otherwise); killed
+/// on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Started with these `MEDIA_PROXY__…` variables over the defaults above; returns once
+    /// it answers `/healthz`.
+    pub async fn start(env: &[(&str, &str)]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut cmd = media_proxy();
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MEDIA_PROXY__ALLOWED_PRIVATE_NETWORKS", "127.0.0.2/32")
+            .env("MEDIA_PROXY__STORE__KIND", "none")
+            .env("MEDIA_PROXY__CACHE__KIND", "none")
+            .env("MEDIA_PROXY__LOG__FILTER", "error")
+            .stderr(std::process::Stdio::null());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let server = Server {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        until_serving(&loopback_client(), &server.base, "the server").await;
+        server
+    }
+
+    /// `GET` of `path_and_query` on the server.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base)
+    }
+
+    /// The remote-mode URL of `path` with `url` percent-encoded and `extra` after it.
+    pub fn proxy_url(&self, path: &str, url: &str, extra: &str) -> String {
+        let encoded: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+        format!("{}/{path}?url={encoded}{extra}", self.base)
+    }
+
+    pub fn terminate(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+    }
+
+    /// The exit code, waiting at most `secs`.
+    pub async fn exit_code(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 50 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("still running after {secs} s");
+    }
+
+    /// Still running (not exited, not killed by a signal).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
 }

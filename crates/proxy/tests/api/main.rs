@@ -30,6 +30,7 @@ mod limits;
 mod operations;
 mod operator;
 mod passthrough;
+mod sandbox;
 mod ssrf;
 mod store;
 mod store_s3;
