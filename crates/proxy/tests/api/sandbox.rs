@@ -83,6 +83,19 @@ async fn a_self_nesting_mp4_is_a_422_and_the_server_stays_up() {
     }
 }
 
+/// The server's `/metrics` text.
+async fn metrics_of(server: &Server) -> String {
+    let metrics = loopback_client().get(server.url("/metrics")).send().await;
+    metrics.unwrap().text().await.unwrap()
+}
+
+/// After a lost worker: the next request gets a new one and is served.
+async fn the_next_one_is_served(server: &mut Server, origin: &crate::helpers::Origin) {
+    let small = server.proxy_url("p.webp", &origin.url("/generated/64x48.png"), "&static=1");
+    let status = answered_and_alive(server, &small, "the next one").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 /// The worker processes of `server` (its children), by `/proc`.
 fn workers_of(server: &Server) -> Vec<u32> {
     let parent = server.child.id();
@@ -162,14 +175,7 @@ async fn workers_run_confined_and_check_config_says_so() {
             "{pid} is a worker"
         );
     }
-    let metrics = crate::helpers::loopback_client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&server).await;
     assert_eq!(
         crate::helpers::metric(&metrics, "media_proxy_worker_confined"),
         Some(1.0)
@@ -210,23 +216,13 @@ async fn a_worker_over_its_memory_share_costs_one_answer() {
     );
     let status = answered_and_alive(&mut server, &big, "over its share").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let metrics = loopback_client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&server).await;
     let failures = crate::helpers::metric(
         &metrics,
         r#"media_proxy_worker_failures_total{cause="abort"}"#,
     );
     assert_eq!(failures, Some(1.0), "{metrics}");
-    // The next request gets a new worker and is served.
-    let small = server.proxy_url("p.webp", &origin.url("/generated/64x48.png"), "&static=1");
-    let status = answered_and_alive(&mut server, &small, "the next one").await;
-    assert_eq!(status, StatusCode::OK);
+    the_next_one_is_served(&mut server, &origin).await;
 }
 
 #[tokio::test]
@@ -259,14 +255,7 @@ async fn a_render_past_its_deadline_is_killed_then_and_the_next_is_served() {
         "{:.2} CPU-s after the answer",
         later - after_answer
     );
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&server).await;
     assert_eq!(
         crate::helpers::metric(
             &metrics,
@@ -274,9 +263,7 @@ async fn a_render_past_its_deadline_is_killed_then_and_the_next_is_served() {
         ),
         Some(1.0)
     );
-    let small = server.proxy_url("p.webp", &origin.url("/generated/64x48.png"), "&static=1");
-    let status = answered_and_alive(&mut server, &small, "the next one").await;
-    assert_eq!(status, StatusCode::OK);
+    the_next_one_is_served(&mut server, &origin).await;
 }
 
 #[tokio::test]
@@ -319,7 +306,5 @@ async fn a_worker_killed_mid_render_costs_that_request_only() {
     let status = in_flight.await.unwrap().unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(server.running());
-    let small = server.proxy_url("p.webp", &origin.url("/generated/64x48.png"), "&static=1");
-    let status = answered_and_alive(&mut server, &small, "the next one").await;
-    assert_eq!(status, StatusCode::OK);
+    the_next_one_is_served(&mut server, &origin).await;
 }
