@@ -4,7 +4,9 @@
 //! prices the render with the functions here: an upper estimate of the memory it will hold
 //! at its peak: the input, the decoded
 //! pixels at the size they will actually be decoded (JPEG at its reduced DCT scale), the
-//! canvases an animation keeps, and the output buffers. The service reserves that much from
+//! canvases an animation keeps, the output buffers, and a decoder's own whole-image buffers
+//! (a progressive JPEG's coefficients: `jpeg::decode_buffers`, added by `prepare`). A
+//! sandboxed worker is held to about this estimate, so what it misses fails a render. The service reserves that much from
 //! its global memory budget before the work may start.
 //!
 //! [`Stop`] is checked between stages and between animation frames: a render whose client

@@ -203,7 +203,11 @@ fn prepare_inner(
         let probe = probe::probe(input, format)?;
         probe.check(limits)?;
         let animated = animates(format, transform, &probe);
-        let cost = budget::raster_cost(&probe, format, transform, animated, input_len);
+        let decoder = match format {
+            Format::Jpeg => jpeg::decode_buffers(input),
+            _ => 0,
+        };
+        let cost = budget::raster_cost(&probe, format, transform, animated, input_len) + decoder;
         (Header::Raster(probe), cost)
     };
     Ok(Prepared {

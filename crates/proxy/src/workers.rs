@@ -346,7 +346,7 @@ impl Workers {
         self.running.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let result = sandbox
-            .run(job, &payloads, self.deadline, cost >= RELEASE_AFTER)
+            .run(job, &payloads, cost, self.deadline, cost >= RELEASE_AFTER)
             .await;
         self.metrics
             .stage("render", started.elapsed().as_secs_f64());

@@ -109,7 +109,16 @@ fn install() -> Result<(), String> {
 /// The process's virtual size now, from `/proc/self/status` (read before the filter, which
 /// forbids opening it).
 fn virtual_size() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    virtual_size_in("/proc/self/status")
+}
+
+/// Another process's virtual size (the server reads its workers').
+pub fn virtual_size_of(pid: u32) -> Option<u64> {
+    virtual_size_in(&format!("/proc/{pid}/status"))
+}
+
+fn virtual_size_in(path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     let kb = status
         .lines()
         .find_map(|l| l.strip_prefix("VmSize:"))?

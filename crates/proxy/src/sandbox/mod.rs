@@ -70,6 +70,19 @@ struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// Its hard address-space limit (0: none could be set); each job lowers the soft one.
+    memory_limit: u64,
+}
+
+/// Address space a job may map beyond what its worker maps when the job starts: twice its
+/// admitted estimate (the estimate counts what is live at the peak; growth by doubling and
+/// the allocator's own reserve map more than that) and 64 MiB for the codec's tables, the
+/// output and the job's frames in flight. A file whose headers lie about its size — a
+/// 320×240 track holding a 4K stream, a 64×64 `ispe` over a 7000×7000 image — is admitted
+/// by the estimate of what it claims, and its worker dies at this limit (`abort`, 422)
+/// instead of holding memory that no budget counted.
+fn allowance(cost: u64) -> u64 {
+    cost.saturating_mul(2).saturating_add(64 << 20)
 }
 
 /// Why a job did not come back from its worker.
@@ -110,13 +123,14 @@ impl Sandbox {
         self.inner.confinement.lock().map_or(None, |c| c.clone())
     }
 
-    /// Runs `job` with `payloads` on an idle worker (or a new one) and waits at most
-    /// `deadline` for its answer. `release_after`: the worker hands freed memory back after
-    /// it (a large job).
+    /// Runs `job` with `payloads` on an idle worker (or a new one), its address space held
+    /// to [`allowance`] of its admitted `cost`, and waits at most `deadline` for its answer.
+    /// `release_after`: the worker hands freed memory back after it (a large job).
     pub async fn run(
         &self,
         job: media::job::Job,
         payloads: &[Bytes],
+        cost: u64,
         deadline: Duration,
         release_after: bool,
     ) -> Result<(media::Rendered, media::Timings), AppError> {
@@ -128,6 +142,7 @@ impl Sandbox {
                 AppError::Overloaded
             })?,
         };
+        worker.limit_memory(allowance(cost));
         let request = Request {
             job,
             deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
@@ -211,11 +226,13 @@ impl Sandbox {
             child,
             stdin,
             stdout: BufReader::with_capacity(1 << 16, stdout),
+            memory_limit: 0,
         };
         let (ready, _): (Ready, _) =
             tokio::time::timeout(Duration::from_secs(10), worker.receive(0))
                 .await
                 .map_err(|_| std::io::Error::other("worker did not start within 10 s"))??;
+        worker.memory_limit = ready.memory_limit;
         self.inner.metrics.worker_starts.inc();
         let confined = ready.seccomp && ready.no_new_privs;
         self.inner.metrics.worker_confined.set(i64::from(confined));
@@ -264,6 +281,36 @@ pub fn probe(program: &std::path::Path, memory_share: u64) -> Result<Ready, Stri
 }
 
 impl Worker {
+    /// Sets the worker's soft address-space limit to what it maps now plus `allowance`
+    /// (never above its hard limit, which it set itself). Done from the server: the worker
+    /// may make no such call, and may not raise a limit the next job needs higher.
+    #[allow(unsafe_code)]
+    fn limit_memory(&self, allowance: u64) {
+        let (Some(pid), true) = (self.child.id(), self.memory_limit > 0) else {
+            return;
+        };
+        let Some(now) = confine::virtual_size_of(pid) else {
+            return;
+        };
+        let limit = libc::rlimit {
+            rlim_cur: now.saturating_add(allowance).min(self.memory_limit),
+            rlim_max: self.memory_limit,
+        };
+        // SAFETY: prlimit on our own child with a value we own; a failure leaves the hard
+        // limit, which still bounds the worker.
+        let set = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_AS,
+                &limit,
+                std::ptr::null_mut(),
+            )
+        };
+        if set != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "worker memory limit not lowered");
+        }
+    }
+
     /// Sends a request and its payloads, reads the answer and its payload.
     async fn exchange(
         &mut self,

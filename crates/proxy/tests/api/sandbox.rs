@@ -308,3 +308,82 @@ async fn a_worker_killed_mid_render_costs_that_request_only() {
     assert!(server.running());
     the_next_one_is_served(&mut server, &origin).await;
 }
+
+/// A 4K H.264 clip made by ffmpeg, and the same file with its sample entry (`avc1`) and
+/// track header claiming 320×240.
+fn four_k_and_its_lie() -> (Vec<u8>, Vec<u8>) {
+    let path = made_dir().join("sandbox-4k.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=3840x2160:rate=30",
+        ])
+        .args([
+            "-t",
+            "0.3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-movflags", "+faststart"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg (./dev tools installs it)")
+        .success();
+    assert!(ok, "ffmpeg made the clip");
+    let truth = std::fs::read(&path).unwrap();
+    let mut lie = truth.clone();
+    let find = |bytes: &[u8], what: &[u8], from: usize| {
+        from + bytes[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .unwrap()
+    };
+    // The sample entry after `stsd` (the brand list of `ftyp` names avc1 too): its width
+    // and height are 24 bytes into its body.
+    let entry = find(&lie, b"avc1", find(&lie, b"stsd", 0));
+    lie[entry + 28..entry + 30].copy_from_slice(&320u16.to_be_bytes());
+    lie[entry + 30..entry + 32].copy_from_slice(&240u16.to_be_bytes());
+    // The track header's last 8 bytes: width and height in 16.16.
+    let tkhd = find(&lie, b"tkhd", 0);
+    let size = u32::from_be_bytes(lie[tkhd - 4..tkhd].try_into().unwrap()) as usize;
+    let end = tkhd - 4 + size;
+    lie[end - 8..end - 4].copy_from_slice(&(320u32 << 16).to_be_bytes());
+    lie[end - 4..end].copy_from_slice(&(240u32 << 16).to_be_bytes());
+    (truth, lie)
+}
+
+#[tokio::test]
+async fn a_video_lying_about_its_size_is_stopped_at_what_its_claim_admitted() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let (truth, lie) = four_k_and_its_lie();
+    std::fs::write(made_dir().join("sandbox-4k-truth.mp4"), &truth).unwrap();
+    std::fs::write(made_dir().join("sandbox-4k-lie.mp4"), &lie).unwrap();
+    let mut server = Server::start(&[("MEDIA_PROXY__WORKERS__THREADS", "1")]).await;
+    // Told the truth, the frame's estimate admits the ~150 MB its decoder needs.
+    let url = server.proxy_url(
+        "t.webp",
+        &origin.url("/made/sandbox-4k-truth.mp4?ranges=1"),
+        "&thumbnail=1",
+    );
+    let status = answered_and_alive(&mut server, &url, "the truthful 4K clip").await;
+    assert_eq!(status, StatusCode::OK);
+    // Claiming 320×240, it is admitted for a small frame, and its worker may not map the
+    // 4K pictures its stream needs.
+    let url = server.proxy_url(
+        "t.webp",
+        &origin.url("/made/sandbox-4k-lie.mp4?ranges=1"),
+        "&thumbnail=1",
+    );
+    let status = answered_and_alive(&mut server, &url, "the lying clip").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    the_next_one_is_served(&mut server, &origin).await;
+}
