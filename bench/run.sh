@@ -72,16 +72,21 @@ ticks=$(getconf CLK_TCK)
 # replaced worker), and its live children's (ours renders in `media-proxy worker` children).
 tree_ticks() {
   local total; total=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat")
+  local t
   for c in $(pgrep -P "$1"); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+    t=$(awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true)
+    total=$((total + ${t:-0}))
   done
   echo "$total"
 }
 # Peak RSS (kB) of a server and its live worker processes, added up.
 tree_hwm() {
   local total; total=$(awk '/VmHWM/ {print $2}' "/proc/$1/status")
+  local k
   for c in $(pgrep -P "$1"); do
-    total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$c/status" 2>/dev/null || echo 0)))
+    # A worker that just ended (a zombie) has no VmHWM line.
+    k=$(awk '/VmHWM/ {print $2}' "/proc/$c/status" 2>/dev/null || true)
+    total=$((total + ${k:-0}))
   done
   echo "$total"
 }
