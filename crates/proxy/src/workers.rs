@@ -290,9 +290,10 @@ impl Workers {
         input: bytes::Bytes,
         held: u64,
     ) -> Result<media::Rendered, AppError> {
-        let job = media::job::Job::image(&prepared);
+        // In-process, the prepared render is used as it is (no second header read).
         let (rendered, t) = match self.sandbox {
             Some(_) => {
+                let job = media::job::Job::image(&prepared);
                 self.run_job(prepared.cost(), held, job, vec![input])
                     .await?
             }
@@ -365,10 +366,36 @@ impl Workers {
         F: FnOnce(&media::Stop) -> Result<T, media::Error> + Send + 'static,
         T: Send + 'static,
     {
-        let admitted = self.admit(cost, held).await?;
-        self.run_admitted(admitted, job).await
+        let (memory, slot) = self.admit(cost, held).await?;
+        let stop = media::Stop::at(Instant::now() + self.deadline);
+        let mut cancel = CancelOnDrop(Some(stop.clone()));
+        let job_stop = stop.clone();
+        let running = self.running.clone();
+        let metrics = self.metrics.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            running.fetch_add(1, Ordering::AcqRel);
+            let started = Instant::now();
+            let result = job(&job_stop);
+            metrics.stage("render", started.elapsed().as_secs_f64());
+            drop((memory, slot));
+            if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                release_when_idle(running);
+            }
+            result
+        });
+        // The job checks the deadline itself; this bounds the wait when one long codec call
+        // keeps it from checking. It then stops at its next check, still holding its permits.
+        let answer = tokio::time::timeout(self.deadline, handle).await;
+        cancel.0 = None;
+        match answer {
+            Err(_) => {
+                stop.cancel();
+                Err(media::Error::TimedOut.into())
+            }
+            Ok(Err(e)) => Err(AppError::Internal(format!("image worker failed: {e}"))),
+            Ok(Ok(result)) => Ok(result?),
+        }
     }
-
     /// Waits until `cost` bytes of the budget (less `held`, reserved already) and a CPU slot
     /// are free; 503 when the queue is full or the wait too long, 422 when the job could
     /// never fit.
@@ -413,43 +440,6 @@ impl Workers {
         };
         self.metrics.stage("queue", asked.elapsed().as_secs_f64());
         Ok((memory, slot))
-    }
-
-    /// Runs `job` on a blocking thread, admitted: see [`Workers::run`].
-    async fn run_admitted<T, F>(&self, admitted: Admitted, job: F) -> Result<T, AppError>
-    where
-        F: FnOnce(&media::Stop) -> Result<T, media::Error> + Send + 'static,
-        T: Send + 'static,
-    {
-        let (memory, slot) = admitted;
-        let stop = media::Stop::at(Instant::now() + self.deadline);
-        let mut cancel = CancelOnDrop(Some(stop.clone()));
-        let job_stop = stop.clone();
-        let running = self.running.clone();
-        let metrics = self.metrics.clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            running.fetch_add(1, Ordering::AcqRel);
-            let started = Instant::now();
-            let result = job(&job_stop);
-            metrics.stage("render", started.elapsed().as_secs_f64());
-            drop((memory, slot));
-            if running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                release_when_idle(running);
-            }
-            result
-        });
-        // The job checks the deadline itself; this bounds the wait when one long codec call
-        // keeps it from checking. It then stops at its next check, still holding its permits.
-        let answer = tokio::time::timeout(self.deadline, handle).await;
-        cancel.0 = None;
-        match answer {
-            Err(_) => {
-                stop.cancel();
-                Err(media::Error::TimedOut.into())
-            }
-            Ok(Err(e)) => Err(AppError::Internal(format!("image worker failed: {e}"))),
-            Ok(Ok(result)) => Ok(result?),
-        }
     }
 }
 

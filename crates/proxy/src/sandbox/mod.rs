@@ -208,15 +208,7 @@ impl Sandbox {
     /// A new worker, once it has said it is ready.
     async fn start(&self) -> std::io::Result<Worker> {
         let s = &self.inner.settings;
-        let mut child = Command::new(&s.program)
-            .arg("worker")
-            .arg("--memory")
-            .arg(s.memory_share.to_string())
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+        let mut child = Command::from(worker_command(&s.program, s.memory_share))
             .kill_on_drop(true)
             .spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -256,15 +248,26 @@ impl Sandbox {
     }
 }
 
-/// Starts one worker the way the pool does, reads what it says of its confinement, and lets
-/// it end (`check-config --resolved`; no runtime needed).
-pub fn probe(program: &std::path::Path, memory_share: u64) -> Result<Ready, String> {
-    let mut child = std::process::Command::new(program)
+/// How a worker is started: `PROGRAM worker --memory BYTES`, its job and answer on pipes,
+/// its messages on our stderr, no backtrace capture (it would open files).
+fn worker_command(program: &std::path::Path, memory_share: u64) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command
         .arg("worker")
         .arg("--memory")
         .arg(memory_share.to_string())
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Starts one worker the way the pool does, reads what it says of its confinement, and lets
+/// it end (`check-config --resolved`; no runtime needed).
+pub fn probe(program: &std::path::Path, memory_share: u64) -> Result<Ready, String> {
+    let mut child = worker_command(program, memory_share)
         .spawn()
         .map_err(|e| format!("{}: {e}", program.display()))?;
     let said = child

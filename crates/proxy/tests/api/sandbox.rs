@@ -89,9 +89,21 @@ async fn metrics_of(server: &Server) -> String {
     metrics.unwrap().text().await.unwrap()
 }
 
+/// The remote-mode `static` still of a PNG the origin draws at `size` (`WxH`).
+fn still_of_generated(server: &Server, origin: &crate::helpers::Origin, size: &str) -> String {
+    let png = origin.url(&format!("/generated/{size}.png"));
+    server.proxy_url("p.webp", &png, "&static=1")
+}
+
+/// Workers lost for `cause`, from the server's `/metrics`.
+async fn worker_failures(server: &Server, cause: &str) -> Option<f64> {
+    let series = format!(r#"media_proxy_worker_failures_total{{cause="{cause}"}}"#);
+    crate::helpers::metric(&metrics_of(server).await, &series)
+}
+
 /// After a lost worker: the next request gets a new one and is served.
 async fn the_next_one_is_served(server: &mut Server, origin: &crate::helpers::Origin) {
-    let small = server.proxy_url("p.webp", &origin.url("/generated/64x48.png"), "&static=1");
+    let small = still_of_generated(server, origin, "64x48");
     let status = answered_and_alive(server, &small, "the next one").await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -209,19 +221,10 @@ async fn a_worker_over_its_memory_share_costs_one_answer() {
         ("MEDIA_PROXY__WORKERS__WORKER_MEMORY", "33554432"),
     ])
     .await;
-    let big = server.proxy_url(
-        "p.webp",
-        &origin.url("/generated/3000x3000.png"),
-        "&static=1",
-    );
+    let big = still_of_generated(&server, &origin, "3000x3000");
     let status = answered_and_alive(&mut server, &big, "over its share").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let metrics = metrics_of(&server).await;
-    let failures = crate::helpers::metric(
-        &metrics,
-        r#"media_proxy_worker_failures_total{cause="abort"}"#,
-    );
-    assert_eq!(failures, Some(1.0), "{metrics}");
+    assert_eq!(worker_failures(&server, "abort").await, Some(1.0));
     the_next_one_is_served(&mut server, &origin).await;
 }
 
@@ -234,11 +237,7 @@ async fn a_render_past_its_deadline_is_killed_then_and_the_next_is_served() {
     ])
     .await;
     // 49 MP to decode and resize: seconds of work, far past 300 ms.
-    let slow = server.proxy_url(
-        "p.webp",
-        &origin.url("/generated/7000x7000.png"),
-        "&static=1",
-    );
+    let slow = still_of_generated(&server, &origin, "7000x7000");
     let client = loopback_client();
     let answer = client.get(&slow).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -255,14 +254,7 @@ async fn a_render_past_its_deadline_is_killed_then_and_the_next_is_served() {
         "{:.2} CPU-s after the answer",
         later - after_answer
     );
-    let metrics = metrics_of(&server).await;
-    assert_eq!(
-        crate::helpers::metric(
-            &metrics,
-            r#"media_proxy_worker_failures_total{cause="deadline"}"#
-        ),
-        Some(1.0)
-    );
+    assert_eq!(worker_failures(&server, "deadline").await, Some(1.0));
     the_next_one_is_served(&mut server, &origin).await;
 }
 
@@ -275,11 +267,7 @@ async fn a_worker_killed_mid_render_costs_that_request_only() {
     ])
     .await;
     let idle = confined_workers(&server, 1).await;
-    let slow = server.proxy_url(
-        "p.webp",
-        &origin.url("/generated/7000x7000.png"),
-        "&static=1",
-    );
+    let slow = still_of_generated(&server, &origin, "7000x7000");
     let client = loopback_client();
     let in_flight = tokio::spawn({
         let client = client.clone();
