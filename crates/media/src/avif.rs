@@ -116,6 +116,7 @@ pub fn probe(bytes: &[u8]) -> Result<Probe, Error> {
         frames: decoder.frames(),
         orientation: orientation(image),
         icc: icc(image),
+        coded: None,
     })
 }
 

@@ -92,7 +92,8 @@ pub(crate) fn raster_cost(
         Format::Heic => rgba(w, h) * 4,
         // JPEG XL renders in 32-bit floats, in groups and whole-frame buffers: measured at
         // 379 MB peak for 12 MP (bench/formats-figures.sh), about 8 bytes per RGBA byte.
-        Format::Jxl => rgba(w, h) * 8,
+        // Priced at its largest decoded frame (which may be larger than the canvas).
+        Format::Jxl => probe.largest_frame().saturating_mul(4 * 8),
         _ => rgba(w, h) * 2,
     };
     // Resized, oriented and encoded copies of the (small) result.

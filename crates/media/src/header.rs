@@ -18,6 +18,19 @@ pub struct Probe {
     pub orientation: Orientation,
     /// The embedded ICC colour profile, if any.
     pub icc: Option<Vec<u8>>,
+    /// Every frame the decoder decodes, shown or not, when a format has more than it shows
+    /// (JPEG XL's zero-length and reference-only frames): the limits count these too.
+    pub coded: Option<Coded>,
+}
+
+/// The frames a decoder decodes to render the shown ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coded {
+    pub frames: u32,
+    /// Their pixels, all added up.
+    pub pixels: u64,
+    /// The pixels of the largest one (a frame may be larger than the canvas it is shown on).
+    pub largest: u64,
 }
 
 impl Probe {
@@ -29,7 +42,14 @@ impl Probe {
             frames: 1,
             orientation: Orientation::NoTransforms,
             icc: None,
+            coded: None,
         }
+    }
+
+    /// Pixels of the largest frame decoded.
+    pub fn largest_frame(&self) -> u64 {
+        let shown = u64::from(self.width) * u64::from(self.height);
+        self.coded.map_or(shown, |c| c.largest.max(shown))
     }
 
     /// Width and height as displayed, after the EXIF orientation.
@@ -41,7 +61,8 @@ impl Probe {
         }
     }
 
-    /// Refuses inputs over `limits` (422), before decoding.
+    /// Refuses inputs over `limits` (422), before decoding: the shown frames, and every
+    /// frame decoded ([`Probe::coded`]).
     pub fn check(&self, limits: &Limits) -> Result<(), Error> {
         let pixels = u64::from(self.width) * u64::from(self.height);
         if self.width == 0 || self.height == 0 {
@@ -64,6 +85,26 @@ impl Probe {
                 "{} frames of {}×{} is over {} pixels in all",
                 self.frames, self.width, self.height, limits.max_total_pixels
             )));
+        }
+        if let Some(coded) = self.coded {
+            if coded.largest > limits.max_pixels {
+                return Err(Error::TooLarge(format!(
+                    "a decoded frame of {} pixels, over {}",
+                    coded.largest, limits.max_pixels
+                )));
+            }
+            if coded.frames > limits.max_frames {
+                return Err(Error::TooLarge(format!(
+                    "{} frames decoded ({} shown) is over {}",
+                    coded.frames, self.frames, limits.max_frames
+                )));
+            }
+            if coded.pixels > limits.max_total_pixels {
+                return Err(Error::TooLarge(format!(
+                    "{} frames decoded of {} pixels in all, over {}",
+                    coded.frames, coded.pixels, limits.max_total_pixels
+                )));
+            }
         }
         Ok(())
     }

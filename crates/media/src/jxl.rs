@@ -3,7 +3,10 @@
 //!
 //! The header read ([`probe`]) parses the codestream's headers and frame table (no pixels):
 //! the size as shown (orientation is applied by the decoder, so none is left to apply) and
-//! the number of displayed frames. Pixels are asked for in sRGB; the decoder converts what
+//! the number of displayed frames, and every frame the decoder decodes to show them
+//! (zero-length frames are blended into the next, reference-only frames are kept for later
+//! ones: each is decoded work the shown count does not say, and a frame may be larger than
+//! the canvas). Pixels are asked for in sRGB; the decoder converts what
 //! its colour management knows (XYB, the enumerated encodings, matrix ICC profiles); an
 //! image it cannot convert (CMYK) is refused.
 //!
@@ -15,7 +18,7 @@ use jxl_oxide::{
     AllocTracker, EnumColourEncoding, JxlImage, JxlThreadPool, PixelFormat, RenderingIntent,
 };
 
-use crate::header::Probe;
+use crate::header::{Coded, Probe};
 use crate::limits::Limits;
 use crate::pixels::{Channels, Frame};
 use crate::Error;
@@ -45,12 +48,28 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<Probe, Error> {
     if frames == 0 {
         return Err(Error::Invalid("JPEG XL without a frame".into()));
     }
+    let mut coded = Coded {
+        frames: 0,
+        pixels: 0,
+        largest: 0,
+    };
+    for index in 0..image.num_loaded_frames() {
+        let Some(frame) = image.frame(index) else {
+            continue;
+        };
+        let header = frame.header();
+        let pixels = u64::from(header.width) * u64::from(header.height);
+        coded.frames = coded.frames.saturating_add(1);
+        coded.pixels = coded.pixels.saturating_add(pixels);
+        coded.largest = coded.largest.max(pixels);
+    }
     Ok(Probe {
         width: image.width(),
         height: image.height(),
         frames,
         orientation: Orientation::NoTransforms,
         icc: None,
+        coded: Some(coded),
     })
 }
 

@@ -70,6 +70,7 @@ pub fn probe(bytes: &[u8], format: Format) -> Result<Probe, Error> {
         frames,
         orientation,
         icc,
+        coded: None,
     })
 }
 
@@ -328,5 +329,28 @@ mod tests {
             ..Probe::still(1000, 1000)
         };
         assert!(fine.check(&Limits::default()).is_ok());
+        // One frame shown, 600 decoded (JPEG XL's zero-length frames): the decoded count.
+        let hidden = |frames, pixels, largest| Probe {
+            coded: Some(crate::header::Coded {
+                frames,
+                pixels,
+                largest,
+            }),
+            ..Probe::still(1000, 1000)
+        };
+        let limits = Limits::default();
+        assert!(matches!(
+            hidden(1001, 1_000_000, 1_000).check(&limits),
+            Err(Error::TooLarge(_))
+        ));
+        assert!(matches!(
+            hidden(600, 600_000_000, 1_000_000).check(&limits),
+            Err(Error::TooLarge(_))
+        ));
+        assert!(matches!(
+            hidden(2, 2_000_000, 60_000_000).check(&limits),
+            Err(Error::TooLarge(_))
+        ));
+        assert!(hidden(200, 200_000_000, 1_000_000).check(&limits).is_ok());
     }
 }

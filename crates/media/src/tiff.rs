@@ -64,6 +64,7 @@ pub fn probe(bytes: &[u8]) -> Result<Probe, Error> {
         frames: 1,
         orientation,
         icc,
+        coded: None,
     })
 }
 

@@ -21,6 +21,7 @@ pub mod av1;
 pub mod h264;
 pub mod mkv;
 pub mod mp4;
+pub mod stream;
 pub mod vp8;
 pub mod vp9;
 
@@ -63,6 +64,9 @@ pub struct Track {
     pub timescale: u32,
     /// In `timescale` ticks (from the media header, else the sum of the sample durations).
     pub duration: u64,
+    /// The coded size the bitstream's own headers state, once its samples are read
+    /// ([`verified`]): what the decoder allocates, whatever the container claims.
+    pub stream: Option<(u32, u32)>,
     pub(crate) table: Table,
 }
 
@@ -77,8 +81,16 @@ impl Track {
             rotation,
             timescale: 1,
             duration: 0,
+            stream: None,
             table: Table::Mp4(mp4::SampleTable::default()),
         }
+    }
+
+    /// The size decoding is priced and limited at: per dimension, the larger of the
+    /// container's claim and the stream's own ([`Track::stream`]).
+    pub fn decoded_size(&self) -> (u32, u32) {
+        let (sw, sh) = self.stream.unwrap_or((0, 0));
+        (self.width.max(sw), self.height.max(sh))
     }
 }
 
@@ -182,11 +194,12 @@ pub fn check(track: &Track, limits: &Limits) -> Result<(), Error> {
     if track.width == 0 || track.height == 0 {
         return Err(Error::Invalid("a video track without a size".into()));
     }
-    let pixels = u64::from(track.width) * u64::from(track.height);
+    let (width, height) = track.decoded_size();
+    let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
         return Err(Error::TooLarge(format!(
-            "{}×{} video frames, over {} pixels",
-            track.width, track.height, limits.max_pixels
+            "{width}×{height} video frames, over {} pixels",
+            limits.max_pixels
         )));
     }
     Ok(())
@@ -201,7 +214,8 @@ pub fn frame_plan(track: &Track, at: At, limits: &Limits) -> Result<FramePlan, E
 /// A plan decoding at most `limits.max_total_pixels` worth of pictures (beyond it, the
 /// keyframe alone), and only the keyframe of a codec decoded from key frames alone (VP8).
 pub fn bounded(plan: FramePlan, track: &Track, limits: &Limits) -> FramePlan {
-    let pixels = u64::from(track.width) * u64::from(track.height);
+    let (width, height) = track.decoded_size();
+    let pixels = u64::from(width) * u64::from(height);
     let keyframes_only = track.codec == Codec::Vp8;
     if !keyframes_only
         && (plan.samples.len() as u64).saturating_mul(pixels) <= limits.max_total_pixels
@@ -215,6 +229,23 @@ pub fn bounded(plan: FramePlan, track: &Track, limits: &Limits) -> FramePlan {
     }
 }
 
+/// The track and plan as the samples' own headers tell them ([`stream::coded_size`], the
+/// larger of it and the container's claim deciding): the frame size checked against the
+/// limits again, the plan bounded again (`samples`: the plan's, in its order; keep the first
+/// `plan.samples.len()` of them). An H.264 stream whose parameter sets change the picture
+/// size is refused here.
+pub fn verified(
+    mut track: Track,
+    plan: FramePlan,
+    samples: &[&[u8]],
+    limits: &Limits,
+) -> Result<(Track, FramePlan), Error> {
+    track.stream = stream::coded_size(&track.codec, samples)?;
+    check(&track, limits)?;
+    let plan = bounded(plan, &track, limits);
+    Ok((track, plan))
+}
+
 /// Reference pictures an H.264 decoder may hold (the level maximum, 16) and the one being
 /// decoded, plus its output copy.
 const DECODER_PICTURES: u64 = 18;
@@ -222,8 +253,12 @@ const DECODER_PICTURES: u64 = 18;
 /// Peak memory of [`render`] for `track`, in bytes (an upper estimate): the decoder's
 /// pictures (4:2:0, 1.5 bytes a pixel), the RGB frame and its upright copy, the output.
 pub fn cost(track: &Track, transform: Transform, output: Option<Output>) -> u64 {
-    let pixels = u64::from(track.width) * u64::from(track.height);
-    let (w, h) = upright(track);
+    let (width, height) = track.decoded_size();
+    let pixels = u64::from(width) * u64::from(height);
+    let (w, h) = match track.rotation {
+        90 | 270 => (height, width),
+        _ => (width, height),
+    };
     let (ow, oh) = transform.target(w, h);
     let out = u64::from(ow) * u64::from(oh);
     let avif = if matches!(output, Some(Output::Avif { .. })) {
@@ -304,13 +339,25 @@ pub fn render_file(
     limits: &Limits,
     stop: &Stop,
 ) -> Result<Rendered, Error> {
-    let webm = is_matroska(file);
     let track = track_in(file)?;
     check(&track, limits)?;
-    let plan = if webm {
-        bounded(mkv::plan_in(file, &track, at)?, &track, limits)
+    let (plan, samples) = samples_in(file, &track, at)?;
+    let (track, plan) = verified(track, plan, &samples, limits)?;
+    let samples = samples.get(..plan.samples.len()).unwrap_or_default();
+    render(&track, samples, &plan.shown_before, transform, output, stop)
+}
+
+/// The plan for the frame at `at` of a whole file in memory, and its samples (slices of the
+/// file), not yet bounded by the limits.
+fn samples_in<'f>(
+    file: &'f [u8],
+    track: &Track,
+    at: At,
+) -> Result<(FramePlan, Vec<&'f [u8]>), Error> {
+    let plan = if is_matroska(file) {
+        mkv::plan_in(file, track, at)?
     } else {
-        frame_plan(&track, at, limits)?
+        mp4::plan(track, at, u64::MAX)?
     };
     let samples = plan
         .samples
@@ -321,14 +368,7 @@ pub fn render_file(
                 .ok_or_else(|| Error::Invalid("a video sample past the end of the file".into()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    render(
-        &track,
-        &samples,
-        &plan.shown_before,
-        transform,
-        output,
-        stop,
-    )
+    Ok((plan, samples))
 }
 
 /// A file of `shared/corpus/video/` for the tests of the video modules (empty when missing:

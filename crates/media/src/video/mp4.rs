@@ -450,6 +450,7 @@ pub fn track(moov: &[u8]) -> Result<Track, Error> {
         rotation: rotation(m.a, m.b),
         timescale: mdhd.timescale,
         duration,
+        stream: None,
         table: Table::Mp4(table),
     })
 }
@@ -724,6 +725,7 @@ mod tests {
             rotation: 0,
             timescale: 1000,
             duration: 8,
+            stream: None,
             table: Table::Mp4(SampleTable {
                 times: vec![(8, 1)],
                 // Presentation times 1 4 2 3 7 5 6 8: shown from 1 (the first shift).
@@ -789,6 +791,7 @@ mod tests {
             rotation: 0,
             timescale: 1000,
             duration: u64::MAX / 2,
+            stream: None,
             table: Table::Mp4(table),
         };
         // Four billion samples claimed by one `stts` entry, three sizes: the target is

@@ -333,12 +333,7 @@ async fn read_webm(
         })
         .collect::<Result<Vec<_>, AppError>>()?;
     reader.rooms.push(room);
-    Ok(VideoFrame {
-        track,
-        samples,
-        shown_before: plan.shown_before,
-        _reader: reader,
-    })
+    verified(reader, track, plan, samples, limits)
 }
 
 /// Memory of decoding an index on the pool beyond the bytes read (which are counted).
@@ -359,6 +354,22 @@ async fn read_mp4(
     video::check(&track, limits)?;
     let plan = video::frame_plan(&track, at, limits)?;
     let samples = read_samples(&mut reader, &plan.samples).await?;
+    verified(reader, track, plan, samples, limits)
+}
+
+/// The frame to render once its samples are read: the track's size as the samples' own
+/// headers state it (`video::verified`: the larger of it and the container's claim is
+/// checked and priced), the plan bounded again by it.
+fn verified(
+    reader: Reader,
+    track: Track,
+    plan: video::FramePlan,
+    mut samples: Vec<Bytes>,
+    limits: &media::Limits,
+) -> Result<VideoFrame, AppError> {
+    let slices: Vec<&[u8]> = samples.iter().map(|s| &s[..]).collect();
+    let (track, plan) = video::verified(track, plan, &slices, limits)?;
+    samples.truncate(plan.samples.len());
     Ok(VideoFrame {
         track,
         samples,

@@ -297,81 +297,248 @@ async fn a_worker_killed_mid_render_costs_that_request_only() {
     the_next_one_is_served(&mut server, &origin).await;
 }
 
-/// A 4K H.264 clip made by ffmpeg, and the same file with its sample entry (`avc1`) and
-/// track header claiming 320×240.
-fn four_k_and_its_lie() -> (Vec<u8>, Vec<u8>) {
-    let path = made_dir().join("sandbox-4k.mp4");
+/// A clip of `w`×`h` made by ffmpeg with `encoder`, written as `name` in the made directory.
+fn clip(name: &str, encoder: &[&str], w: u32, h: u32, seconds: &str) -> Vec<u8> {
+    let path = made_dir().join(name);
     let ok = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=3840x2160:rate=30",
-        ])
-        .args([
-            "-t",
-            "0.3",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-movflags", "+faststart"])
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={w}x{h}:rate=30"))
+        .args(["-t", seconds, "-pix_fmt", "yuv420p", "-c:v"])
+        .args(encoder)
         .arg(&path)
         .status()
         .expect("ffmpeg (./dev tools installs it)")
         .success();
-    assert!(ok, "ffmpeg made the clip");
-    let truth = std::fs::read(&path).unwrap();
-    let mut lie = truth.clone();
-    let find = |bytes: &[u8], what: &[u8], from: usize| {
-        from + bytes[from..]
-            .windows(what.len())
-            .position(|w| w == what)
-            .unwrap()
-    };
-    // The sample entry after `stsd` (the brand list of `ftyp` names avc1 too): its width
-    // and height are 24 bytes into its body.
-    let entry = find(&lie, b"avc1", find(&lie, b"stsd", 0));
-    lie[entry + 28..entry + 30].copy_from_slice(&320u16.to_be_bytes());
-    lie[entry + 30..entry + 32].copy_from_slice(&240u16.to_be_bytes());
+    assert!(ok, "ffmpeg made {name}");
+    std::fs::read(&path).unwrap()
+}
+
+/// Where `what` is in `bytes`, from `from` on.
+fn find(bytes: &[u8], what: &[u8], from: usize) -> usize {
+    from + bytes[from..]
+        .windows(what.len())
+        .position(|w| w == what)
+        .unwrap_or_else(|| panic!("{what:?} in the file"))
+}
+
+/// `mp4` claiming `w`×`h` in its sample entry and its track header.
+fn mp4_claiming(mp4: &[u8], w: u16, h: u16) -> Vec<u8> {
+    let mut lie = mp4.to_vec();
+    // The first sample entry of `stsd` (after its version, flags, count and the entry's own
+    // size): a visual entry's width and height are 24 bytes into its body.
+    let entry = find(&lie, b"stsd", 0) + 16;
+    lie[entry + 28..entry + 30].copy_from_slice(&w.to_be_bytes());
+    lie[entry + 30..entry + 32].copy_from_slice(&h.to_be_bytes());
     // The track header's last 8 bytes: width and height in 16.16.
     let tkhd = find(&lie, b"tkhd", 0);
     let size = u32::from_be_bytes(lie[tkhd - 4..tkhd].try_into().unwrap()) as usize;
     let end = tkhd - 4 + size;
-    lie[end - 8..end - 4].copy_from_slice(&(320u32 << 16).to_be_bytes());
-    lie[end - 4..end].copy_from_slice(&(240u32 << 16).to_be_bytes());
-    (truth, lie)
+    lie[end - 8..end - 4].copy_from_slice(&(u32::from(w) << 16).to_be_bytes());
+    lie[end - 4..end].copy_from_slice(&(u32::from(h) << 16).to_be_bytes());
+    lie
+}
+
+/// A 640×480 `webm` claiming 320×240: its PixelWidth (`B0`) and PixelHeight (`BA`)
+/// elements, two bytes each.
+fn webm_claiming_320x240(webm: &[u8]) -> Vec<u8> {
+    let mut lie = webm.to_vec();
+    let at = find(&lie, &[0xb0, 0x82, 0x02, 0x80], 0);
+    lie[at + 2..at + 4].copy_from_slice(&320u16.to_be_bytes());
+    let at = find(&lie, &[0xba, 0x82, 0x01, 0xe0], 0);
+    lie[at + 2..at + 4].copy_from_slice(&240u16.to_be_bytes());
+    lie
+}
+
+/// Server and worker RSS together, in bytes.
+fn tree_rss(server: &Server) -> u64 {
+    let rss = |pid| status_field(pid, "VmRSS").and_then(|v| v.parse::<u64>().ok());
+    let pids = std::iter::once(server.child.id()).chain(workers_of(server));
+    pids.filter_map(rss).sum::<u64>() * 1024
+}
+
+/// CPU seconds of the server and its workers.
+fn tree_cpu(server: &Server) -> f64 {
+    let pids = std::iter::once(server.child.id()).chain(workers_of(server));
+    pids.map(cpu_seconds).sum()
+}
+
+/// The memory budget the hostile tests run at, and how far above it RSS may grow (the
+/// server's own buffers, the allocator's slack).
+const BUDGET: u64 = 256 << 20;
+const RSS_MARGIN: u64 = 64 << 20;
+
+/// Asks `url` as [`answered_and_alive`] does, and checks what the hostile file cost: at most
+/// 0.5 CPU-s after the answer (nothing runs on), RSS growth within the budget and a margin.
+async fn hostile(server: &mut Server, url: &str, what: &str) -> (StatusCode, String) {
+    hostile_within(server, url, what, BUDGET).await
+}
+
+/// [`hostile`] for a server of `budget`.
+async fn hostile_within(
+    server: &mut Server,
+    url: &str,
+    what: &str,
+    budget: u64,
+) -> (StatusCode, String) {
+    let before = tree_rss(server);
+    let client = loopback_client();
+    let answer = client
+        .get(url)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: no answer ({e})"));
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    let peak = tree_rss(server);
+    let after_answer = tree_cpu(server);
+    let again = answered_and_alive(server, &server.url("/healthz"), what).await;
+    assert_eq!(again, StatusCode::OK, "{what}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let used = tree_cpu(server) - after_answer;
+    assert!(used <= 0.5, "{what}: {used:.2} CPU-s after the answer");
+    assert!(
+        peak.saturating_sub(before) <= budget + RSS_MARGIN,
+        "{what}: RSS grew by {} MiB",
+        (peak - before) >> 20
+    );
+    (status, body)
+}
+
+/// A server for the hostile tests: one worker, the test's budget and `limits`.
+async fn hostile_server(limits: &[(&str, &str)]) -> Server {
+    hostile_server_within(limits, BUDGET).await
+}
+
+/// [`hostile_server`] with a budget of `budget` bytes.
+async fn hostile_server_within(limits: &[(&str, &str)], budget: u64) -> Server {
+    let budget = budget.to_string();
+    let mut env = vec![
+        ("MEDIA_PROXY__WORKERS__THREADS", "1"),
+        ("MEDIA_PROXY__WORKERS__MEMORY_BUDGET", budget.as_str()),
+    ];
+    env.extend_from_slice(limits);
+    Server::start(&env).await
 }
 
 #[tokio::test]
-async fn a_video_lying_about_its_size_is_stopped_at_what_its_claim_admitted() {
+async fn a_video_lying_about_its_size_is_judged_by_its_stream_in_every_container() {
     let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
-    let (truth, lie) = four_k_and_its_lie();
-    std::fs::write(made_dir().join("sandbox-4k-truth.mp4"), &truth).unwrap();
-    std::fs::write(made_dir().join("sandbox-4k-lie.mp4"), &lie).unwrap();
-    let mut server = Server::start(&[("MEDIA_PROXY__WORKERS__THREADS", "1")]).await;
-    // Told the truth, the frame's estimate admits the ~150 MB its decoder needs.
-    let url = server.proxy_url(
-        "t.webp",
-        &origin.url("/made/sandbox-4k-truth.mp4?ranges=1"),
-        "&thumbnail=1",
-    );
-    let status = answered_and_alive(&mut server, &url, "the truthful 4K clip").await;
-    assert_eq!(status, StatusCode::OK);
-    // Claiming 320×240, it is admitted for a small frame, and its worker may not map the
-    // 4K pictures its stream needs.
-    let url = server.proxy_url(
-        "t.webp",
-        &origin.url("/made/sandbox-4k-lie.mp4?ranges=1"),
-        "&thumbnail=1",
-    );
-    let status = answered_and_alive(&mut server, &url, "the lying clip").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    the_next_one_is_served(&mut server, &origin).await;
+    let av1 = ["libaom-av1", "-cpu-used", "8", "-row-mt", "0"];
+    let cases: [(&str, &[&str]); 5] = [
+        ("h264.mp4", &["libx264", "-preset", "ultrafast"]),
+        ("av1.mp4", &av1),
+        ("vp9.webm", &["libvpx-vp9", "-deadline", "realtime"]),
+        ("vp8.webm", &["libvpx", "-deadline", "realtime"]),
+        ("av1.webm", &av1),
+    ];
+    for (name, encoder) in cases {
+        let truth = clip(&format!("sandbox-640x480-{name}"), encoder, 640, 480, "0.3");
+        let lie = if name.ends_with(".mp4") {
+            mp4_claiming(&truth, 320, 240)
+        } else {
+            webm_claiming_320x240(&truth)
+        };
+        std::fs::write(made_dir().join(format!("sandbox-lie-{name}")), &lie).unwrap();
+    }
+    // 320×240 frames pass; the 640×480 the streams hold do not.
+    let mut server = hostile_server(&[("MEDIA_PROXY__LIMITS__MAX_PIXELS", "100000")]).await;
+    for (name, _) in cases {
+        let remote = origin.url(&format!("/made/sandbox-lie-{name}?ranges=1"));
+        let url = server.proxy_url("t.webp", &remote, "&thumbnail=1");
+        let (status, body) = hostile(&mut server, &url, name).await;
+        // Without the stream's size, the claim (76,800 pixels) passes and the frame renders.
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
+        assert_eq!(body, "image too large", "{name}");
+    }
+    let honest = clip("sandbox-320x240.mp4", &["libx264"], 320, 240, "0.3");
+    assert!(!honest.is_empty());
+    let remote = origin.url("/made/sandbox-320x240.mp4?ranges=1");
+    let url = server.proxy_url("t.webp", &remote, "&thumbnail=1");
+    assert_eq!(hostile(&mut server, &url, "honest").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_video_lying_about_its_size_is_priced_by_its_stream() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    // A 4K H.264 clip claiming 320×240: priced as 320×240, its worker could not map the 4K
+    // pictures its stream needs (its address space is held to twice the estimate + 64 MiB)
+    // and the answer would be a 422; priced by its SPS, it renders.
+    let encoder = ["libx264", "-preset", "ultrafast", "-movflags", "+faststart"];
+    let truth = clip("sandbox-4k.mp4", &encoder, 3840, 2160, "0.3");
+    std::fs::write(
+        made_dir().join("sandbox-4k-lie.mp4"),
+        mp4_claiming(&truth, 320, 240),
+    )
+    .unwrap();
+    // A 4K frame is priced at ~280 MB: a budget that admits one.
+    let budget = 512 << 20;
+    let mut server = hostile_server_within(&[], budget).await;
+    for name in ["sandbox-4k.mp4", "sandbox-4k-lie.mp4"] {
+        let remote = origin.url(&format!("/made/{name}?ranges=1"));
+        let url = server.proxy_url("t.webp", &remote, "&thumbnail=1");
+        let (status, body) = hostile_within(&mut server, &url, name, budget).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
+    }
+    assert_eq!(worker_failures(&server, "abort").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_heic_lying_about_its_size_is_judged_by_its_stream() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    // pug.heic is a 4032×3024 grid of tiles; its `ispe` made to say 64×64.
+    let truth = crate::helpers::corpus_bytes("heic/pillow-heif-other/pug.heic");
+    let mut lie = truth.clone();
+    let mut at = 0;
+    while let Some(found) = lie[at..].windows(4).position(|w| w == b"ispe") {
+        let field = at + found + 8;
+        if lie[field..field + 8] == [0, 0, 0x0f, 0xc0, 0, 0, 0x0b, 0xd0] {
+            lie[field..field + 8].copy_from_slice(&[0, 0, 0, 64, 0, 0, 0, 64]);
+        }
+        at = field;
+    }
+    assert_ne!(lie, truth, "the ispe of 4032×3024 was found");
+    std::fs::write(made_dir().join("sandbox-lie.heic"), &lie).unwrap();
+    let mut server = hostile_server(&[("MEDIA_PROXY__LIMITS__MAX_PIXELS", "1000000")]).await;
+    let url = server.proxy_url("p.webp", &origin.url("/made/sandbox-lie.heic"), "&static=1");
+    let (status, body) = hostile(&mut server, &url, "the lying HEIC").await;
+    // Refused from the size its grid makes, before decoding (believing 64×64, it decodes).
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body, "image too large");
+}
+
+#[tokio::test]
+async fn a_jpeg_xl_of_zero_length_frames_is_judged_by_every_frame_it_decodes() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    // 600 frames of no duration, blended into the one frame shown: 601 frames to decode.
+    let gif = made_dir().join("sandbox-zero.gif");
+    let jxl = made_dir().join("sandbox-zero.jxl");
+    let make = r#"
+import sys
+from PIL import Image
+frames = [Image.new("RGB", (64, 64), (i % 256, i * 7 % 256, i * 13 % 256)) for i in range(601)]
+frames[0].save(sys.argv[1], save_all=True, append_images=frames[1:], duration=[0] * 600 + [100], loop=0)
+"#;
+    let ok = std::process::Command::new("python3")
+        .args(["-c", make])
+        .arg(&gif)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "Pillow made the GIF");
+    let ok = std::process::Command::new("cjxl")
+        .arg(&gif)
+        .arg(&jxl)
+        .args(["-d", "1", "-e", "1", "--quiet"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cjxl made the JPEG XL");
+    // 601 × 64 × 64 is 2.5 MP; one shown frame is 4,096 pixels.
+    let mut server = hostile_server(&[("MEDIA_PROXY__LIMITS__MAX_TOTAL_PIXELS", "1000000")]).await;
+    let url = server.proxy_url("p.webp", &origin.url("/made/sandbox-zero.jxl"), "");
+    let (status, body) = hostile(&mut server, &url, "zero-length frames").await;
+    // Counting the shown frame alone, it renders.
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body, "image too large");
 }

@@ -336,6 +336,7 @@ impl Locator {
             rotation: 0,
             timescale: 1000,
             duration,
+            stream: None,
             table: Table::Matroska(Index {
                 track: number,
                 scale,
