@@ -5,7 +5,8 @@
 # Then the mixed attack (issue 18): normal `preview` traffic at 4 connections alone, then
 # the same with attackers beside it — costly SVGs (1,000 circles via nested `<use>`), `emoji`
 # of a 100 MB body, 300 slow-header connections and far `Range`s on an origin without range
-# support — under a 256 MiB memory budget: the normal requests' p99 and the peak RSS.
+# support — under a 256 MiB memory budget: the normal requests' p99 and the peak RSS (the
+# server's and its worker processes' VmHWM added up).
 # A third mixed phase repeats the attack against the recommended public setup.
 #   bash bench/overload.sh [SECONDS]      # needs wrk (installed with apt-get if missing)
 #   OVERLOAD_CONNS= bash bench/overload.sh 20   # the mixed attack only
@@ -61,7 +62,7 @@ for conns in ${OVERLOAD_CONNS-32 128}; do
     "$bin" serve --listen 127.0.0.1:13005 >"$log" 2>&1 & pid=$!
   until curl -sf -o /dev/null http://127.0.0.1:13005/healthz; do sleep 0.05; done
   out=$(wrk -t2 -c"$conns" -d"${seconds}s" --timeout 30s -s "$work/distinct.lua" "$url")
-  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  hwm=$(tree_hwm $pid) # the server's and its worker processes' peaks, added up
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$conns" "$hwm" "$out" <<'PY'
 import sys
@@ -137,7 +138,7 @@ PY
   fi
   out=$(wrk -t1 -c4 -d"${seconds}s" --timeout 30s -s "$work/distinct.lua" "$url")
   for a in "${attackers[@]}"; do wait "$a" 2>/dev/null || true; done
-  hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+  hwm=$(tree_hwm $pid) # the server's and its worker processes' peaks, added up
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$phase" "$hwm" "$out" <<'PY'
 import sys

@@ -18,3 +18,20 @@ if [ ! -s "$inputs/anim30.gif" ]; then
   mkdir -p "$inputs"
   "$venv/bin/python" bench/make-inputs.py "$inputs" ../shared/corpus
 fi
+
+# A server's figure plus its live worker processes': `tree PID OWN CHILD` runs the awk
+# program OWN on /proc/PID/FILE and CHILD on each child's (FILE: $file). A worker that just
+# ended (a zombie) may have neither: it adds nothing.
+tree() {
+  local total; total=$(awk "$2" "/proc/$1/$file")
+  local v
+  for c in $(pgrep -P "$1"); do
+    v=$(awk "$3" "/proc/$c/$file" 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+# CPU ticks: the server's own, its reaped children's (a replaced worker), its live ones'.
+tree_ticks() { file=stat tree "$1" '{print $14 + $15 + $16 + $17}' '{print $14 + $15}'; }
+# Peak RSS (kB), added up.
+tree_hwm() { file=status tree "$1" '/VmHWM/ {print $2}' '/VmHWM/ {print $2}'; }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(probe render mp4_index mkv_index request)
+[ ${#targets[@]} -gt 0 ] || targets=(probe render mp4_index mkv_index video_file still_decoders request)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 seeds=../shared/corpus
@@ -18,7 +18,18 @@ for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
   case "$t" in
     request) dirs=("fuzz/corpus/$t") ;;
-    mp4_index | mkv_index) dirs=("fuzz/corpus/$t" "$seeds/video") ;;
+    mp4_index | mkv_index | video_file) dirs=("fuzz/corpus/$t" "$seeds/video") ;;
+    still_decoders)
+      # The corpus has no JPEG XL: a still and an animation made with cjxl from its PNGs
+      # and GIFs (libjxl-tools, which ./dev tools installs).
+      jxl=fuzz/corpus/still_decoders-jxl
+      mkdir -p "$jxl"
+      if command -v cjxl >/dev/null 2>&1 && [ -z "$(ls -A "$jxl")" ]; then
+        for f in "$seeds"/png-pngsuite/basn2c08.png $(find "$seeds/gif" -name '*.gif' | head -20); do
+          cjxl "$f" "$jxl/$(basename "$f").jxl" -e 1 --quiet 2>/dev/null || true
+        done
+      fi
+      dirs=("fuzz/corpus/$t" "$seeds/heic" "$seeds/tiff" "$seeds/ico" "$jxl") ;;
     *) dirs=("fuzz/corpus/$t" "$seeds") ;;
   esac
   echo "==> $t for ${seconds}s"

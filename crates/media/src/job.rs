@@ -5,10 +5,14 @@
 //! - [`Job::Image`]: an image's render as [`crate::prepare`] was asked for it (format,
 //!   transform, limits, the chosen output); the worker prepares it again from the bytes
 //!   (headers only, or the SVG parse) and renders it.
+//! - [`Job::Assess`]: [`crate::prepare`] itself (the headers read, the limits checked, the
+//!   memory priced), answered as an [`Assessment`]: the service admits from it, so that no
+//!   header reader runs in its process either.
 //! - [`Job::Video`]: a video frame's render (codec and its parameter sets, rotation, which
 //!   decoded picture is the frame, transform, output) from the plan's samples.
 //!
-//! Input: a job and its payloads; output: the [`Rendered`] image and its [`Timings`]. Uses
+//! Input: a job and its payloads; output: [`Done`] (the [`Rendered`] image and its
+//! [`Timings`], or the [`Assessment`]). Uses
 //! the engine's own entry points and `serde` (the job's wire form).
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,12 @@ pub enum Job {
         limits: Limits,
         output: Option<Output>,
     },
+    /// The payload is the whole input: its headers are read and priced, nothing decoded.
+    Assess {
+        format: Format,
+        transform: Transform,
+        limits: Limits,
+    },
     /// The payloads are the plan's samples, in decode order.
     Video {
         codec: Codec,
@@ -36,6 +46,29 @@ pub enum Job {
         transform: Transform,
         output: Option<Output>,
     },
+}
+
+/// What [`crate::prepare`] found, as data: enough to admit a render, choose its output and say its
+/// size, without the parsed headers. A sandboxed worker assesses an input
+/// ([`Job::Assess`]); the service admits and decides from this ([`crate::Prepared::assessed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Assessment {
+    /// [`crate::Prepared::cost`].
+    pub cost: u64,
+    /// [`crate::Prepared::animated`].
+    pub animated: bool,
+    /// [`crate::Prepared::frames`].
+    pub frames: u32,
+    /// The source's width and height as displayed (after its orientation).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What a job made.
+#[derive(Debug)]
+pub enum Done {
+    Rendered(Rendered, Timings),
+    Assessed(Assessment),
 }
 
 impl Job {
@@ -70,8 +103,19 @@ impl Job {
     /// Does the job (never panics: a codec panic is [`Error::Panicked`]). `payloads`: the
     /// input (one), or the samples. A video frame's stages are not timed
     /// apart: its [`Timings`] are zero.
-    pub fn run(&self, payloads: &[&[u8]], stop: &Stop) -> Result<(Rendered, Timings), Error> {
-        match self {
+    pub fn run(&self, payloads: &[&[u8]], stop: &Stop) -> Result<Done, Error> {
+        let rendered = match self {
+            Job::Assess {
+                format,
+                transform,
+                limits,
+            } => {
+                let [input] = payloads else {
+                    return Err(Error::Invalid("an assessment takes one input".into()));
+                };
+                let prepared = crate::prepare(input, *format, *transform, limits)?;
+                return Ok(Done::Assessed(prepared.assessment()));
+            }
             Job::Image {
                 format,
                 transform,
@@ -86,7 +130,7 @@ impl Job {
                     Some(output) => prepared.with_output(*output),
                     None => prepared,
                 };
-                prepared.render_timed(input, stop)
+                prepared.render_timed(input, stop)?
             }
             Job::Video {
                 codec,
@@ -103,9 +147,10 @@ impl Job {
                 }))
                 .unwrap_or(Err(Error::Panicked))?;
                 // A frame's stages are not timed apart (as in-process).
-                Ok((rendered, Timings::default()))
+                (rendered, Timings::default())
             }
-        }
+        };
+        Ok(Done::Rendered(rendered.0, rendered.1))
     }
 }
 
@@ -124,9 +169,30 @@ mod tests {
         let wire = serde_json::to_vec(&job).unwrap();
         let back: Job = serde_json::from_slice(&wire).unwrap();
         assert_eq!(back, job);
-        let (rendered, _) = back.run(&[&png], &Stop::default()).unwrap();
+        let Done::Rendered(rendered, _) = back.run(&[&png], &Stop::default()).unwrap() else {
+            panic!("a render")
+        };
+        let assess = Job::Assess {
+            format: Format::Png,
+            transform: Transform::Preview,
+            limits: Limits::default(),
+        };
+        let wire = serde_json::to_vec(&assess).unwrap();
+        let back: Job = serde_json::from_slice(&wire).unwrap();
+        let Done::Assessed(found) = back.run(&[&png], &Stop::default()).unwrap() else {
+            panic!("an assessment")
+        };
+        assert_eq!(found, prepared.assessment());
+        // Rendered from the assessment alone (the headers read again), the same bytes.
+        let assessed =
+            Prepared::assessed(Format::Png, Transform::Preview, &Limits::default(), found)
+                .with_output(Output::Jpeg { quality: 70 });
+        assert_eq!(assessed.cost(), prepared.cost());
+        assert_eq!(assessed.size(), prepared.size());
+        let again = assessed.render(&png, &Stop::default()).unwrap();
         let direct = prepared.render(&png, &Stop::default()).unwrap();
         assert_eq!(rendered, direct);
+        assert_eq!(again, direct);
         assert_eq!(rendered.format, Format::Jpeg);
     }
 }

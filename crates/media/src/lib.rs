@@ -9,6 +9,7 @@
 //! orient → convert to sRGB → encode (WebP, animated WebP, or the badge PNG). Codec panics are caught and
 //! become [`Error::Panicked`].
 
+mod animator;
 pub mod apng;
 pub mod avif;
 pub mod badge;
@@ -40,9 +41,11 @@ pub mod video;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use animator::Animator;
 pub use budget::Stop;
 pub use error::Error;
 pub use format::{Capabilities, Format, Sniffed};
+pub use job::Assessment;
 pub use limits::Limits;
 pub use ops::Transform;
 pub use pixels::Frame;
@@ -162,6 +165,9 @@ enum Header {
     /// An SVG is parsed to know its size; the same document is rendered.
     Svg(Box<svg::Svg>),
     Raster(probe::Probe),
+    /// Read elsewhere (a sandboxed worker): only what it found; a render here reads the
+    /// headers again.
+    Assessed(Assessment),
 }
 
 /// Reads and checks the headers of `input` (known to be `format`) for `transform`: refuses
@@ -243,12 +249,53 @@ impl Prepared {
         self.cost
     }
 
+    /// What was found, as data (see [`Assessment`]).
+    pub fn assessment(&self) -> Assessment {
+        let (width, height) = self.source_size();
+        Assessment {
+            cost: self.cost,
+            animated: self.animated(),
+            frames: self.frames(),
+            width,
+            height,
+        }
+    }
+
+    /// The render of an input assessed elsewhere (`assessment`, for `format`, `transform` and
+    /// `limits`): it admits, chooses and sizes as the prepared one would; rendering it here
+    /// reads the headers again.
+    pub fn assessed(
+        format: Format,
+        transform: Transform,
+        limits: &Limits,
+        assessment: Assessment,
+    ) -> Prepared {
+        Prepared {
+            format,
+            transform,
+            limits: *limits,
+            header: Header::Assessed(assessment),
+            cost: assessment.cost,
+            output: None,
+        }
+    }
+
+    /// The source's size as displayed.
+    fn source_size(&self) -> (u32, u32) {
+        match &self.header {
+            Header::Svg(doc) => doc.size(),
+            Header::Raster(probe) => probe.oriented(),
+            Header::Assessed(a) => (a.width, a.height),
+        }
+    }
+
     /// Whether the source has several frames and the transform keeps them (the output will
     /// be animated if its encoding can carry an animation).
     pub fn animated(&self) -> bool {
         match &self.header {
             Header::Svg(_) => false,
             Header::Raster(probe) => animates(self.format, self.transform, probe),
+            Header::Assessed(a) => a.animated,
         }
     }
 
@@ -257,22 +304,15 @@ impl Prepared {
     pub fn frames(&self) -> u32 {
         match &self.header {
             Header::Raster(probe) if self.animated() => probe.frames,
+            Header::Assessed(a) => a.frames,
             _ => 1,
         }
     }
 
     /// The output's width and height.
     pub fn size(&self) -> (u32, u32) {
-        match &self.header {
-            Header::Svg(doc) => {
-                let (w, h) = doc.size();
-                self.transform.target(w, h)
-            }
-            Header::Raster(probe) => {
-                let (w, h) = probe.oriented();
-                self.transform.target(w, h)
-            }
-        }
+        let (w, h) = self.source_size();
+        self.transform.target(w, h)
     }
 
     /// Encodes with `output` instead of the Misskey default. An AVIF encoder holds a few
@@ -325,6 +365,11 @@ impl Prepared {
                 return timed(&mut t.encode, || finish(frame, transform, output));
             }
             Header::Raster(probe) => probe,
+            Header::Assessed(_) => {
+                // Assessed elsewhere: the headers are read again here, the output kept.
+                let again = prepare_inner(input, format, transform, &limits)?;
+                return Prepared { output, ..again }.render_inner(input, stop, t);
+            }
         };
         let (ow, oh) = probe.oriented();
         let g = transform.geometry(ow, oh);
@@ -442,72 +487,6 @@ struct Animation {
     output: Option<Output>,
 }
 
-/// One of the encoders that write animations.
-enum Animator {
-    Webp(encode::AnimatedWebp),
-    Gif(encode::AnimatedGif),
-    Avif(avif::Encoder),
-}
-
-impl Animator {
-    fn new(
-        output: Option<Output>,
-        transform: Transform,
-        (w, h): (u32, u32),
-    ) -> Result<Animator, Error> {
-        Ok(match output {
-            None => Animator::Webp(encode::AnimatedWebp::new(
-                w,
-                h,
-                misskey_animation(transform),
-            )?),
-            Some(Output::Webp { quality }) => {
-                Animator::Webp(encode::AnimatedWebp::new(w, h, store_webp(quality))?)
-            }
-            Some(Output::Gif) => Animator::Gif(encode::AnimatedGif::new(w, h)?),
-            Some(Output::Avif { quality, speed }) => {
-                Animator::Avif(avif::Encoder::new(w, h, quality, speed, true)?)
-            }
-            Some(Output::Jpeg { .. } | Output::Png) => {
-                return Err(Error::Encode("this format cannot animate".into()))
-            }
-        })
-    }
-
-    fn add(&mut self, frame: &Frame) -> Result<(), Error> {
-        match self {
-            Animator::Webp(e) => e.add(frame),
-            Animator::Gif(e) => e.add(frame),
-            Animator::Avif(e) => e.add(frame),
-        }
-    }
-
-    fn frames(&self) -> u32 {
-        match self {
-            Animator::Webp(e) => e.frames(),
-            Animator::Gif(e) => e.frames(),
-            Animator::Avif(e) => e.frames(),
-        }
-    }
-
-    fn finish(self) -> Result<Rendered, Error> {
-        Ok(match self {
-            Animator::Webp(e) => Rendered {
-                bytes: e.finish()?,
-                format: Format::Webp,
-            },
-            Animator::Gif(e) => Rendered {
-                bytes: e.finish()?,
-                format: Format::Gif,
-            },
-            Animator::Avif(e) => Rendered {
-                bytes: e.finish()?,
-                format: Format::Avif,
-            },
-        })
-    }
-}
-
 /// Animated input → an animation, one frame at a time: decode, resize, add, drop.
 fn animate(
     input: &[u8],
@@ -550,7 +529,7 @@ fn animate(
 }
 
 /// The store mode's WebP: its quality, no sharp YUV (see `encode`).
-fn store_webp(quality: u8) -> encode::WebpSettings {
+pub(crate) fn store_webp(quality: u8) -> encode::WebpSettings {
     encode::WebpSettings {
         quality: f32::from(quality),
         sharp_yuv: false,

@@ -260,22 +260,39 @@ impl Workers {
             .map_err(|_| AppError::Overloaded)
     }
 
-    /// [`media::prepare`] for `input`. A raster's headers are read here (microseconds); an
-    /// SVG is parsed and priced, which for a large document is real work: it runs on the
-    /// pool like a render, admitted with [`media::svg_parse_cost`] of memory.
+    /// [`media::prepare`] for `input`. Sandboxed, it runs in a worker (`Job::Assess`: no
+    /// header reader, C or not, runs in the server) admitted with [`assess_cost`], and the
+    /// server keeps only what it found ([`media::Prepared::assessed`]; a worker a file took
+    /// over may answer anything, but its render's worker is held to the estimate it gave).
+    /// In-process, a raster's headers are read here (microseconds) and an SVG, whose parse
+    /// is real work, on the pool. `held`: bytes of the input a reservation counts already.
     pub async fn prepare(
         &self,
         input: &bytes::Bytes,
+        held: u64,
         format: media::Format,
         transform: media::Transform,
         limits: &media::Limits,
     ) -> Result<media::Prepared, AppError> {
+        let cost = assess_cost(format, input.len() as u64, limits);
+        if self.sandbox.is_some() {
+            let job = media::job::Job::Assess {
+                format,
+                transform,
+                limits: *limits,
+            };
+            return match self.run_done(cost, held, job, vec![input.clone()]).await? {
+                media::job::Done::Assessed(found) => {
+                    Ok(media::Prepared::assessed(format, transform, limits, found))
+                }
+                media::job::Done::Rendered(..) => Err(not_what_was_asked()),
+            };
+        }
         if format != media::Format::Svg {
             return Ok(media::prepare(input, format, transform, limits)?);
         }
         let (input, limits) = (input.clone(), *limits);
-        let cost = media::svg_parse_cost(input.len() as u64, &limits);
-        self.run(cost, move |_| {
+        self.run_holding(cost, held, move |_| {
             media::prepare(&input, format, transform, &limits)
         })
         .await
@@ -335,6 +352,20 @@ impl Workers {
         job: media::job::Job,
         payloads: Vec<Bytes>,
     ) -> Result<(media::Rendered, media::Timings), AppError> {
+        match self.run_done(cost, held, job, payloads).await? {
+            media::job::Done::Rendered(rendered, timings) => Ok((rendered, timings)),
+            media::job::Done::Assessed(_) => Err(not_what_was_asked()),
+        }
+    }
+
+    /// [`Workers::run_job`] for any job, what it made as it made it.
+    async fn run_done(
+        &self,
+        cost: u64,
+        held: u64,
+        job: media::job::Job,
+        payloads: Vec<Bytes>,
+    ) -> Result<media::job::Done, AppError> {
         let Some(sandbox) = &self.sandbox else {
             return self
                 .run_holding(cost, held, move |stop| {
@@ -346,11 +377,14 @@ impl Workers {
         let admitted = self.admit(cost, held).await?;
         self.running.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
+        let stage = match job {
+            media::job::Job::Assess { .. } => "assess",
+            _ => "render",
+        };
         let result = sandbox
             .run(job, &payloads, cost, self.deadline, cost >= RELEASE_AFTER)
             .await;
-        self.metrics
-            .stage("render", started.elapsed().as_secs_f64());
+        self.metrics.stage(stage, started.elapsed().as_secs_f64());
         drop(admitted);
         if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             release_when_idle(self.running.clone());
@@ -506,4 +540,21 @@ pub fn available_memory() -> u64 {
     .into_iter()
     .flatten()
     .fold(total, u64::min)
+}
+
+/// Memory reading the headers of an input of `len` bytes may hold, the input included
+/// (counted once, as a render counts it: the worker's copy of it is not counted apart): an
+/// SVG's text and tree ([`media::svg_parse_cost`]); a raster's header readers (a JPEG XL's
+/// frame table, a HEIC's item data, libavif's parse) and their tables, 4 MiB.
+fn assess_cost(format: media::Format, len: u64, limits: &media::Limits) -> u64 {
+    if format == media::Format::Svg {
+        media::svg_parse_cost(len, limits)
+    } else {
+        len.saturating_add(4 << 20)
+    }
+}
+
+/// A worker that answered another kind of job than it was sent: its answer is not used.
+fn not_what_was_asked() -> AppError {
+    media::Error::Invalid("a worker answered another job than it was sent".into()).into()
 }

@@ -52,7 +52,13 @@ impl Renderer {
         transform: Transform,
     ) -> Result<Prepared, AppError> {
         self.workers
-            .prepare(&input.bytes, input.format, transform, &self.limits)
+            .prepare(
+                &input.bytes,
+                input.held,
+                input.format,
+                transform,
+                &self.limits,
+            )
             .await
     }
 

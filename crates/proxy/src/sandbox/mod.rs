@@ -133,7 +133,7 @@ impl Sandbox {
         cost: u64,
         deadline: Duration,
         release_after: bool,
-    ) -> Result<(media::Rendered, media::Timings), AppError> {
+    ) -> Result<media::job::Done, AppError> {
         let taken = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut worker = match taken {
             Some(worker) => worker,
@@ -158,7 +158,12 @@ impl Sandbox {
         match outcome {
             Ok((Answer::Rendered { format, timings }, bytes)) => {
                 self.give_back(worker);
-                Ok((media::Rendered { bytes, format }, timings))
+                let rendered = media::Rendered { bytes, format };
+                Ok(media::job::Done::Rendered(rendered, timings))
+            }
+            Ok((Answer::Assessed(found), _)) => {
+                self.give_back(worker);
+                Ok(media::job::Done::Assessed(found))
             }
             Ok((Answer::Failed(failure), _)) => {
                 self.give_back(worker);

@@ -47,13 +47,15 @@ pub struct Request {
     pub release_after: bool,
 }
 
-/// A job's outcome; on success one payload follows: the output's bytes.
+/// A job's outcome; after `Rendered` one payload follows: the output's bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Answer {
     Rendered {
         format: media::Format,
         timings: media::Timings,
     },
+    /// What `media::prepare` found (a `Job::Assess`); no payload.
+    Assessed(media::Assessment),
     Failed(Failure),
 }
 

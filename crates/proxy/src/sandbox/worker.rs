@@ -58,12 +58,15 @@ fn serve(share: u64) -> ExitCode {
         drop(inputs);
         drop(payloads);
         let sent = match &outcome {
-            Ok((rendered, timings)) => {
+            Ok(media::job::Done::Rendered(rendered, timings)) => {
                 let answer = Answer::Rendered {
                     format: rendered.format,
                     timings: *timings,
                 };
                 send(&mut output, &answer, &[&rendered.bytes])
+            }
+            Ok(media::job::Done::Assessed(found)) => {
+                send(&mut output, &Answer::Assessed(*found), &[])
             }
             Err(e) => send(&mut output, &Answer::Failed(Failure::from(e)), &[]),
         };

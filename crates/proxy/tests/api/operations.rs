@@ -74,9 +74,11 @@ async fn metrics_count_requests_by_mode_and_status_class() {
         1.0
     );
     assert_eq!(get("media_proxy_renders_total"), 2.0);
+    // Each render is admitted twice, sandboxed: to read its headers, then to render.
     for (stage, n) in [
-        ("queue", 2.0),
+        ("queue", 4.0),
         ("fetch", 2.0),
+        ("assess", 2.0),
         ("render", 2.0),
         ("decode", 2.0),
         ("transform", 2.0),

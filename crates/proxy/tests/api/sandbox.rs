@@ -542,3 +542,26 @@ frames[0].save(sys.argv[1], save_all=True, append_images=frames[1:], duration=[0
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body, "image too large");
 }
+
+#[tokio::test]
+async fn headers_are_read_in_a_worker_too_unless_isolation_is_thread() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let count = |metrics: &str, stage: &str| {
+        let series = format!(r#"media_proxy_stage_duration_seconds_count{{stage="{stage}"}}"#);
+        crate::helpers::metric(metrics, &series)
+    };
+    for (isolation, assessed) in [("process", Some(1.0)), ("thread", None)] {
+        let mut server = Server::start(&[
+            ("MEDIA_PROXY__WORKERS__THREADS", "1"),
+            ("MEDIA_PROXY__WORKERS__ISOLATION", isolation),
+        ])
+        .await;
+        let url = still_of_generated(&server, &origin, "64x48");
+        let status = answered_and_alive(&mut server, &url, isolation).await;
+        assert_eq!(status, StatusCode::OK, "{isolation}");
+        let metrics = metrics_of(&server).await;
+        // Sandboxed, the PNG's headers were read by a worker (one job), then rendered by one.
+        assert_eq!(count(&metrics, "assess"), assessed, "{isolation}");
+        assert_eq!(count(&metrics, "decode"), Some(1.0), "{isolation}");
+    }
+}
