@@ -180,22 +180,45 @@ fn referenced(sample: &[u8], nal_length: usize) -> bool {
     !slices
 }
 
+/// The NAL units of one MP4 sample, each behind a `nal_length`-byte big-endian length; a
+/// cut length or a unit longer than the sample ends the walk with an error.
+pub(crate) fn nal_units(
+    sample: &[u8],
+    nal_length: usize,
+) -> impl Iterator<Item = Result<&[u8], Error>> {
+    let mut rest = sample;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let unit = (|| {
+            let (len, tail) = rest
+                .split_at_checked(nal_length)
+                .ok_or_else(|| Error::Invalid("H.264 sample cut inside a NAL length".into()))?;
+            let len = len
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            tail.split_at_checked(len)
+                .ok_or_else(|| Error::Invalid("H.264 NAL unit longer than its sample".into()))
+        })();
+        match unit {
+            Ok((nal, tail)) => {
+                rest = tail;
+                Some(Ok(nal))
+            }
+            Err(e) => {
+                rest = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
 /// One MP4 sample (length-prefixed NAL units) appended to `out` with start codes.
 fn annex_b(sample: &[u8], nal_length: usize, out: &mut Vec<u8>) -> Result<(), Error> {
-    let mut rest = sample;
-    while !rest.is_empty() {
-        let (len, tail) = rest
-            .split_at_checked(nal_length)
-            .ok_or_else(|| Error::Invalid("H.264 sample cut inside a NAL length".into()))?;
-        let len = len
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        let (nal, tail) = tail
-            .split_at_checked(len)
-            .ok_or_else(|| Error::Invalid("H.264 NAL unit longer than its sample".into()))?;
+    for nal in nal_units(sample, nal_length) {
         out.extend_from_slice(&START_CODE);
-        out.extend_from_slice(nal);
-        rest = tail;
+        out.extend_from_slice(nal?);
     }
     Ok(())
 }

@@ -77,23 +77,8 @@ fn h264(
         see(set)?;
     }
     for sample in samples {
-        let mut rest = *sample;
-        while !rest.is_empty() {
-            let Some((len, tail)) = rest.split_at_checked(nal_length) else {
-                return Err(Error::Invalid(
-                    "H.264 sample cut inside a NAL length".into(),
-                ));
-            };
-            let len = len
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-            let Some((nal, tail)) = tail.split_at_checked(len) else {
-                return Err(Error::Invalid(
-                    "H.264 NAL unit longer than its sample".into(),
-                ));
-            };
-            see(nal)?;
-            rest = tail;
+        for nal in super::h264::nal_units(sample, nal_length) {
+            see(nal?)?;
         }
     }
     Ok(size)
