@@ -92,8 +92,7 @@ impl Renderer {
         Ok(fresh(rendered))
     }
 
-    /// The limits inputs are checked against (the store's revalidation prepares a head
-    /// with them on the calling thread).
+    /// The limits inputs are checked against (a video's container is read with them).
     pub(crate) fn limits(&self) -> &media::Limits {
         &self.limits
     }

@@ -271,6 +271,16 @@ impl Binary {
         binary
     }
 
+    /// How many jobs the workers have done of the `assess` (headers) and `decode` stages.
+    async fn stage_counts(&self) -> (f64, f64) {
+        let text = crate::helpers::metrics_text(self.addr).await;
+        let count = |stage: &str| {
+            let series = format!(r#"media_proxy_stage_duration_seconds_count{{stage="{stage}"}}"#);
+            crate::helpers::metric(&text, &series).unwrap_or(0.0)
+        };
+        (count("assess"), count("decode"))
+    }
+
     /// `GET` without extra headers, for requests sent together.
     async fn get_owned(&self, path: String) -> crate::store::Answer {
         self.get(&path, &[]).await
@@ -439,6 +449,7 @@ async fn a_revalidation_reads_only_the_head_of_a_large_original() {
     assert_eq!(first.status, StatusCode::OK);
     let etag = first.header("etag").to_owned();
     let before = read();
+    let jobs = app.stage_counts().await;
     let r = app
         .get(
             "big.jpg?w=200",
@@ -454,6 +465,10 @@ async fn a_revalidation_reads_only_the_head_of_a_large_original() {
         "same ETag from the head alone"
     );
     assert_eq!(r.header("etag"), etag);
+    // The head's header was read by a worker (one assess job), as every header is, and
+    // nothing was decoded.
+    let (assessed, decoded) = app.stage_counts().await;
+    assert_eq!((assessed - jobs.0, decoded - jobs.1), (1.0, 0.0));
     // Let the abandoned transfer stop before counting (a piece or two may still be pulled
     // after the connection closed).
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -247,6 +247,7 @@ impl StorePipeline {
         let (format, head, _) = sniff_body(&mut object.body, &mut room).await?;
         let fresh = self
             .validators_from_head(&head, format, t, &object.meta, cond.accept)
+            .await
             .map(|mut v| {
                 v.immutable = plan.immutable;
                 v
@@ -462,10 +463,11 @@ impl StorePipeline {
     /// when they suffice: a still format whose header, all of it inside `head`, says
     /// everything the output depends on (format, size, orientation). `None`: read it all.
     /// (GIF, WebP and APNG count their frames over the whole file; TIFF and ICO may keep
-    /// their directories at the end; an SVG is only known once complete.)
-    fn validators_from_head(
+    /// their directories at the end; an SVG is only known once complete.) The header is
+    /// read where every other one is ([`Renderer::prepare`]: in a worker, sandboxed).
+    async fn validators_from_head(
         &self,
-        head: &[u8],
+        head: &Bytes,
         format: Format,
         t: &StoreTransform,
         meta: &ObjectMeta,
@@ -477,8 +479,16 @@ impl StorePipeline {
         ) {
             return None;
         }
-        let limits = self.renderer.limits();
-        let prepared = media::prepare(head, format, Transform::Resize(t.resize), limits).ok()?;
+        let input = Input {
+            bytes: head.clone(),
+            format,
+            held: 0,
+        };
+        let prepared = self
+            .renderer
+            .prepare(&input, Transform::Resize(t.resize))
+            .await
+            .ok()?;
         Some(self.decide(&prepared, format, t, meta, accept).1)
     }
 }
