@@ -83,13 +83,7 @@ type Admitted = (
 /// Renders whose estimate is at least this large hand their memory back when they end.
 const RELEASE_AFTER: u64 = 16 << 20;
 
-/// How long the pool must stay idle before freed memory is handed back. Trimming at once
-/// after every job made sequential traffic pay for it each time (`malloc_trim` walking the
-/// heaps, then page faults to take the memory back: ~1.4 ms of a 25 ms 12 MP preview,
-/// measured with one connection); a burst's end is still followed by the trim a second later.
-const IDLE_BEFORE_RELEASE: Duration = Duration::from_secs(1);
-
-/// Hands freed memory back once no job has run for [`IDLE_BEFORE_RELEASE`]. Called by the job
+/// Hands freed memory back once no job has run for [`crate::memory::IDLE_BEFORE_RELEASE`]. Called by the job
 /// that left the pool idle (on a blocking thread, inside the runtime).
 fn release_when_idle(running: Arc<AtomicUsize>) {
     static IDLE_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -99,7 +93,7 @@ fn release_when_idle(running: Arc<AtomicUsize>) {
         return;
     };
     runtime.spawn(async move {
-        tokio::time::sleep(IDLE_BEFORE_RELEASE).await;
+        tokio::time::sleep(crate::memory::IDLE_BEFORE_RELEASE).await;
         // Still idle, and no later idle moment has its own timer running.
         if running.load(Ordering::Acquire) == 0 && IDLE_EPOCH.load(Ordering::Acquire) == epoch {
             let _ = tokio::task::spawn_blocking(crate::memory::release).await;

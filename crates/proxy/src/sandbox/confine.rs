@@ -4,7 +4,7 @@
 //!
 //! The filter allows memory (`mmap`, `munmap`, `mremap`, `mprotect`, `brk`, `madvise`),
 //! futexes, reading its input and writing its output (`read`, `write`, `readv`, `writev` on
-//! the descriptors it has; it cannot open others), clocks, and exiting (`abort` included:
+//! the descriptors it has; it cannot open others; `poll` on them), clocks, and exiting (`abort` included:
 //! `tgkill` of itself). Opening a file fails with `EACCES` (a second filter): libraries ask
 //! the system small questions that way — heifer asks `std::thread::available_parallelism`,
 //! which reads the cgroup files and falls back when refused — and a refusal opens nothing
@@ -50,6 +50,10 @@ fn allowed() -> Vec<libc::c_long> {
         libc::SYS_rt_sigaction,
         libc::SYS_sigaltstack,
         libc::SYS_restart_syscall,
+        // Waiting for the next job with a timeout (then handing freed memory back).
+        libc::SYS_ppoll,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll,
         // glibc's `qsort` asks for the memory size (`sysconf(_SC_PHYS_PAGES)`).
         libc::SYS_sysinfo,
         libc::SYS_getpid,

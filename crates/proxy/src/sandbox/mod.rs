@@ -125,7 +125,8 @@ impl Sandbox {
 
     /// Runs `job` with `payloads` on an idle worker (or a new one), its address space held
     /// to [`allowance`] of its admitted `cost`, and waits at most `deadline` for its answer.
-    /// `release_after`: the worker hands freed memory back after it (a large job).
+    /// `release_after`: the worker hands freed memory back after it (a large job) once it
+    /// has had no request for [`crate::memory::IDLE_BEFORE_RELEASE`].
     pub async fn run(
         &self,
         job: media::job::Job,

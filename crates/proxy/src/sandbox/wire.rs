@@ -43,7 +43,8 @@ pub struct Request {
     /// Milliseconds the job has from when the worker reads it (its own `Stop`; the server
     /// kills it at the same deadline in any case).
     pub deadline_ms: u64,
-    /// Hand freed memory back to the system after the job (a large one).
+    /// Hand freed memory back to the system after the job (a large one), once no request
+    /// has come for `memory::IDLE_BEFORE_RELEASE`.
     pub release_after: bool,
 }
 

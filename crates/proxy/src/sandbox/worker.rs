@@ -7,13 +7,15 @@
 //! address space would count against the limit without holding anything).
 //!
 //! Input: framed [`Request`]s on stdin; output: [`Ready`], then one [`Answer`] per request
-//! on stdout; the exit code. Uses `media` (its jobs), `memory` (handing freed pages back).
+//! on stdout; the exit code. Uses `media` (its jobs), `memory` (handing freed pages back
+//! after a large job, once no request has come for [`IDLE_BEFORE_RELEASE`]).
 
 use std::io::{BufReader, BufWriter, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Answer, Failure, Request};
+use crate::memory::IDLE_BEFORE_RELEASE;
 
 /// The stack of the worker's thread: decoders written in C keep large frames on it; Rust
 /// parsers recurse only as deep as their bounds (`media::bmff`).
@@ -45,7 +47,14 @@ fn serve(share: u64) -> ExitCode {
     if send(&mut output, &ready, &[]).is_err() {
         return ExitCode::FAILURE;
     }
+    // A large job's freed memory is handed back once no request has come for a while, not
+    // after each job (see `memory::IDLE_BEFORE_RELEASE`).
+    let mut to_release = false;
     loop {
+        if to_release && input.buffer().is_empty() && !readable_within(IDLE_BEFORE_RELEASE) {
+            crate::memory::release();
+            to_release = false;
+        }
         let (request, payloads): (Request, _) = match wire::read_blocking(&mut input, u64::MAX) {
             Ok(Some(frame)) => frame,
             // The server closed the pipe: nothing more to do.
@@ -74,10 +83,23 @@ fn serve(share: u64) -> ExitCode {
         if sent.is_err() {
             return ExitCode::FAILURE;
         }
-        if request.release_after {
-            crate::memory::release();
-        }
+        to_release |= request.release_after;
     }
+}
+
+/// Whether standard input has something to read (or has ended, or failed: the read that
+/// follows says which) within `wait`.
+#[allow(unsafe_code)]
+fn readable_within(wait: Duration) -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd we own, its count, a timeout; the call only writes `revents`.
+    let ready = unsafe { libc::poll(&mut fd, 1, ms) };
+    ready != 0
 }
 
 fn send(
