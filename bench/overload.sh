@@ -61,8 +61,9 @@ for conns in ${OVERLOAD_CONNS-32 128}; do
     MEDIA_PROXY__CACHE__KIND=none MEDIA_PROXY__CACHE__MEMORY=0 \
     "$bin" serve --listen 127.0.0.1:13005 >"$log" 2>&1 & pid=$!
   until curl -sf -o /dev/null http://127.0.0.1:13005/healthz; do sleep 0.05; done
+  hwm_start $pid
   out=$(wrk -t2 -c"$conns" -d"${seconds}s" --timeout 30s -s "$work/distinct.lua" "$url")
-  hwm=$(tree_hwm $pid) # the server's and its worker processes' peaks, added up
+  hwm=$(hwm_stop $pid) # the server's and its worker processes' peaks, added up
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$conns" "$hwm" "$out" <<'PY'
 import sys
@@ -121,6 +122,7 @@ for phase in alone attacked public; do
     MEDIA_PROXY__WORKERS__MEMORY_BUDGET=268435456 \
     "$bin" serve --listen 127.0.0.1:13005 >"$log" 2>&1 & pid=$!
   until curl -sf -o /dev/null http://127.0.0.1:13005/healthz; do sleep 0.05; done
+  hwm_start $pid
   attackers=()
   if [ "$phase" != alone ]; then
     # 300 connections that send half a request head and then nothing.
@@ -138,7 +140,7 @@ PY
   fi
   out=$(wrk -t1 -c4 -d"${seconds}s" --timeout 30s -s "$work/distinct.lua" "$url")
   for a in "${attackers[@]}"; do wait "$a" 2>/dev/null || true; done
-  hwm=$(tree_hwm $pid) # the server's and its worker processes' peaks, added up
+  hwm=$(hwm_stop $pid) # the server's and its worker processes' peaks, added up
   kill $pid; wait $pid 2>/dev/null || true
   python3 - "$log" "$phase" "$hwm" "$out" <<'PY'
 import sys

@@ -95,10 +95,11 @@ run() { # scenario file flag server
   for _ in 1 2 3; do curl -sf -o /dev/null "$warm"; done
   local before after out
   before=$(tree_ticks $pid)
+  hwm_start $pid
   out=$(BENCH_FILE="$file" BENCH_FLAG="$flag" wrk -t1 -c"$conns" -d"${secs}s" --timeout 30s \
     --latency -s "$work/load.lua" "$base")
   after=$(tree_ticks $pid)
-  local hwm; hwm=$(tree_hwm $pid)
+  local hwm; hwm=$(hwm_stop $pid)
   local ttfb=""
   if [ "$scenario" = "passthrough 50 MB" ]; then
     ttfb=$(for _ in 1 2 3 4 5; do

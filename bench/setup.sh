@@ -31,7 +31,33 @@ tree() {
   done
   echo "$total"
 }
-# CPU ticks: the server's own, its reaped children's (a replaced worker), its live ones'.
-tree_ticks() { file=stat tree "$1" '{print $14 + $15 + $16 + $17}' '{print $14 + $15}'; }
+# CPU ticks of a server and its workers: its own, its reaped children's, its live ones'. A
+# worker is killed when its client leaves mid-render (wrk's end does that to the renders in
+# flight): reaped while the tree is read, it was counted by neither, and whole runs lost
+# their workers' CPU. So the tree is read again until the reaped part held still meanwhile.
+tree_ticks() {
+  local reaped again total
+  while :; do
+    reaped=$(awk '{print $16 + $17}' "/proc/$1/stat")
+    total=$(file=stat tree "$1" '{print $14 + $15 + $16 + $17}' '{print $14 + $15}')
+    again=$(awk '{print $16 + $17}' "/proc/$1/stat")
+    [ "$again" = "$reaped" ] && break
+  done
+  echo "$total"
+}
 # Peak RSS (kB), added up.
 tree_hwm() { file=status tree "$1" '/VmHWM/ {print $2}' '/VmHWM/ {print $2}'; }
+# The same over a run: a killed worker takes its VmHWM with it, so the tree is sampled while
+# the load runs. `hwm_start PID` before it, `hwm_stop PID` after: the largest sum seen.
+hwm_start() {
+  hwm_file=$(mktemp)
+  (while kill -0 "$1" 2>/dev/null; do tree_hwm "$1" >> "$hwm_file" 2>/dev/null || true; sleep 0.2; done) &
+  hwm_watcher=$!
+}
+hwm_stop() {
+  tree_hwm "$1" >> "$hwm_file" 2>/dev/null || true
+  kill "$hwm_watcher" 2>/dev/null || true
+  wait "$hwm_watcher" 2>/dev/null || true
+  sort -n "$hwm_file" | tail -1
+  rm -f "$hwm_file"
+}

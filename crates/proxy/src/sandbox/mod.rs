@@ -220,6 +220,8 @@ impl Sandbox {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("worker pipes"));
         };
+        widen(&stdin);
+        widen(&stdout);
         let mut worker = Worker {
             child,
             stdin,
@@ -251,6 +253,24 @@ impl Sandbox {
             *last = Some(ready);
         }
         Ok(worker)
+    }
+}
+
+/// What a pipe to a worker may hold before its writer waits: 1 MiB (Linux's default ceiling
+/// for unprivileged processes, `fs.pipe-max-size`) rather than 64 KiB. A 4 MB photo crossed
+/// in 64 handoffs each way, each a wake-up of the other side: +13 ms at the median of a 12 MP
+/// `preview` and cores left idle between them (`docs/benchmarks.md`).
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Widens the pipe behind `end` to [`PIPE_SIZE`]; where the kernel refuses (a lower
+/// ceiling, the user's pipe quota spent), it stays as it was, only slower.
+#[allow(unsafe_code)]
+fn widen(end: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a descriptor we own, with an integer argument; it changes only the
+    // pipe's capacity.
+    let set = unsafe { libc::fcntl(end.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+    if set < 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "worker pipe not widened");
     }
 }
 
