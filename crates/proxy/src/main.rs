@@ -281,6 +281,7 @@ fn serve(args: ServeArgs, env: &ProcessEnv) -> Result<ExitCode, Stop> {
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
+    allocate_for(&settings, env);
     telemetry::init(&settings.log, env.log_filter.as_deref());
     let runtime = async_runtime()?;
     Ok(runtime.block_on(async move {
@@ -305,6 +306,13 @@ fn serve(args: ServeArgs, env: &ProcessEnv) -> Result<ExitCode, Stop> {
     }))
 }
 
+/// The server's allocator settings once it is known where decoding runs.
+fn allocate_for(settings: &Settings, env: &ProcessEnv) {
+    if settings.workers.isolation == media_proxy::config::Isolation::Process {
+        media_proxy::memory::decoding_elsewhere(&env.allocator);
+    }
+}
+
 fn lambda(config: Option<PathBuf>, env: &ProcessEnv) -> Result<ExitCode, Stop> {
     check_rust_log(env)?;
     let environment =
@@ -313,6 +321,7 @@ fn lambda(config: Option<PathBuf>, env: &ProcessEnv) -> Result<ExitCode, Stop> {
     telemetry::init(&settings.log, env.log_filter.as_deref());
     // After the logger: a lowered limit is logged.
     let settings = environment.impose_limits(settings);
+    allocate_for(&settings, env);
     let runtime = async_runtime()?;
     Ok(runtime.block_on(async move {
         tracing::info!(

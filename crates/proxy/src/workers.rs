@@ -368,7 +368,11 @@ impl Workers {
                 })
                 .await;
         };
-        let admitted = self.admit(cost, held).await?;
+        // The worker reads its own copy of the payloads: memory the estimate (which counts
+        // the input once, the server's) does not hold. Its address space is still bounded by
+        // the estimate, which covers the copy it maps.
+        let copy: u64 = payloads.iter().map(|p| p.len() as u64).sum();
+        let admitted = self.admit(cost.saturating_add(copy), held).await?;
         self.running.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let stage = match job {
@@ -537,7 +541,7 @@ pub fn available_memory() -> u64 {
 }
 
 /// Memory reading the headers of an input of `len` bytes may hold, the input included
-/// (counted once, as a render counts it: the worker's copy of it is not counted apart): an
+/// (once, as a render counts it; a worker's copy of it is added where it is sent): an
 /// SVG's text and tree ([`media::svg_parse_cost`]); a raster's header readers (a JPEG XL's
 /// frame table, a HEIC's item data, libavif's parse) and their tables, 4 MiB.
 fn assess_cost(format: media::Format, len: u64, limits: &media::Limits) -> u64 {

@@ -466,6 +466,62 @@ async fn hostile_server_within(limits: &[(&str, &str)], budget: u64) -> Server {
     Server::start(&env).await
 }
 
+/// Every copy of a download counts in the budget, a worker's copy of its input too, and a
+/// grown buffer leaves nothing behind: six `emoji`s of 60 MiB bodies at once under a 128 MiB
+/// budget keep the server and its workers within the budget and 16 MiB, sampled while they
+/// run (each is a 1×1 GIF padded with zeros: served, or refused for want of room). With the
+/// worker's copy uncounted, two were admitted together: 161–244 MiB; with download buffers
+/// grown inside the heaps, what each growth freed stayed resident: 209–217 MiB when two ran.
+#[tokio::test]
+async fn a_workers_copy_of_its_input_counts_in_the_budget() {
+    let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
+    let budget: u64 = 128 << 20;
+    let mut server = Server::start(&[
+        ("MEDIA_PROXY__WORKERS__THREADS", "2"),
+        ("MEDIA_PROXY__WORKERS__MEMORY_BUDGET", &budget.to_string()),
+    ])
+    .await;
+    confined_workers(&server, 2).await;
+    let before = tree_rss(&server);
+    let client = loopback_client();
+    let requests = futures_util::future::join_all((0..6).map(|i| {
+        let body = origin.url(&format!("/chunked?size=1048576&count=60&n={i}"));
+        let url = server.proxy_url("a.webp", &body, "&emoji");
+        let client = client.clone();
+        async move { client.get(&url).send().await.map(|r| r.status()) }
+    }));
+    let mut peak = before;
+    let sample = async {
+        loop {
+            peak = peak.max(tree_rss(&server));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let statuses = tokio::select! {
+        answers = requests => answers,
+        () = sample => unreachable!(),
+    };
+    for status in statuses {
+        // Served (a 1×1 GIF and its padding) or refused for want of room: never a hang.
+        let status = status.unwrap();
+        assert!(
+            [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE].contains(&status),
+            "{status}"
+        );
+    }
+    // The server's own buffers beside the budget: pipes, connections.
+    let margin = 16 << 20;
+    assert!(
+        peak.saturating_sub(before) <= budget + margin,
+        "RSS grew by {} MiB at a budget of {} MiB",
+        (peak - before) >> 20,
+        budget >> 20
+    );
+    let healthz = server.url("/healthz");
+    let again = answered_and_alive(&mut server, &healthz, "after").await;
+    assert_eq!(again, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_video_lying_about_its_size_is_judged_by_its_stream_in_every_container() {
     let origin = spawn_origin(Ipv4Addr::new(127, 0, 0, 2)).await;
