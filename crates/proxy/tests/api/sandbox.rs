@@ -157,18 +157,34 @@ async fn confined_workers(server: &Server, n: usize) -> Vec<u32> {
     }
 }
 
-/// User + system CPU seconds of a process and of its reaped children.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = stat.rsplit_once(')').unwrap().1;
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|f| f.parse().unwrap())
-        .collect();
-    // utime, stime, cutime, cstime in clock ticks (100 per second on Linux).
-    fields.iter().sum::<u64>() as f64 / 100.0
+/// utime, stime, cutime and cstime of a process in clock ticks (100 per second on Linux);
+/// `None` once it is gone.
+fn cpu_ticks(pid: u32) -> Option<[u64; 4]> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace().skip(11).map(|f| f.parse().ok());
+    let mut next = || fields.next().flatten();
+    Some([next()?, next()?, next()?, next()?])
+}
+
+/// CPU seconds of the server, its reaped children and its live workers. A worker that ends
+/// while the tree is read (killed at a deadline, lost, replaced) would be counted by neither
+/// its own `/proc` nor the server's reaped time: read again until the reaped part held still.
+fn tree_cpu(server: &Server) -> f64 {
+    let pid = server.child.id();
+    let reaped = || cpu_ticks(pid).map(|t| t[2] + t[3]);
+    loop {
+        let before = reaped();
+        let own = cpu_ticks(pid).map_or(0, |t| t.iter().sum::<u64>());
+        let live: u64 = workers_of(server)
+            .into_iter()
+            .filter_map(cpu_ticks)
+            .map(|t| t[0] + t[1])
+            .sum();
+        if reaped() == before {
+            return (own + live) as f64 / 100.0;
+        }
+    }
 }
 
 #[tokio::test]
@@ -289,11 +305,9 @@ async fn a_render_past_its_deadline_is_killed_then_and_the_next_is_served() {
     assert_eq!(answer.text().await.unwrap(), "image took too long");
     // No process of the server's keeps burning CPU after the answer: the worker was killed
     // (and reaped) before it was sent.
-    let pid = server.child.id();
-    let tree = |pids: &[u32]| pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-    let after_answer = tree(&[pid]) + tree(&workers_of(&server));
+    let after_answer = tree_cpu(&server);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let later = tree(&[pid]) + tree(&workers_of(&server));
+    let later = tree_cpu(&server);
     assert!(
         later - after_answer <= 0.5,
         "{:.2} CPU-s after the answer",
@@ -399,12 +413,6 @@ fn tree_rss(server: &Server) -> u64 {
     let rss = |pid| status_field(pid, "VmRSS").and_then(|v| v.parse::<u64>().ok());
     let pids = std::iter::once(server.child.id()).chain(workers_of(server));
     pids.filter_map(rss).sum::<u64>() * 1024
-}
-
-/// CPU seconds of the server and its workers.
-fn tree_cpu(server: &Server) -> f64 {
-    let pids = std::iter::once(server.child.id()).chain(workers_of(server));
-    pids.map(cpu_seconds).sum()
 }
 
 /// The memory budget the hostile tests run at, and how far above it RSS may grow (the
