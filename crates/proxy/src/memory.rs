@@ -31,6 +31,10 @@
 //! a burst of previews). Doing it only when the pool has been idle for a second keeps it off
 //! the busy path, sequential traffic included (`workers::release_when_idle`).
 //!
+//! A server whose renders run in worker processes decodes nothing itself; its large blocks
+//! are download buffers, mapped on their own ([`decoding_elsewhere`]) so that what the
+//! memory budget counts is what is resident.
+//!
 //! Input: the operator's allocator variables (read by `config`); output: glibc's settings.
 //! Uses `config` only.
 
