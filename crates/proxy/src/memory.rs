@@ -97,8 +97,8 @@ const SERVER_MMAP_THRESHOLD: libc::c_int = 1 << 20;
 /// again, so each one above [`SERVER_MMAP_THRESHOLD`] is mapped on its own. A buffer that
 /// grows is moved by `mremap` (no copy, nothing left behind) and a freed one goes back to
 /// the system at once. From the heaps, each growth left the smaller buffer free inside them,
-/// resident and counted by no budget: four 60 MiB downloads at a 128 MiB budget grew RSS by
-/// 215 MiB, and by 121–126 MiB mapped (the sandbox test
+/// resident and counted by no budget: six 60 MiB downloads at a 128 MiB budget grew RSS by
+/// 209–217 MiB when two renders ran, and by 126–131 MiB mapped (the sandbox test
 /// `a_workers_copy_of_its_input_counts_in_the_budget`). The workers keep [`configure`]'s
 /// settings. An operator's allocator variables win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

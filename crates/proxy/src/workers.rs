@@ -83,8 +83,8 @@ type Admitted = (
 /// Renders whose estimate is at least this large hand their memory back when they end.
 const RELEASE_AFTER: u64 = 16 << 20;
 
-/// Hands freed memory back once no job has run for [`crate::memory::IDLE_BEFORE_RELEASE`]. Called by the job
-/// that left the pool idle (on a blocking thread, inside the runtime).
+/// Hands freed memory back once no job has run for [`crate::memory::IDLE_BEFORE_RELEASE`].
+/// Called by the job that left the pool idle (on a blocking thread, inside the runtime).
 fn release_when_idle(running: Arc<AtomicUsize>) {
     static IDLE_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let epoch = IDLE_EPOCH.fetch_add(1, Ordering::AcqRel) + 1;

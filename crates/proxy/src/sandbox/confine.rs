@@ -3,9 +3,9 @@
 //! call outside what decoding needs.
 //!
 //! The filter allows memory (`mmap`, `munmap`, `mremap`, `mprotect`, `brk`, `madvise`),
-//! futexes, reading its input and writing its output (`read`, `write`, `readv`, `writev` on
-//! the descriptors it has; it cannot open others; `poll` on them), clocks, and exiting (`abort` included:
-//! `tgkill` of itself). Opening a file fails with `EACCES` (a second filter): libraries ask
+//! futexes, reading its input and writing its output (`read`, `write`, `readv`, `writev` and
+//! `poll` on the descriptors it has; it cannot open others), clocks, and exiting (`abort`
+//! included: `tgkill` of itself). Opening a file fails with `EACCES` (a second filter): libraries ask
 //! the system small questions that way — heifer asks `std::thread::available_parallelism`,
 //! which reads the cgroup files and falls back when refused — and a refusal opens nothing
 //! either. Everything else — `socket`, `execve`, `ptrace`, `clone` (no decoder here starts
